@@ -1,0 +1,255 @@
+"""The station's composition root: the one place that picks drivers and wires the stages.
+
+    source -> decoder -> payload parser -> check-in policy -> signed outbox -> publisher
+                                                 |
+                                                 +-> Outcome -> feedback (lights, buzzer, screen)
+
+Data flows one way; feedback and other listeners only receive Outcome/StationState.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from edge.clock import SystemClock
+from edge.config import StationConfig
+from edge.drivers.ports import Capture, Frame, Source
+from edge.outcome import Outcome, Result, StationState
+from edge.payloads import Person, PayloadRefused, parse_payload
+from edge.policy import decide_checkin
+from edge.queue.outbox import Outbox, OutboxError
+from edge.queue.publisher import Publisher
+from qrgate import protocol
+from qrgate.errors import ConfigError
+from qrgate.keyfiles import load_or_create_key, load_or_create_secret
+from qrgate.masking import mask_person_name
+from qrgate.personal_pass import key_id
+
+logger = logging.getLogger(__name__)
+
+STATION_KEY_FILE = "station.key"
+
+Listener = Callable[[Outcome | StationState], None]
+
+
+@dataclass
+class _Sighting:
+    text: str
+    mono_s: float
+
+
+class Station:
+    """One gate station: owns the outbox and publisher, runs the scan pipeline.
+
+    Drivers may be passed in (tests, the demo); otherwise they are opened from the
+    config by name. ``listeners`` receive every Outcome and StationState.
+    """
+
+    def __init__(
+        self,
+        config: StationConfig,
+        *,
+        source: Source | None = None,
+        decoder: Any = None,
+        clock: Any = None,
+        listeners: list[Listener] | None = None,
+        feedback: Any = None,
+    ):
+        self.config = config
+        self.clock = clock or SystemClock()
+        state_dir = config.state_dir
+        self.key = load_or_create_key(state_dir / STATION_KEY_FILE)
+        self.outbox = Outbox(
+            state_dir / "outbox.sqlite3",
+            station_id=config.station.id,
+            key=self.key,
+            person_secret=load_or_create_secret(state_dir / "presence.secret"),
+        )
+        self.pass_keys = {}
+        for text in config.station.pass_keys:
+            pub = protocol.public_key_from_text(text)
+            self.pass_keys[key_id(pub)] = pub
+        self.source = source
+        self.decoder = decoder
+        self.feedback = feedback
+        self.listeners: list[Listener] = list(listeners or [])
+        self.counts: Counter[str] = Counter()
+        self._last: _Sighting | None = None
+        self._stop = threading.Event()
+        self._state = StationState(venue=config.station.venue, mode=config.policy.mode)
+        self.publisher = Publisher(
+            self.outbox, config.mqtt, config.base, on_state=self._on_link_state,
+            resend_after_s=config.station.resend_after_s,
+        )
+
+    # --- wiring ---
+    def open_drivers(self) -> None:
+        """Open whatever was not passed in, by the names in the config."""
+        if self.decoder is None:
+            from edge.decoder import get_decoder
+
+            self.decoder = get_decoder(self.config.decoder.name)
+        if self.source is None:
+            from edge.drivers.sources import open_source
+
+            options = dict(self.config.source)
+            kind = options.pop("kind")
+            try:
+                self.source = open_source(kind, **options)
+            except TypeError as exc:
+                raise ConfigError(f"{self.config.path}: section [source]: {exc}") from None
+        if self.feedback is None:
+            self.feedback = open_feedback(self.config)
+        if self.feedback is not None:
+            self.listeners.append(self.feedback.post)
+
+    def start(self) -> None:
+        self.open_drivers()
+        if self.feedback is not None:
+            self.feedback.start()
+        self._emit(self._state)
+        self.publisher.start()
+
+    def run(self) -> None:
+        """Scan until the source ends or stop() is called."""
+        assert self.source is not None, "start() opens the source"
+        for capture in self.source.captures():
+            if self._stop.is_set():
+                break
+            self.handle_capture(capture)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.source is not None:
+            self.source.close()
+
+    def close(self) -> None:
+        self.stop()
+        self.publisher.close()
+        if self.feedback is not None:
+            self.feedback.close()
+        self.outbox.close()
+
+    # --- the pipeline ---
+    def handle_capture(self, capture: Capture) -> list[Outcome]:
+        if isinstance(capture, Frame):
+            texts: list[str | bytes] = [d.text for d in self.decoder.decode(capture.gray)]
+            if not texts:
+                self.counts["no_code"] += 1
+        else:
+            texts = [capture.raw or capture.text]
+        outcomes = []
+        for text in texts:
+            outcome = self.handle_text(text)
+            if outcome is not None:
+                outcomes.append(outcome)
+        return outcomes
+
+    def handle_text(self, text: str | bytes) -> Outcome | None:
+        """Decide one read code; None when it is the same card still held up."""
+        now = self.clock.now()
+        key = text if isinstance(text, str) else text.decode("utf-8", "replace")
+        last = self._last
+        self._last = _Sighting(key, now.mono_s)
+        if last is not None and last.text == key and now.mono_s - last.mono_s < self.config.station.hold_s:
+            return None
+        mono_ns = int(now.mono_s * 1e9)
+        try:
+            person = parse_payload(text, pass_keys=self.pass_keys, today=dt.date.fromtimestamp(now.wall_s))
+        except PayloadRefused as exc:
+            logger.info("refused code (%s): %s", exc.reason, exc.detail)
+            return self._emit_outcome(Outcome(Result.REFUSED, reason=exc.reason, mono_ns=mono_ns))
+        person_hash = self.outbox.person_hash(person.person_key)
+        verdict = decide_checkin(self.outbox.last_checkin(person_hash), now, self.config.policy)
+        masked = mask_person_name(person.name)
+        if not verdict.accepted:
+            return self._emit_outcome(
+                Outcome(Result.ALREADY_COUNTED, reason=verdict.code, direction=verdict.direction,
+                        masked_name=masked, kind=person.kind, mono_ns=mono_ns)
+            )
+        try:
+            self.outbox.append(
+                self._record_fields(person, verdict.direction, now), person_hash=person_hash, now=now
+            )
+        except OutboxError as exc:
+            logger.error("cannot record check-in: %s", exc)
+            self._state = StationState(**{**self._state_dict(), "fault": "storage"})
+            self._emit(self._state)
+            return self._emit_outcome(Outcome(Result.FAULT, reason="storage", mono_ns=mono_ns))
+        self.publisher.wake()
+        result = Result.ACCEPTED if self.publisher.online else Result.ACCEPTED_OFFLINE
+        return self._emit_outcome(
+            Outcome(result, direction=verdict.direction, masked_name=masked, kind=person.kind, mono_ns=mono_ns)
+        )
+
+    def _record_fields(self, person: Person, direction: str, now) -> dict[str, Any]:
+        return {
+            "ts": int(now.wall_s * 1000),
+            "mono": int(now.mono_s * 1000),
+            "boot": now.boot_id,
+            "sync": bool(self.clock.synced()),
+            "dir": direction,
+            "kind": person.kind,
+            "person": {"id": person.id_number, "name": person.name, "birth": person.birth, "sex": person.sex},
+        }
+
+    # --- listeners ---
+    def _emit_outcome(self, outcome: Outcome) -> Outcome:
+        self.counts[outcome.result.value] += 1
+        if outcome.reason and outcome.result in (Result.REFUSED, Result.FAULT):
+            self.counts[f"{outcome.result.value}.{outcome.reason}"] += 1
+        self._emit(outcome)
+        return outcome
+
+    def _emit(self, event: Outcome | StationState) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:  # a broken screen must not stop the gate
+                logger.exception("listener failed")
+
+    def _state_dict(self) -> dict[str, Any]:
+        s = self._state
+        return {"venue": s.venue, "mode": s.mode, "online": s.online, "backlog": s.backlog, "fault": s.fault}
+
+    def _on_link_state(self, online: bool, backlog: int) -> None:
+        self._state = StationState(**{**self._state_dict(), "online": online, "backlog": backlog})
+        self._emit(self._state)
+
+
+def open_feedback(config: StationConfig):
+    """Build the feedback loop from the [feedback] section (None if all of it is off)."""
+    fb = config.feedback
+    indicators = None
+    if fb.indicators == "gpio":
+        from edge.drivers.indicators_gpio import GpioIndicators
+
+        factory = None
+        if fb.pin_factory == "mock":
+            from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+            factory = MockFactory(pin_class=MockPWMPin)
+        indicators = GpioIndicators(fb.green, fb.red, fb.amber, fb.buzzer, pin_factory=factory)
+    screen = None
+    if fb.panel != "none":
+        from pathlib import Path
+
+        from edge.display.panel import Screen, open_panel
+
+        device = open_panel(fb.panel, i2c_port=fb.i2c_port, address=fb.i2c_address)
+        mirror = Path(fb.screen_png) if fb.screen_png else None
+        if mirror is not None and not mirror.is_absolute():
+            mirror = config.base / mirror
+        screen = Screen(device, mirror_png=mirror)
+    if indicators is None and screen is None:
+        return None
+    from edge.feedback import FeedbackLoop
+
+    return FeedbackLoop(indicators, screen, result_seconds=fb.result_seconds)
+

@@ -1,0 +1,57 @@
+"""Ports between the station's stages: what a source hands to the decoder.
+
+A *source* produces captures. A camera-like source yields ``Frame`` (a grayscale image
+the decoder must read); a scanner yields ``ScannedText`` (the scanner decoded the code
+itself). Sources keep only the newest frame: when the pipeline is slower than the
+camera, stale frames are dropped, never queued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One grayscale camera frame: ``gray`` is a 2-D uint8 array (H x W)."""
+
+    gray: np.ndarray
+    mono_ns: int
+    origin: str = ""  # file name, device path: for logs and the decode tool
+
+
+@dataclass(frozen=True, slots=True)
+class ScannedText:
+    """A code already decoded by a scanner (USB HID or serial)."""
+
+    text: str
+    mono_ns: int
+    origin: str = ""
+    raw: bytes = field(default=b"", repr=False)
+
+
+Capture = Frame | ScannedText
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Contract for every input source.
+
+    Must:
+      - ``captures()``: yield ``Frame`` or ``ScannedText`` until ``close()`` is called or
+        the source is exhausted (a folder read once, a video that ended). Blocking is
+        fine; it runs on the pipeline thread. When it cannot keep up it drops old frames.
+      - ``close()``: release the device; safe to call twice and from another thread.
+    Errors opening the device are raised as ``qrgate.errors.DriverError`` with the
+    device path in the message.
+    """
+
+    name: str
+
+    def captures(self) -> Iterator[Capture]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,96 @@
+"""qrgate-provision: set up a broker, a server and stations, and issue personal passes.
+
+  qrgate-provision broker  --dir broker --port 8883
+  qrgate-provision server  --broker-dir broker --config server/server.toml
+  qrgate-provision station --server-config server/server.toml --broker-dir broker \\
+                           --id gate-1 --venue 1 --dir station
+  qrgate-provision pass    --server-config server/server.toml --pid W0042 --name "Lê Thị Hoa" --png pass.png
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+from qrgate.cli import App, arg
+from qrgate.errors import UserError
+
+app = App("qrgate-provision", __doc__)
+
+
+@app.command("broker", arg("--dir", required=True, help="folder for the broker's files"),
+             arg("--port", type=int, default=8883), arg("--host", default="127.0.0.1"))
+def broker(dir: str, port: int, host: str) -> int:
+    """Write a Mosquitto configuration: CA, TLS certificate, password file and ACL."""
+    from provisioning.broker import BrokerFiles
+
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port must be 1-65535, got {port}")
+    files = BrokerFiles.create(dir, port=port, host=host)
+    print(files.conf)
+    return 0
+
+
+@app.command("server", arg("--broker-dir", required=True), arg("--config", required=True, help="server.toml to write"),
+             arg("--web-port", type=int, default=8080))
+def server(broker_dir: str, config: str, web_port: int) -> int:
+    """Give the server a broker account and write its server.toml."""
+    from provisioning.broker import SERVER_USER, BrokerFiles
+    from provisioning.station import write_server_config
+
+    files = BrokerFiles.open(broker_dir)
+    password = files.add_user(SERVER_USER)
+    print(write_server_config(Path(config), broker=files, password=password, web_port=web_port))
+    return 0
+
+
+@app.command("station", arg("--server-config", required=True), arg("--broker-dir", required=True),
+             arg("--id", dest="station_id", required=True), arg("--venue", type=int, required=True),
+             arg("--dir", required=True, help="the station's folder (its key is made there)"),
+             arg("--mode", default="toggle", choices=("entry", "exit", "toggle")))
+def station(server_config: str, broker_dir: str, station_id: str, venue: int, dir: str, mode: str) -> int:
+    """Make a station's key in its folder, register it with the server and the broker."""
+    from provisioning.broker import BrokerFiles
+    from provisioning.station import enroll_local
+    from qrgate import protocol
+    from qrgate.keyfiles import load_or_create_key
+    from server.config import load_server_config
+    from server.storage import SqliteStorage
+
+    cfg = load_server_config(server_config)
+    storage = SqliteStorage(cfg.database)
+    pass_key = protocol.public_key_to_text(load_or_create_key(cfg.pass_key_file).public_key())
+    setup = enroll_local(
+        storage=storage, broker=BrokerFiles.open(broker_dir), station_id=station_id, venue_id=venue,
+        station_dir=Path(dir), pass_keys=(pass_key,), mode=mode,
+    )
+    print(json.dumps({"station": setup.station_id, "config": str(setup.config_path), "public_key": setup.public_key}))
+    return 0
+
+
+@app.command("pass", arg("--server-config", required=True), arg("--pid", required=True),
+             arg("--name", required=True), arg("--birth", default=""),
+             arg("--days", type=int, default=365), arg("--png", help="also save the QR as this PNG"))
+def issue(server_config: str, pid: str, name: str, birth: str, days: int, png: str | None) -> int:
+    """Issue a signed personal pass (for a worker without a phone) and print its text."""
+    from qrgate.keyfiles import load_or_create_key
+    from qrgate.personal_pass import issue_pass
+    from server.config import load_server_config
+
+    if days < 1:
+        raise UserError("--days must be at least 1")
+    cfg = load_server_config(server_config)
+    key = load_or_create_key(cfg.pass_key_file)
+    today = dt.date.today()
+    text = issue_pass(key, pid=pid, name=name, issued=today, expires=today + dt.timedelta(days=days), birth=birth)
+    if png:
+        import segno
+
+        segno.make_qr(text, error="m").save(png, scale=8, border=4)
+    print(text)
+    return 0
+
+
+def main(argv=None) -> int:
+    return app.main(argv)

@@ -1,0 +1,185 @@
+"""The station-server wire protocol: topics, signed records, batches and acks.
+
+docs/protocol.md is the specification; this module is its reference implementation and
+tests/test_protocol.py checks the test vectors printed there.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from qrgate.errors import RecordError
+
+VERSION = 1
+TOPIC_ROOT = "qrgate/v1/stations"
+SIGNING_CONTEXT = b"qrgate-record-v1\n"  # domain separation: a record signature is never valid for anything else
+STATION_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
+MAX_MESSAGE_BYTES = 256 * 1024
+MAX_RECORDS_PER_BATCH = 500
+MAX_RECORD_BYTES = 8 * 1024
+
+# Fields every record carries, with their JSON types; anything else is refused.
+RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "v": int,  # protocol version
+    "st": str,  # station id
+    "seq": int,  # per-station sequence number, 1, 2, 3... never reused
+    "ts": int,  # wall clock, ms since the Unix epoch (UTC), as the station knew it
+    "mono": int,  # monotonic clock of this boot, ms
+    "boot": str,  # kernel boot id
+    "sync": bool,  # was the wall clock synchronised (NTP) when the record was made
+    "dir": str,  # "in" or "out"
+    "kind": str,  # payload kind: cccd, bhyt, national, pass
+    "person": dict,  # id, name, birth, sex (strings)
+    "sig": str,  # base64 Ed25519 signature over signing_bytes(record without "sig")
+}
+PERSON_FIELDS = ("id", "name", "birth", "sex")
+DIRECTIONS = ("in", "out")
+KINDS = ("cccd", "bhyt", "national", "pass")
+
+# Closed list of reasons the server gives for not storing a record (docs/protocol.md).
+REFUSAL_REASONS = {
+    "malformed": "not a JSON object with exactly the record fields and types",
+    "bad_version": "protocol version this server does not know",
+    "misaddressed": "record's station id differs from the topic it arrived on",
+    "unknown_station": "no active station with this id is registered",
+    "bad_signature": "signature does not verify with the station's registered key",
+    "seq_conflict": "this station already stored a different record with this sequence number",
+    "too_large": "record or message over the size limit",
+}
+
+
+def records_topic(station_id: str) -> str:
+    return f"{TOPIC_ROOT}/{station_id}/records"
+
+
+def acks_topic(station_id: str) -> str:
+    return f"{TOPIC_ROOT}/{station_id}/acks"
+
+
+def status_topic(station_id: str) -> str:
+    return f"{TOPIC_ROOT}/{station_id}/status"
+
+
+def station_from_topic(topic: str) -> str | None:
+    """The station id in ``qrgate/v1/stations/<id>/<leaf>``, or None if the topic is not one."""
+    parts = topic.split("/")
+    if len(parts) != 5 or "/".join(parts[:3]) != TOPIC_ROOT or not STATION_ID_RE.match(parts[3]):
+        return None
+    return parts[3]
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The one byte form of a JSON value that is signed: sorted keys, no spaces, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def signing_bytes(record: Mapping[str, Any]) -> bytes:
+    body = {k: v for k, v in record.items() if k != "sig"}
+    return SIGNING_CONTEXT + canonical_json(body)
+
+
+def sign_record(record: Mapping[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
+    """Return a copy of ``record`` with its ``sig`` field."""
+    body = {k: v for k, v in record.items() if k != "sig"}
+    sig = key.sign(signing_bytes(body))
+    return {**body, "sig": base64.b64encode(sig).decode("ascii")}
+
+
+def validate_record(record: Any) -> dict[str, Any]:
+    """Check shape and types; raise RecordError('malformed' / 'bad_version' / 'too_large')."""
+    if not isinstance(record, dict):
+        raise RecordError("malformed", "record is not an object")
+    if set(record) != set(RECORD_FIELDS):
+        missing = sorted(set(RECORD_FIELDS) - set(record))
+        extra = sorted(set(record) - set(RECORD_FIELDS))
+        raise RecordError("malformed", f"missing {missing}, unexpected {extra}")
+    for name, typ in RECORD_FIELDS.items():
+        value = record[name]
+        # bool is an int in Python: keep "seq": true out
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+            raise RecordError("malformed", f"field {name!r} has the wrong type")
+    if record["v"] != VERSION:
+        raise RecordError("bad_version", f"version {record['v']}")
+    if record["seq"] < 1 or record["dir"] not in DIRECTIONS or record["kind"] not in KINDS:
+        raise RecordError("malformed", "seq, dir or kind out of range")
+    person = record["person"]
+    if set(person) != set(PERSON_FIELDS) or not all(isinstance(v, str) for v in person.values()):
+        raise RecordError("malformed", "person must have exactly id, name, birth, sex as text")
+    if len(canonical_json(record)) > MAX_RECORD_BYTES:
+        raise RecordError("too_large", "record over 8 KiB")
+    return record
+
+
+def verify_record(record: Mapping[str, Any], public_key: Ed25519PublicKey) -> None:
+    """Raise RecordError('bad_signature') unless ``record['sig']`` is valid for ``public_key``."""
+    try:
+        sig = base64.b64decode(record["sig"], validate=True)
+        public_key.verify(sig, signing_bytes(record))
+    except (InvalidSignature, ValueError) as exc:
+        raise RecordError("bad_signature", f"station {record.get('st')} seq {record.get('seq')}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The server's answer to one batch: stored (or already stored) and refused seqs."""
+
+    stored: tuple[int, ...]
+    refused: Mapping[int, str]
+
+    def to_bytes(self) -> bytes:
+        return canonical_json(
+            {"stored": list(self.stored), "refused": {str(k): v for k, v in self.refused.items()}}
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Ack:
+        try:
+            obj = json.loads(data)
+            stored = tuple(int(s) for s in obj["stored"])
+            refused = {int(k): str(v) for k, v in obj.get("refused", {}).items()}
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise RecordError("malformed", "ack is not {stored: [...], refused: {...}}") from exc
+        return cls(stored, refused)
+
+
+def encode_batch(records: Iterable[bytes]) -> bytes:
+    """Join already-serialised signed records into one message: ``{"records":[...]}``."""
+    return b'{"records":[' + b",".join(records) + b"]}"
+
+
+def decode_batch(payload: bytes) -> list[Any]:
+    """Split a records message; raise RecordError for anything that is not one."""
+    if len(payload) > MAX_MESSAGE_BYTES:
+        raise RecordError("too_large", f"message of {len(payload)} bytes")
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RecordError("malformed", "message is not UTF-8 JSON") from exc
+    if not isinstance(obj, dict) or not isinstance(obj.get("records"), list):
+        raise RecordError("malformed", 'message is not {"records": [...]}')
+    if len(obj["records"]) > MAX_RECORDS_PER_BATCH:
+        raise RecordError("too_large", f"{len(obj['records'])} records in one message")
+    return obj["records"]
+
+
+def public_key_from_text(text: str) -> Ed25519PublicKey:
+    """Parse a station public key written as base64 of its 32 raw bytes."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError as exc:
+        raise RecordError("malformed", "public key is not base64 of 32 bytes") from exc
+
+
+def public_key_to_text(key: Ed25519PublicKey) -> str:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return base64.b64encode(key.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode("ascii")

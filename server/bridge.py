@@ -1,0 +1,155 @@
+"""The MQTT bridge: verify each station's signed records, store them once, ack back.
+
+Subscribes to every station's records topic with a persistent session, so batches sent
+while the bridge is down wait in the broker. A record is acked only after the database
+commit; a record refused for good (forged, conflicting) is acked as refused so the
+station stops sending it; records from unknown stations get no ack at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from qrgate import protocol
+from qrgate.config import MqttSettings
+from qrgate.errors import RecordError
+from qrgate.mqtt import connect_async, make_client
+from server.storage import StationInfo, Storage
+
+logger = logging.getLogger(__name__)
+
+
+class RecordVerifier:
+    """Checks records against the registered station keys, caching parsed keys."""
+
+    def __init__(self, storage: Storage):
+        self.storage = storage
+        self._keys: dict[str, tuple[StationInfo, Ed25519PublicKey]] = {}
+
+    def station(self, station_id: str) -> tuple[StationInfo, Ed25519PublicKey] | None:
+        cached = self._keys.get(station_id)
+        if cached is None:
+            info = self.storage.station(station_id)
+            if info is None or info.status != "active":
+                return None
+            cached = (info, protocol.public_key_from_text(info.public_key))
+            self._keys[station_id] = cached
+        return cached
+
+    def forget(self, station_id: str) -> None:
+        self._keys.pop(station_id, None)
+
+
+class Bridge:
+    """Turns records messages into stored check-ins and acks.
+
+    ``handle(topic, payload)`` is the whole decision and can be called without a broker;
+    ``start()`` connects it to one.
+    """
+
+    def __init__(self, storage: Storage, settings: MqttSettings | None = None, base: Path = Path("."), *,
+                 client_id: str = "qrgate-bridge"):
+        self.storage = storage
+        self.verifier = RecordVerifier(storage)
+        self.settings = settings
+        self.counters: Counter[str] = Counter()
+        self._connected = threading.Event()
+        self._client: mqtt.Client | None = None
+        self._client_id = client_id
+        self._base = base
+
+    def handle(self, topic: str, payload: bytes) -> protocol.Ack | None:
+        """Process one records message; return the ack to send (None: send nothing)."""
+        station_id = protocol.station_from_topic(topic)
+        if station_id is None:
+            self._refuse("-", "misaddressed", f"topic {topic!r}")
+            return None
+        found = self.verifier.station(station_id)
+        if found is None:
+            self._refuse(station_id, "unknown_station", f"message on {topic}")
+            return None
+        info, key = found
+        try:
+            raw_records = protocol.decode_batch(payload)
+        except RecordError as exc:
+            self._refuse(station_id, exc.reason, exc.detail)
+            return None
+        good: list[dict] = []
+        refused: dict[int, str] = {}
+        for raw in raw_records:
+            try:
+                record = protocol.validate_record(raw)
+                if record["st"] != station_id:
+                    raise RecordError("misaddressed", f"record of {record['st']} on {station_id}'s topic")
+                protocol.verify_record(record, key)
+            except RecordError as exc:
+                seq = raw.get("seq") if isinstance(raw, dict) else None
+                self._refuse(station_id, exc.reason, exc.detail)
+                # Only a well-numbered record can be acked as refused; a forged record
+                # must never make the station drop its genuine record of that number.
+                if isinstance(seq, int) and not isinstance(seq, bool) and exc.reason in ("malformed", "too_large", "bad_version"):
+                    refused[seq] = exc.reason
+                continue
+            good.append(record)
+        result = self.storage.store_records(info, good)
+        for seq, reason in result.refused.items():
+            self._refuse(station_id, reason, f"seq {seq}")
+        refused.update(result.refused)
+        self.counters["stored"] += result.new
+        self.counters["duplicate"] += len(result.stored) - result.new
+        return protocol.Ack(result.stored, refused)
+
+    def _refuse(self, station_id: str, reason: str, detail: str) -> None:
+        self.counters[f"refused.{reason}"] += 1
+        logger.warning("refused record from %s: %s (%s)", station_id, reason, detail)
+        try:
+            self.storage.count_refusal(station_id, reason)
+        except Exception:  # counting must never stop the bridge
+            logger.exception("could not count refusal")
+
+    # --- broker side ---
+    def start(self) -> None:
+        if self.settings is None:
+            raise RuntimeError("Bridge.start() needs MQTT settings")
+        client, props = make_client(self._client_id, self.settings, self._base, persistent=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = lambda *a: self._connected.clear()
+        client.on_message = self._on_message
+        self._client = client
+        connect_async(client, self.settings, props, persistent=True)
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            logger.error("broker refused the bridge: %s", reason_code)
+            return
+        client.subscribe(protocol.records_topic("+"), qos=1)
+        logger.info("bridge connected to %s:%d", self.settings.host, self.settings.port)
+        self._connected.set()
+
+    def _on_message(self, client, userdata, message: mqtt.MQTTMessage):
+        started = time.perf_counter()
+        try:
+            ack = self.handle(message.topic, message.payload)
+        except Exception:
+            # A database error: no ack, so the station sends again later. Never crash.
+            logger.exception("could not store batch from %s", message.topic)
+            return
+        if ack is not None:
+            station_id = protocol.station_from_topic(message.topic)
+            client.publish(protocol.acks_topic(station_id), ack.to_bytes(), qos=1)
+        logger.debug("batch on %s handled in %.1f ms", message.topic, (time.perf_counter() - started) * 1000)

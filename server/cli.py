@@ -1,0 +1,94 @@
+"""qrgate-server: the server that stores check-ins from stations and serves the web UI.
+
+Typical use: `qrgate-server run --config server.toml`. Stations are registered with
+`qrgate-provision station` (or `qrgate-server station-add` with a public key).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+
+from qrgate.cli import App, arg
+from qrgate.errors import UserError
+from server.config import load_server_config
+
+logger = logging.getLogger(__name__)
+app = App("qrgate-server", __doc__)
+
+CONFIG = arg("--config", "-c", required=True, help="path to server.toml")
+
+
+def open_storage(config_path: str):
+    from server.storage import SqliteStorage
+
+    config = load_server_config(config_path)
+    return config, SqliteStorage(config.database)
+
+
+@app.command("venue-add", CONFIG, arg("--name", required=True), arg("--kind", default=""),
+             arg("--address", default=""))
+def venue_add(config: str, name: str, kind: str, address: str) -> int:
+    """Register a venue (a gate, a building, a vehicle) and print its id."""
+    _, storage = open_storage(config)
+    print(storage.add_venue(name, kind, address))
+    return 0
+
+
+@app.command("station-add", CONFIG, arg("--id", dest="station_id", required=True),
+             arg("--public-key", required=True, help="base64 Ed25519 public key printed by `qrgate-edge pubkey`"),
+             arg("--venue", type=int, required=True, help="venue id"))
+def station_add(config: str, station_id: str, public_key: str, venue: int) -> int:
+    """Register a station's public key and bind it to a venue."""
+    _, storage = open_storage(config)
+    try:
+        storage.add_station(station_id, public_key, venue)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return 0
+
+
+@app.command("stats", CONFIG)
+def stats(config: str) -> int:
+    """Print check-in and refusal counts as JSON."""
+    _, storage = open_storage(config)
+    print(json.dumps({"checkins": storage.count_checkins(), "refused": storage.refusal_counts()}))
+    return 0
+
+
+@app.command("run", CONFIG)
+def run(config: str) -> int:
+    """Run the MQTT bridge and the web UI until SIGTERM or Ctrl-C."""
+    cfg, storage = open_storage(config)
+    from server.bridge import Bridge
+
+    bridge = Bridge(storage, cfg.mqtt, cfg.base)
+    bridge.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    try:
+        if cfg.web.enabled:
+            serve_web(storage, cfg.web.host, cfg.web.port, stop)
+        else:
+            stop.wait()
+    finally:
+        bridge.close()
+    return 0
+
+
+def serve_web(storage, host: str, port: int, stop: threading.Event) -> None:
+    import uvicorn
+
+    from server.web import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(storage), host=host, port=port, log_level="warning"))
+    watcher = threading.Thread(target=lambda: (stop.wait(), setattr(server, "should_exit", True)), daemon=True)
+    watcher.start()
+    logger.info("web UI on http://%s:%d/", host, port)
+    server.run()
+
+
+def main(argv=None) -> int:
+    return app.main(argv)

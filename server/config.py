@@ -1,0 +1,56 @@
+"""The server's configuration file (server.toml), checked once at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from qrgate.config import MqttSettings, check_sections, load_section, option, read_toml, resolve
+
+
+@dataclass(frozen=True)
+class ServerSection:
+    data_dir: str = option("data")  # database and the pass-signing key live here
+
+
+@dataclass(frozen=True)
+class WebSection:
+    host: str = option("127.0.0.1")
+    port: int = option(8080, min=1, max=65535)
+    enabled: bool = option(True)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    path: Path
+    server: ServerSection
+    web: WebSection
+    mqtt: MqttSettings
+
+    @property
+    def base(self) -> Path:
+        return self.path.parent
+
+    @property
+    def data_dir(self) -> Path:
+        return resolve(self.base, self.server.data_dir)
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "qrgate.sqlite3"
+
+    @property
+    def pass_key_file(self) -> Path:
+        return self.data_dir / "pass-signing.key"
+
+
+def load_server_config(path: str | Path) -> ServerConfig:
+    path = Path(path).resolve()
+    data = read_toml(path)
+    check_sections(data, ("server", "web", "mqtt"), path)
+    return ServerConfig(
+        path=path,
+        server=load_section(data, "server", ServerSection, path),
+        web=load_section(data, "web", WebSection, path),
+        mqtt=load_section(data, "mqtt", MqttSettings, path),
+    )

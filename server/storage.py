@@ -1,0 +1,234 @@
+"""The server's storage port and its SQLite implementation (sqlite-utils, WAL).
+
+Check-ins are stored idempotently by (station, seq): the same signed record arriving
+twice is stored once; a different record under a stored (station, seq) is a conflict.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import sqlite_utils
+
+from qrgate import protocol
+from qrgate.errors import UserError
+
+
+@dataclass(frozen=True, slots=True)
+class StationInfo:
+    station_id: str
+    public_key: str  # base64 of the raw Ed25519 key
+    venue_id: int
+    status: str  # active / retired
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    stored: tuple[int, ...]  # newly stored or already stored identically
+    new: int  # how many of ``stored`` were new
+    refused: Mapping[int, str]
+
+
+class Storage(Protocol):
+    """What the bridge and the web need from a database; SQLite now, PostgreSQL later."""
+
+    def add_venue(self, name: str, kind: str = "", address: str = "") -> int: ...
+    def add_station(self, station_id: str, public_key: str, venue_id: int) -> None: ...
+    def station(self, station_id: str) -> StationInfo | None: ...
+    def store_records(self, station: StationInfo, records: Iterable[Mapping[str, Any]]) -> StoreResult: ...
+    def latest_checkins(self, limit: int = 50, before_id: int | None = None) -> list[dict[str, Any]]: ...
+    def count_checkins(self, station_id: str | None = None) -> int: ...
+    def count_refusal(self, station_id: str, reason: str) -> None: ...
+    def refusal_counts(self) -> dict[str, int]: ...
+
+
+class SqliteStorage:
+    """All server data in one SQLite file; one connection per thread."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._create()
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=10)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # The ack to the station follows the commit: it must survive a power cut.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            db = sqlite_utils.Database(conn)
+            self._local.db = db
+        return db
+
+    def _create(self) -> None:
+        db = self.db
+        if "venues" not in db.table_names():
+            db["venues"].create(
+                {"id": int, "name": str, "kind": str, "address": str, "created_ms": int}, pk="id"
+            )
+        if "stations" not in db.table_names():
+            db["stations"].create(
+                {"station_id": str, "public_key": str, "venue_id": int, "status": str, "created_ms": int},
+                pk="station_id",
+                foreign_keys=[("venue_id", "venues", "id")],
+            )
+        if "checkins" not in db.table_names():
+            db["checkins"].create(
+                {
+                    "id": int,
+                    "station_id": str,
+                    "seq": int,
+                    "venue_id": int,
+                    "direction": str,
+                    "kind": str,
+                    "person_key": str,
+                    "id_number": str,
+                    "name": str,
+                    "birth": str,
+                    "sex": str,
+                    "wall_ms": int,
+                    "mono_ms": int,
+                    "boot_id": str,
+                    "clock_synced": bool,
+                    "received_ms": int,
+                    "sig": str,
+                    "record": str,  # the signed record as received, for later proof
+                },
+                pk="id",
+                not_null={"station_id", "seq", "venue_id", "sig", "record"},
+            )
+            db["checkins"].create_index(["station_id", "seq"], unique=True)
+            db["checkins"].create_index(["venue_id", "wall_ms"])
+            db["checkins"].create_index(["person_key", "wall_ms"])
+        if "refusals" not in db.table_names():
+            db["refusals"].create(
+                {"station_id": str, "reason": str, "count": int, "last_ms": int}, pk=("station_id", "reason")
+            )
+
+    def add_venue(self, name: str, kind: str = "", address: str = "") -> int:
+        name = name.strip()
+        if not name:
+            raise UserError("venue name must not be empty")
+        table = self.db["venues"]
+        table.insert({"name": name, "kind": kind, "address": address, "created_ms": _now_ms()})
+        return int(table.last_pk)
+
+    def add_station(self, station_id: str, public_key: str, venue_id: int) -> None:
+        if not protocol.STATION_ID_RE.match(station_id):
+            raise UserError(
+                f"station id {station_id!r} must be 3-63 characters of a-z, 0-9 and '-', starting with a letter or digit"
+            )
+        protocol.public_key_from_text(public_key)  # refuse a key that is not one
+        if self.db["venues"].count_where("id = ?", [venue_id]) == 0:
+            raise UserError(f"no venue with id {venue_id}")
+        self.db["stations"].upsert(
+            {
+                "station_id": station_id,
+                "public_key": public_key,
+                "venue_id": venue_id,
+                "status": "active",
+                "created_ms": _now_ms(),
+            },
+            pk="station_id",
+        )
+
+    def station(self, station_id: str) -> StationInfo | None:
+        row = self.db.execute(
+            "SELECT station_id, public_key, venue_id, status FROM stations WHERE station_id = ?", [station_id]
+        ).fetchone()
+        return StationInfo(*row) if row else None
+
+    def store_records(self, station: StationInfo, records: Iterable[Mapping[str, Any]]) -> StoreResult:
+        """Store verified records in one transaction; return what to ack."""
+        stored: list[int] = []
+        refused: dict[int, str] = {}
+        new = 0
+        received = _now_ms()
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for rec in records:
+                person = rec["person"]
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO checkins (station_id, seq, venue_id, direction, kind, person_key,"
+                    " id_number, name, birth, sex, wall_ms, mono_ms, boot_id, clock_synced, received_ms, sig, record)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        station.station_id,
+                        rec["seq"],
+                        station.venue_id,
+                        rec["dir"],
+                        rec["kind"],
+                        f"{rec['kind']}:{person['id']}",
+                        person["id"],
+                        person["name"],
+                        person["birth"],
+                        person["sex"],
+                        rec["ts"],
+                        rec["mono"],
+                        rec["boot"],
+                        rec["sync"],
+                        received,
+                        rec["sig"],
+                        protocol.canonical_json(rec).decode("utf-8"),
+                    ),
+                )
+                if cur.rowcount == 1:
+                    new += 1
+                    stored.append(rec["seq"])
+                    continue
+                # Already there: the same signature means the same record (Ed25519 is
+                # deterministic), so it is a harmless repeat; anything else is a conflict.
+                row = conn.execute(
+                    "SELECT sig FROM checkins WHERE station_id = ? AND seq = ?", (station.station_id, rec["seq"])
+                ).fetchone()
+                if row and row[0] == rec["sig"]:
+                    stored.append(rec["seq"])
+                else:
+                    refused[rec["seq"]] = "seq_conflict"
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return StoreResult(tuple(stored), new, refused)
+
+    def latest_checkins(self, limit: int = 50, before_id: int | None = None) -> list[dict[str, Any]]:
+        where, params = ("WHERE c.id < ?", [before_id]) if before_id else ("", [])
+        sql = (
+            "SELECT c.id, c.station_id, c.seq, c.venue_id, v.name AS venue, c.direction, c.kind, c.id_number,"
+            " c.name, c.birth, c.wall_ms, c.clock_synced, c.received_ms"
+            f" FROM checkins c JOIN venues v ON v.id = c.venue_id {where} ORDER BY c.id DESC LIMIT ?"
+        )
+        return [dict(r) for r in self.db.query(sql, [*params, limit])]
+
+    def count_checkins(self, station_id: str | None = None) -> int:
+        if station_id is None:
+            return self.db["checkins"].count
+        return self.db["checkins"].count_where("station_id = ?", [station_id])
+
+    def count_refusal(self, station_id: str, reason: str) -> None:
+        self.db.execute(
+            "INSERT INTO refusals (station_id, reason, count, last_ms) VALUES (?, ?, 1, ?)"
+            " ON CONFLICT (station_id, reason) DO UPDATE SET count = count + 1, last_ms = excluded.last_ms",
+            [station_id, reason, _now_ms()],
+        )
+
+    def refusal_counts(self) -> dict[str, int]:
+        return {
+            r["reason"]: r["n"]
+            for r in self.db.query("SELECT reason, sum(count) AS n FROM refusals GROUP BY reason")
+        }
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

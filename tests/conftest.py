@@ -1,0 +1,101 @@
+"""Shared fixtures: a real Mosquitto with the project's config, a server, stations."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from provisioning.broker import SERVER_USER, BrokerFiles, BrokerProcess, free_port
+from provisioning.station import enroll_local, write_server_config
+from qrgate import protocol
+from qrgate.keyfiles import load_or_create_key
+from server.config import ServerConfig, load_server_config
+from server.storage import SqliteStorage
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll a condition with a deadline; fail the test with ``what`` if it never holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def broker(tmp_path) -> BrokerProcess:
+    files = BrokerFiles.create(tmp_path / "broker", port=free_port())
+    proc = BrokerProcess(files)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@dataclass
+class ServerEnv:
+    config: ServerConfig
+    storage: SqliteStorage
+    venue_id: int
+    pass_key_text: str
+    broker: BrokerProcess
+
+    def add_station(self, station_id: str, directory: Path, **kwargs):
+        setup = enroll_local(
+            storage=self.storage, broker=self.broker.files, station_id=station_id, venue_id=self.venue_id,
+            station_dir=directory, venue_name="Cổng Test", pass_keys=(self.pass_key_text,), **kwargs,
+        )
+        self.broker.reload()
+        return setup
+
+
+@pytest.fixture
+def server_env(tmp_path, broker) -> ServerEnv:
+    password = broker.files.add_user(SERVER_USER)
+    broker.reload()
+    cfg = load_server_config(
+        write_server_config(tmp_path / "server" / "server.toml", broker=broker.files, password=password, web_port=free_port())
+    )
+    storage = SqliteStorage(cfg.database)
+    venue = storage.add_venue("Nhà máy Test - Cổng 1", "factory gate")
+    pass_key = protocol.public_key_to_text(load_or_create_key(cfg.pass_key_file).public_key())
+    return ServerEnv(cfg, storage, venue, pass_key, broker)
+
+
+class ServerProcess:
+    """`qrgate-server run` as a child process, so tests can kill it."""
+
+    def __init__(self, config_path: Path, log: Path):
+        self.config_path = config_path
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", "from server.cli import main; raise SystemExit(main())",
+                 "-v", "run", "--config", str(self.config_path)],
+                stdout=log, stderr=log, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()

@@ -1,0 +1,93 @@
+"""The wire protocol: test vectors from docs/protocol.md, validation, batches and acks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from qrgate import protocol
+from qrgate.errors import RecordError
+
+DOC = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text(encoding="utf-8")
+KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+RECORD = {
+    "v": 1, "st": "gate-1", "seq": 7, "ts": 1790000000000, "mono": 123456,
+    "boot": "5f0c3b2e-8a7d-4c1e-9b6a-2d4e6f8a0b1c", "sync": True, "dir": "in", "kind": "cccd",
+    "person": {"id": "024083123451", "name": "Nguyễn Gia Mạnh", "birth": "1983-03-21", "sex": "M"},
+}
+PUBLIC = "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg="
+SIG = "QrT8inYuZiW3YFxEJicy56fbhY96tLNOiVXFp363nFQ3t1qdYiKiWdzA/UTFZYMf4n2o6Hzbks4utB60HePVCw=="
+
+
+def test_vectors_match_the_document_and_the_code():
+    assert protocol.public_key_to_text(KEY.public_key()) == PUBLIC
+    signed_text = protocol.signing_bytes(RECORD).decode("utf-8")
+    assert signed_text in DOC
+    signed = protocol.sign_record(RECORD, KEY)
+    assert signed["sig"] == SIG
+    assert PUBLIC in DOC and SIG in DOC
+    ack = protocol.Ack((7, 8), {9: "seq_conflict"}).to_bytes().decode()
+    assert ack in DOC
+
+
+def test_signed_record_verifies_and_any_change_breaks_it():
+    signed = protocol.validate_record(protocol.sign_record(RECORD, KEY))
+    protocol.verify_record(signed, protocol.public_key_from_text(PUBLIC))
+    tampered = json.loads(json.dumps(signed))
+    tampered["person"]["name"] = "Nguyễn Gia Mạnh "
+    with pytest.raises(RecordError) as err:
+        protocol.verify_record(tampered, KEY.public_key())
+    assert err.value.reason == "bad_signature"
+    other = Ed25519PrivateKey.generate().public_key()
+    with pytest.raises(RecordError):
+        protocol.verify_record(signed, other)
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda r: r.pop("ts"), "malformed"),
+        (lambda r: r.update(extra=1), "malformed"),
+        (lambda r: r.update(seq=True), "malformed"),
+        (lambda r: r.update(seq=0), "malformed"),
+        (lambda r: r.update(dir="sideways"), "malformed"),
+        (lambda r: r.update(v=2), "bad_version"),
+        (lambda r: r["person"].update(name=5), "malformed"),
+        (lambda r: r["person"].update(name="A" * 9000), "too_large"),
+    ],
+)
+def test_invalid_records_are_refused_with_their_reason(change, reason):
+    record = json.loads(json.dumps(protocol.sign_record(RECORD, KEY)))
+    change(record)
+    with pytest.raises(RecordError) as err:
+        protocol.validate_record(record)
+    assert err.value.reason == reason
+
+
+def test_batches_round_trip_and_limits_hold():
+    body = protocol.canonical_json(protocol.sign_record(RECORD, KEY))
+    assert protocol.decode_batch(protocol.encode_batch([body, body])) == [json.loads(body)] * 2
+    for bad in (b"\xff\xfe", b"[]", b'{"records": 5}', b"not json"):
+        with pytest.raises(RecordError) as err:
+            protocol.decode_batch(bad)
+        assert err.value.reason == "malformed"
+    with pytest.raises(RecordError) as err:
+        protocol.decode_batch(b" " * (protocol.MAX_MESSAGE_BYTES + 1))
+    assert err.value.reason == "too_large"
+
+
+def test_topics_name_only_valid_station_ids():
+    assert protocol.station_from_topic(protocol.records_topic("gate-1")) == "gate-1"
+    for topic in ("qrgate/v1/stations/+/records", "qrgate/v1/stations/a/records",
+                  "qrgate/v1/stations/gate-1/records/x", "other/v1/stations/gate-1/records"):
+        assert protocol.station_from_topic(topic) is None
+
+
+def test_unreadable_ack_is_an_error_not_a_crash():
+    assert protocol.Ack.from_bytes(b'{"stored":[1,2]}').stored == (1, 2)
+    for bad in (b"", b"{}", b'{"stored":"x"}', b"\x00"):
+        with pytest.raises(RecordError):
+            protocol.Ack.from_bytes(bad)
