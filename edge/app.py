@@ -26,7 +26,7 @@ from edge.policy import decide_checkin
 from edge.queue.outbox import Outbox, OutboxError
 from edge.queue.publisher import Publisher
 from qrgate import protocol
-from qrgate.errors import ConfigError
+from qrgate.errors import ConfigError, UserError
 from qrgate.keyfiles import load_or_create_key, load_or_create_secret
 from qrgate.masking import mask_person_name
 from qrgate.personal_pass import key_id
@@ -102,7 +102,7 @@ class Station:
             kind = options.pop("kind")
             try:
                 self.source = open_source(kind, **options)
-            except TypeError as exc:
+            except UserError as exc:
                 raise ConfigError(f"{self.config.path}: section [source]: {exc}") from None
         if self.feedback is None:
             self.feedback = open_feedback(self.config)

@@ -41,6 +41,7 @@ def enroll_local(
     source: dict[str, object] | None = None,
     mode: str = "toggle",
     feedback: dict[str, object] | None = None,
+    station_options: dict[str, object] | None = None,
 ) -> StationSetup:
     """Create the station's key, register it, give it broker credentials, write station.toml."""
     station_dir = Path(station_dir).resolve()
@@ -74,6 +75,7 @@ id = {_toml_str(station_id)}
 state_dir = "state"
 venue = {_toml_str(venue_name)}
 pass_keys = [{", ".join(_toml_str(k) for k in pass_keys)}]
+{table(station_options or {})}
 
 [policy]
 mode = {_toml_str(mode)}

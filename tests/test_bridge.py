@@ -1,0 +1,104 @@
+"""The server bridge's decisions: verify, store once, refuse forgeries and replays."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from qrgate import protocol
+from server.bridge import Bridge
+from server.storage import SqliteStorage
+
+
+def make_record(key, seq, name="Trần Thu Hà", station="gate-1"):
+    return protocol.sign_record(
+        {"v": 1, "st": station, "seq": seq, "ts": 1_790_000_000_000 + seq, "mono": seq, "boot": "b",
+         "sync": True, "dir": "in", "kind": "cccd",
+         "person": {"id": "079188001234", "name": name, "birth": "1988-01-02", "sex": "F"}},
+        key,
+    )
+
+
+def batch(*records):
+    return protocol.encode_batch(protocol.canonical_json(r) for r in records)
+
+
+@pytest.fixture
+def env(tmp_path):
+    storage = SqliteStorage(tmp_path / "server.sqlite3")
+    venue = storage.add_venue("Chợ Bến Thành")
+    key = Ed25519PrivateKey.generate()
+    storage.add_station("gate-1", protocol.public_key_to_text(key.public_key()), venue)
+    return Bridge(storage), storage, key
+
+
+TOPIC = protocol.records_topic("gate-1")
+
+
+def test_valid_batch_is_stored_and_acked(env):
+    bridge, storage, key = env
+    ack = bridge.handle(TOPIC, batch(make_record(key, 1), make_record(key, 2)))
+    assert ack.stored == (1, 2) and not ack.refused
+    assert storage.count_checkins("gate-1") == 2
+
+
+def test_replayed_record_is_stored_once_and_acked_again(env):
+    bridge, storage, key = env
+    rec = make_record(key, 1)
+    bridge.handle(TOPIC, batch(rec))
+    ack = bridge.handle(TOPIC, batch(rec, rec))
+    assert ack.stored == (1, 1)
+    assert storage.count_checkins() == 1
+    assert bridge.counters["duplicate"] == 2
+
+
+def test_different_record_under_a_stored_number_is_a_conflict(env):
+    bridge, storage, key = env
+    bridge.handle(TOPIC, batch(make_record(key, 1)))
+    ack = bridge.handle(TOPIC, batch(make_record(key, 1, name="Someone Else")))
+    assert ack.refused == {1: "seq_conflict"} and ack.stored == ()
+    assert storage.count_checkins() == 1
+    assert storage.refusal_counts()["seq_conflict"] == 1
+
+
+def test_forged_record_is_not_stored_and_not_acked(env):
+    bridge, storage, key = env
+    forged = make_record(Ed25519PrivateKey.generate(), 1)
+    ack = bridge.handle(TOPIC, batch(forged))
+    assert ack.stored == () and ack.refused == {}  # the genuine seq 1 must stay on the station
+    assert storage.count_checkins() == 0
+    assert bridge.counters["refused.bad_signature"] == 1
+
+
+def test_record_of_another_station_on_this_topic_is_refused(env):
+    bridge, storage, key = env
+    ack = bridge.handle(TOPIC, batch(make_record(key, 1, station="gate-2")))
+    assert ack.stored == () and storage.count_checkins() == 0
+    assert storage.refusal_counts() == {"misaddressed": 1}
+
+
+def test_unknown_station_gets_no_ack(env):
+    bridge, storage, key = env
+    assert bridge.handle(protocol.records_topic("gate-9"), batch(make_record(key, 1, station="gate-9"))) is None
+    assert storage.refusal_counts() == {"unknown_station": 1}
+
+
+@pytest.mark.parametrize("payload", [b"", b"\xff" * 10, b"{}", b'{"records":[1,"x",null]}',
+                                     b'{"records":[' + b"{}," * 600 + b"{}]}"])
+def test_garbage_messages_never_crash_the_bridge(env, payload):
+    bridge, storage, key = env
+    bridge.handle(TOPIC, payload)
+    assert storage.count_checkins() == 0
+
+
+@pytest.mark.parametrize("name", ["=cmd|' /C calc'!A0", "<script>alert(1)</script>", "Nguyễn " + "A" * 600,
+                                  "Robert'); DROP TABLE checkins;--"])
+def test_hostile_names_are_stored_exactly_and_safely(env, name):
+    bridge, storage, key = env
+    ack = bridge.handle(TOPIC, batch(make_record(key, 1, name=name)))
+    assert ack.stored == (1,)
+    row = storage.latest_checkins(1)[0]
+    assert row["name"] == name
+    assert json.loads(storage.db.execute("SELECT record FROM checkins").fetchone()[0])["person"]["name"] == name
