@@ -160,8 +160,11 @@ class Station:
         if last is not None and last.text == key and now.mono_s - last.mono_s < self.config.station.hold_s:
             return None
         mono_ns = int(now.mono_s * 1e9)
+        synced = bool(self.clock.synced())
+        # With an unsynced clock the date may be years off: check pass signatures, not dates.
+        today = dt.date.fromtimestamp(now.wall_s) if synced else None
         try:
-            person = parse_payload(text, pass_keys=self.pass_keys, today=dt.date.fromtimestamp(now.wall_s))
+            person = parse_payload(text, pass_keys=self.pass_keys, today=today)
         except PayloadRefused as exc:
             logger.info("refused code (%s): %s", exc.reason, exc.detail)
             return self._emit_outcome(Outcome(Result.REFUSED, reason=exc.reason, mono_ns=mono_ns))
@@ -175,7 +178,7 @@ class Station:
             )
         try:
             self.outbox.append(
-                self._record_fields(person, verdict.direction, now), person_hash=person_hash, now=now
+                self._record_fields(person, verdict.direction, now, synced), person_hash=person_hash, now=now
             )
         except OutboxError as exc:
             logger.error("cannot record check-in: %s", exc)
@@ -188,12 +191,12 @@ class Station:
             Outcome(result, direction=verdict.direction, masked_name=masked, kind=person.kind, mono_ns=mono_ns)
         )
 
-    def _record_fields(self, person: Person, direction: str, now) -> dict[str, Any]:
+    def _record_fields(self, person: Person, direction: str, now, synced: bool) -> dict[str, Any]:
         return {
             "ts": int(now.wall_s * 1000),
             "mono": int(now.mono_s * 1000),
             "boot": now.boot_id,
-            "sync": bool(self.clock.synced()),
+            "sync": synced,
             "dir": direction,
             "kind": person.kind,
             "person": {"id": person.id_number, "name": person.name, "birth": person.birth, "sex": person.sex},

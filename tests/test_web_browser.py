@@ -1,0 +1,70 @@
+"""The check-ins page in a real headless browser (Debian's chromium driven by Playwright)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import pytest
+import uvicorn
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from playwright.sync_api import sync_playwright
+
+from conftest import wait_until
+from provisioning.broker import free_port
+from qrgate import protocol
+from server.bridge import Bridge
+from server.storage import SqliteStorage
+from server.web import create_app
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture
+def web(tmp_path):
+    storage = SqliteStorage(tmp_path / "server.sqlite3")
+    venue = storage.add_venue("Trường THCS <b>Lê Lợi</b>")
+    key = Ed25519PrivateKey.generate()
+    storage.add_station("gate-1", protocol.public_key_to_text(key.public_key()), venue)
+    names = ["Lê Việt Hưng", "<img src=x onerror=alert(1)>", "=cmd|' /C calc'!A0"]
+    records = [
+        protocol.canonical_json(protocol.sign_record(
+            {"v": 1, "st": "gate-1", "seq": i + 1, "ts": 1_790_000_000_000 + i * 1000, "mono": i, "boot": "b",
+             "sync": i != 2, "dir": "in" if i % 2 == 0 else "out", "kind": "cccd",
+             "person": {"id": f"0010900000{i:02d}", "name": name, "birth": "1990-01-01", "sex": "M"}}, key))
+        for i, name in enumerate(names)
+    ]
+    Bridge(storage).handle(protocol.records_topic("gate-1"), protocol.encode_batch(records))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(storage), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, 15, "web server start")
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_checkins_page_shows_masked_rows_and_never_runs_hostile_text(web):
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page()
+        dialogs = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(web)
+        rows = page.locator("#checkins tbody tr")
+        assert rows.count() == 3
+        names = page.locator("#checkins td.name").all_inner_texts()
+        assert "Lê V*** H***" in names
+        assert all("Việt" not in n for n in names)
+        assert page.locator("#total").inner_text() == "3"
+        # The venue name with markup is shown as text, not as bold markup.
+        assert page.locator("#checkins b").count() == 0
+        assert "<b>Lê Lợi</b>" in page.locator("#checkins tbody").inner_text()
+        assert page.locator("#checkins img").count() == 0
+        assert dialogs == []
+        # The record made while the station's clock was not synced is flagged.
+        assert page.locator("#checkins td.unsynced").count() == 1
+        browser.close()
