@@ -185,6 +185,10 @@ class Station:
             self._state = StationState(**{**self._state_dict(), "fault": "storage"})
             self._emit(self._state)
             return self._emit_outcome(Outcome(Result.FAULT, reason="storage", mono_ns=mono_ns))
+        if self._state.fault:
+            # Space came back (or the card was re-seated): the fault clears by itself.
+            self._state = StationState(**{**self._state_dict(), "fault": ""})
+            self._emit(self._state)
         self.publisher.wake()
         result = Result.ACCEPTED if self.publisher.online else Result.ACCEPTED_OFFLINE
         return self._emit_outcome(

@@ -121,7 +121,7 @@ class Publisher:
         self._wake.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        if self._connected:
+        if self._connected and not self._closed.is_set():
             logger.warning("lost broker connection: %s", reason_code)
         with self._lock:
             self._connected = False

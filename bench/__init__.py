@@ -1,0 +1,1 @@
+"""Benchmarks: each compares the project against a raw baseline measured in the same run."""

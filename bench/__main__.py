@@ -1,0 +1,53 @@
+"""Run every benchmark: `python -m bench [--quick] [--json PATH]`.
+
+Prints each benchmark's table and writes one JSON document with all results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench import bench_decode, bench_ingest
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        model = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    import os
+
+    return {"cpu": model, "cores": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer records and repeats (a smoke run)")
+    parser.add_argument("--json", type=Path, help="write all results here")
+    args = parser.parse_args(argv)
+    results = {"machine": machine()}
+    print("== decoding ==", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        decode_json = Path(tmp) / "decode.json"
+        bench_decode.main(["--json", str(decode_json), "--repeat", "1" if args.quick else "3"])
+        results["decode"] = json.loads(decode_json.read_text())
+    print("\n== record path ==", flush=True)
+    ingest = bench_ingest.run(2000 if args.quick else 20000)
+    bench_ingest.print_table(ingest)
+    results.update(ingest)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+        print(f"\nJSON written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The station pipeline on its own (no broker): decisions, debouncing, faults, listeners."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge.app import Station
+from edge.config import load_station_config
+from edge.drivers.fake import ListSource
+from edge.outcome import Result, StationState
+from edge.policy import Instant
+from provisioning.broker import free_port
+from qrgate.samples import cccd, demo_samples
+
+PERSON = cccd("024083123451", "", "Nguyễn Gia Mạnh", "21031983", "Nam", "Quận 3, TP Hồ Chí Minh", "06042021")
+
+
+class FakeClock:
+    """A station clock the test moves by hand."""
+
+    def __init__(self):
+        self.t = 1000.0
+        self.boot_id = "boot-test"
+        self.is_synced = True
+
+    def now(self):
+        return Instant(1_790_000_000.0 + self.t, self.t, self.boot_id)
+
+    def synced(self):
+        return self.is_synced
+
+    def advance(self, seconds):
+        self.t += seconds
+
+
+@pytest.fixture
+def station(tmp_path):
+    cfg = tmp_path / "station.toml"
+    # A broker that is not there: the station must work offline.
+    cfg.write_text(f"""
+[station]
+id = "gate-1"
+[policy]
+mode = "toggle"
+repeat_window_s = 30
+[mqtt]
+port = {free_port()}
+tls = false
+[source]
+kind = "list"
+""")
+    clock = FakeClock()
+    events = []
+    st = Station(load_station_config(cfg), clock=clock, source=ListSource([]), decoder=object(),
+                 listeners=[events.append])
+    st.clock_fake, st.events = clock, events
+    yield st
+    st.outbox.close()
+
+
+def test_offline_station_accepts_and_keeps_the_signed_record(station):
+    outcome = station.handle_text(PERSON)
+    assert outcome.result is Result.ACCEPTED_OFFLINE and outcome.direction == "in"
+    assert outcome.masked_name == "Nguyễn G** M***"
+    (seq, body), = station.outbox.pending(10)
+    record = json.loads(body)
+    assert record["person"]["name"] == "Nguyễn Gia Mạnh" and record["sync"] is True
+
+
+def test_card_held_up_is_one_silent_decision_then_already_counted(station):
+    assert station.handle_text(PERSON).result is Result.ACCEPTED_OFFLINE
+    station.clock_fake.advance(0.5)
+    assert station.handle_text(PERSON) is None  # same card still in front of the camera
+    station.clock_fake.advance(5)
+    assert station.handle_text(PERSON).result is Result.ALREADY_COUNTED
+    station.clock_fake.advance(40)
+    out = station.handle_text(PERSON)
+    assert (out.result, out.direction) == (Result.ACCEPTED_OFFLINE, "out")
+    assert station.outbox.backlog() == 2
+
+
+def test_every_demo_sample_gets_its_documented_verdict(station):
+    for sample in demo_samples():
+        station.clock_fake.advance(2)
+        out = station.handle_text(sample.text)
+        expected = sample.expect
+        got = "accepted" if out.result is Result.ACCEPTED_OFFLINE else out.reason
+        assert got == expected, sample.name
+
+
+def test_raw_bytes_from_a_serial_scanner_with_bad_utf8_are_refused(station):
+    out = station.handle_text(b"024083123451||Nguy\xff\xfen|21031983|Nam|x|06042021")
+    assert (out.result, out.reason) == (Result.REFUSED, "bad_encoding")
+
+
+def test_full_disk_shows_a_fault_and_recovers_by_itself(station):
+    db = station.outbox._db
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.execute(f"PRAGMA max_page_count={pages + 2}")  # the "disk" fills after a few records
+    accepted = 0
+    for i in range(500):
+        station.clock_fake.advance(60)
+        out = station.handle_text(PERSON.replace("024083123451", f"0240831{i:05d}"))
+        if out.result is Result.FAULT:
+            break
+        accepted += 1
+    assert (out.result, out.reason) == (Result.FAULT, "storage")
+    assert [e.fault for e in station.events if isinstance(e, StationState)][-1] == "storage"
+    assert station.outbox.backlog() == accepted  # nothing shown green was lost
+    db.execute("PRAGMA max_page_count=1073741823")
+    station.clock_fake.advance(60)
+    assert station.handle_text(PERSON.replace("024083123451", "024083199999")).result is Result.ACCEPTED_OFFLINE
+    assert [e.fault for e in station.events if isinstance(e, StationState)][-1] == ""
+    assert station.outbox.backlog() == accepted + 1
+
+
+def test_a_broken_listener_does_not_stop_the_gate(station):
+    station.listeners.insert(0, lambda e: 1 / 0)
+    assert station.handle_text(PERSON).result is Result.ACCEPTED_OFFLINE
+    assert any(getattr(e, "result", None) is Result.ACCEPTED_OFFLINE for e in station.events)
