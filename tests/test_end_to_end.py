@@ -78,6 +78,8 @@ def test_web_page_and_json_list_stored_checkins_masked(tmp_path, server_env):
     setup = server_env.add_station(
         "gate-2", tmp_path / "station", source={"kind": "folder", "path": str(tmp_path / "images")},
         feedback={"indicators": "none", "panel": "none"},
+        # The server may not have subscribed yet when the first batch leaves: resend soon.
+        station_options={"resend_after_s": 1.0},
     )
     server = ServerProcess(server_env.config.path, tmp_path / "server.log")
     server.start()

@@ -522,7 +522,7 @@ _payloads = st.one_of(
     st.text(_any_char, max_size=300),
     st.binary(max_size=300),
     st.lists(_field, min_size=1, max_size=18).map("|".join),
-    st.lists(_field, min_size=1, max_size=18).map(lambda f: "|".join(f).encode("utf-8")),
+    st.lists(_field, min_size=1, max_size=18).map(lambda f: "|".join(f).encode("utf-8", "surrogatepass")),
 )
 
 
