@@ -27,12 +27,21 @@ bootstrap() {
         if grep -qs "Raspberry Pi" /proc/device-tree/model; then site=(--system-site-packages); fi
         python3 -m venv "${site[@]}" "$VENV"
     fi
-    local stamp
-    stamp=$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -c1-16)-$extras
-    if [ "$(cat "$VENV/.qrgate-installed" 2>/dev/null)" != "$stamp" ]; then
-        echo "Installing Python packages into .venv ($extras)" >&2
+    # Reinstall only when the pins changed or an extra is asked for that is not there yet.
+    local hash installed
+    hash=$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -c1-16)
+    installed=$(cat "$VENV/.qrgate-installed" 2>/dev/null || true)
+    local have_hash=${installed%% *} have_extras=" ${installed#* } " need=0 extra
+    [ "$have_hash" = "$hash" ] || { need=1; have_extras=" "; }
+    for extra in ${extras//,/ }; do
+        case "$have_extras" in *" $extra "*) ;; *) need=1; have_extras="$have_extras$extra " ;; esac
+    done
+    if [ $need -eq 1 ]; then
+        local all
+        all=$(echo $have_extras | tr ' ' ',')
+        echo "Installing Python packages into .venv ($all)" >&2
         "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-        "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" -e "$ROOT[$extras]" >&2
-        echo "$stamp" > "$VENV/.qrgate-installed"
+        "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" -e "$ROOT[$all]" >&2
+        echo "$hash $(echo $have_extras)" > "$VENV/.qrgate-installed"
     fi
 }

@@ -63,6 +63,7 @@ def run(config: str) -> int:
     """Run the MQTT bridge and the web UI until SIGTERM or Ctrl-C."""
     cfg, storage = open_storage(config)
     from server.bridge import Bridge
+    from server.web import create_app
 
     bridge = Bridge(storage, cfg.mqtt, cfg.base)
     bridge.start()
@@ -70,7 +71,7 @@ def run(config: str) -> int:
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     try:
         if cfg.web.enabled:
-            serve_web(storage, cfg.web.host, cfg.web.port, stop)
+            serve_web(create_app(storage, cfg.web.timezone), cfg.web.host, cfg.web.port, stop)
         else:
             stop.wait()
     finally:
@@ -78,12 +79,10 @@ def run(config: str) -> int:
     return 0
 
 
-def serve_web(storage, host: str, port: int, stop: threading.Event) -> None:
+def serve_web(app, host: str, port: int, stop: threading.Event) -> None:
     import uvicorn
 
-    from server.web import create_app
-
-    server = uvicorn.Server(uvicorn.Config(create_app(storage), host=host, port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     watcher = threading.Thread(target=lambda: (stop.wait(), setattr(server, "should_exit", True)), daemon=True)
     watcher.start()
     logger.info("web UI on http://%s:%d/", host, port)

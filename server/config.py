@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 from qrgate.config import MqttSettings, check_sections, load_section, option, read_toml, resolve
+from qrgate.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,7 @@ class WebSection:
     host: str = option("127.0.0.1")
     port: int = option(8080, min=1, max=65535)
     enabled: bool = option(True)
+    timezone: str = option("Asia/Ho_Chi_Minh")  # times on pages are shown in this zone
 
 
 @dataclass(frozen=True)
@@ -48,9 +52,14 @@ def load_server_config(path: str | Path) -> ServerConfig:
     path = Path(path).resolve()
     data = read_toml(path)
     check_sections(data, ("server", "web", "mqtt"), path)
+    web = load_section(data, "web", WebSection, path)
+    try:
+        ZoneInfo(web.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{path}: section [web]: option 'timezone' is not a known time zone: {web.timezone!r}") from None
     return ServerConfig(
         path=path,
         server=load_section(data, "server", ServerSection, path),
-        web=load_section(data, "web", WebSection, path),
+        web=web,
         mqtt=load_section(data, "mqtt", MqttSettings, path),
     )
