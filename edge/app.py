@@ -124,6 +124,11 @@ class Station:
                 break
             self.handle_capture(capture)
 
+    def new_presentation(self) -> None:
+        """The view was cleared (the next capture is a different person's card even if
+        it holds the same code): used when each image is a separate presentation."""
+        self._last = None
+
     def stop(self) -> None:
         self._stop.set()
         if self.source is not None:

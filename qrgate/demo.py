@@ -134,7 +134,9 @@ class Demo:
                 self.say("Scanning the sample images in a loop; Ctrl-C to stop.")
                 station.run()
                 return 0
-            station.run()
+            for capture in station.source.captures():
+                station.handle_capture(capture)
+                station.new_presentation()  # every image is shown once, as its own scan
             drained = station.publisher.wait_drained(args.timeout)
             summary = self._summary(station, storage, image_count)
             if args.json:

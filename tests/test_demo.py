@@ -40,3 +40,23 @@ def test_demo_refuses_to_wipe_a_folder_it_did_not_make(tmp_path):
     assert out.returncode == 1
     assert "is not a demo folder" in out.stderr
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_demo_counts_every_image_even_the_same_card_twice(tmp_path):
+    from qrgate.samples import demo_samples, write_qr_png
+
+    images = tmp_path / "images"
+    images.mkdir()
+    person = demo_samples()[0].text
+    write_qr_png(person, images / "a.png")
+    write_qr_png(person, images / "b.png")  # the same person shows the card again at once
+    (images / "c.png").write_bytes((images / "a.png").read_bytes())
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "qrgate-demo"), "--once", "--json", "--images", str(images),
+         "--data", str(tmp_path / "demo"), "--web-port", "0"],
+        capture_output=True, text=True, timeout=170,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout) == {
+        "images": 3, "accepted": 1, "refused": {"already_counted": 2}, "stored_at_server": 1,
+    }
