@@ -1,9 +1,10 @@
 """Benchmarks of the record path against raw baselines measured in the same run.
 
-- outbox: a station's durable signed commit (Outbox.append) against a raw Ed25519 sign
-  plus a raw SQLite insert with the same durability (WAL, synchronous=FULL);
-- bridge: records verified and stored per second by one bridge (Bridge.handle into
-  SQLite, no broker) against the raw single-core Ed25519 verify rate;
+- outbox: a station's durable signed commit of a sealed check-in (sealing + Outbox.append)
+  against a raw Ed25519 sign plus a raw SQLite insert with the same durability (WAL,
+  synchronous=FULL);
+- bridge: records verified, opened and stored per second by one bridge (Bridge.handle
+  into SQLite, no broker) against the raw single-core Ed25519 verify rate;
 - drain: a station's backlog delivered through a real Mosquitto (TLS) into the server
   and acked, against the same batches sent through the same broker with nothing done
   to them (the raw broker round trip).
@@ -30,22 +31,30 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey  # noqa: E402
 
 from edge.policy import Instant  # noqa: E402
 from edge.queue.outbox import Outbox  # noqa: E402
 from qrgate import protocol  # noqa: E402
+from qrgate.sealing import PersonOpener, PersonSealer  # noqa: E402
+
+SERVER_SEALING = X25519PrivateKey.generate()
 
 NOW = Instant(1_790_000_000.0, 1.0, "bench-boot")
 
 
-def record_fields(i: int) -> dict:
-    return {"ts": 1_790_000_000_000 + i, "mono": i, "boot": "bench-boot", "sync": True,
-            "dir": "in" if i % 2 else "out", "kind": "cccd",
-            "person": {"id": f"0790{i:08d}", "name": f"Nguyễn Văn Thợ {i}", "birth": "1990-02-01", "sex": "M"}}
+def record_fields(i: int, sealer: PersonSealer | None = None) -> dict:
+    """A check-in as the station makes it: the person sealed to the server's key."""
+    sealer = sealer or PersonSealer(SERVER_SEALING.public_key(), "bench-1")
+    person = {"id": f"0790{i:08d}", "name": f"Nguyễn Văn Thợ {i}", "birth": "1990-02-01", "sex": "M"}
+    return {"type": "checkin", "ts": 1_790_000_000_000 + i, "mono": i, "boot": "bench-boot", "sync": True,
+            "dir": "in" if i % 2 else "out", "kind": "cccd", "sealed": sealer.seal(person)}
 
 
 def signed_records(key: Ed25519PrivateKey, n: int, station: str = "bench-1") -> list[dict]:
-    return [protocol.sign_record({**record_fields(i), "v": 1, "st": station, "seq": i + 1}, key) for i in range(n)]
+    sealer = PersonSealer(SERVER_SEALING.public_key(), station)
+    return [protocol.sign_record({**record_fields(i, sealer), "v": 1, "st": station, "seq": i + 1}, key)
+            for i in range(n)]
 
 
 def per_second(n: int, seconds: float) -> float:
@@ -73,11 +82,12 @@ def bench_outbox(workdir: Path, n: int) -> dict:
     db.close()
 
     box = Outbox(workdir / "outbox.sqlite3", station_id="bench-1", key=key, person_secret=b"b" * 32)
+    sealer = PersonSealer(SERVER_SEALING.public_key(), "bench-1")
     latencies = []
     t = time.perf_counter()
     for i in range(n):
         t0 = time.perf_counter()
-        box.append(record_fields(i), person_hash=box.person_hash(f"cccd:{i}"), now=NOW)
+        box.append(record_fields(i, sealer), person_hash=box.person_hash(f"cccd:{i}"), now=NOW)
         latencies.append(time.perf_counter() - t0)
     ours_s = time.perf_counter() - t
     box.close()
@@ -111,7 +121,7 @@ def bench_bridge(workdir: Path, n: int, batch: int = 200) -> dict:
     storage = SqliteStorage(workdir / "server.sqlite3")
     venue = storage.add_venue("Bench")
     storage.add_station("bench-1", protocol.public_key_to_text(pub), venue)
-    bridge = Bridge(storage)
+    bridge = Bridge(storage, opener=PersonOpener(SERVER_SEALING))
     messages = [
         protocol.encode_batch(protocol.canonical_json(r) for r in records[i:i + batch])
         for i in range(0, n, batch)
@@ -149,8 +159,9 @@ def bench_drain(workdir: Path, n: int) -> dict:
     try:
         key = Ed25519PrivateKey.generate()
         box = Outbox(workdir / "drain-outbox.sqlite3", station_id="bench-1", key=key, person_secret=b"b" * 32)
+        sealer = PersonSealer(SERVER_SEALING.public_key(), "bench-1")
         for i in range(n):
-            box.append(record_fields(i), person_hash=f"h{i}", now=NOW)
+            box.append(record_fields(i, sealer), person_hash=f"h{i}", now=NOW)
         bodies = [body for _, body in box.pending(n)]
         batch = 200
         payloads = [protocol.encode_batch(bodies[i:i + batch]) for i in range(0, n, batch)]
@@ -163,7 +174,7 @@ def bench_drain(workdir: Path, n: int) -> dict:
         storage = SqliteStorage(cfg.database)
         venue = storage.add_venue("Bench")
         storage.add_station("bench-1", protocol.public_key_to_text(key.public_key()), venue)
-        bridge = Bridge(storage, cfg.mqtt, cfg.base)
+        bridge = Bridge(storage, cfg.mqtt, cfg.base, opener=PersonOpener(SERVER_SEALING))
         bridge.start()
         bridge.wait_connected(15)
         (workdir / "station.pw").write_text(station_pw)

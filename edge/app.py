@@ -30,6 +30,7 @@ from qrgate.errors import ConfigError, UserError
 from qrgate.keyfiles import load_or_create_key, load_or_create_secret
 from qrgate.masking import mask_person_name
 from qrgate.personal_pass import key_id
+from qrgate.sealing import PersonSealer, x25519_public_from_text
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class Station:
             key=self.key,
             person_secret=load_or_create_secret(state_dir / "presence.secret"),
         )
+        self.sealer = PersonSealer(x25519_public_from_text(config.station.server_key), config.station.id)
         self.pass_keys = {}
         for text in config.station.pass_keys:
             pub = protocol.public_key_from_text(text)
@@ -201,14 +203,16 @@ class Station:
         )
 
     def _record_fields(self, person: Person, direction: str, now, synced: bool) -> dict[str, Any]:
+        person_fields = {"id": person.id_number, "name": person.name, "birth": person.birth, "sex": person.sex}
         return {
+            "type": "checkin",
             "ts": int(now.wall_s * 1000),
             "mono": int(now.mono_s * 1000),
             "boot": now.boot_id,
             "sync": synced,
             "dir": direction,
             "kind": person.kind,
-            "person": {"id": person.id_number, "name": person.name, "birth": person.birth, "sex": person.sex},
+            "sealed": self.sealer.seal(person_fields),
         }
 
     # --- listeners ---

@@ -10,6 +10,7 @@ from edge.policy import PolicyConfig
 from qrgate import protocol
 from qrgate.config import MqttSettings, check_sections, load_section, option, read_toml, resolve
 from qrgate.errors import ConfigError
+from qrgate.sealing import x25519_public_from_text
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,9 @@ class StationSection:
     venue: str = option("")  # shown on the idle screen
     # Public keys (base64) of the servers allowed to issue personal passes.
     pass_keys: tuple[str, ...] = option(())
+    # The server's X25519 public key (base64): personal fields are sealed to it before
+    # they touch the station's disk.
+    server_key: str = option("")  # required: checked in load_station_config
     # A code seen again within this gap is the same card still held up: no new decision.
     hold_s: float = option(1.5, min=0.1, max=10.0)
     # Records not acked by the server within this time are sent again.
@@ -75,6 +79,12 @@ def load_station_config(path: str | Path) -> StationConfig:
     station = load_section(data, "station", StationSection, path)
     if not protocol.STATION_ID_RE.match(station.id):
         raise ConfigError(f"{path}: section [station]: option 'id' must be 3-63 characters of a-z, 0-9 and '-', got {station.id!r}")
+    if not station.server_key:
+        raise ConfigError(f"{path}: section [station]: option 'server_key' is required (qrgate-provision writes it)")
+    try:
+        x25519_public_from_text(station.server_key)
+    except ValueError:
+        raise ConfigError(f"{path}: section [station]: option 'server_key' is not a base64 X25519 key") from None
     for key in station.pass_keys:
         try:
             protocol.public_key_from_text(key)

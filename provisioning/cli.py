@@ -52,18 +52,16 @@ def server(broker_dir: str, config: str, web_port: int) -> int:
 def station(server_config: str, broker_dir: str, station_id: str, venue: int, dir: str, mode: str) -> int:
     """Make a station's key in its folder, register it with the server and the broker."""
     from provisioning.broker import BrokerFiles
-    from provisioning.station import enroll_local
-    from qrgate import protocol
-    from qrgate.keyfiles import load_or_create_key
+    from provisioning.station import enroll_local, server_public_keys
     from server.config import load_server_config
     from server.storage import SqliteStorage
 
     cfg = load_server_config(server_config)
     storage = SqliteStorage(cfg.database)
-    pass_key = protocol.public_key_to_text(load_or_create_key(cfg.pass_key_file).public_key())
+    pass_key, sealing_key = server_public_keys(cfg)
     setup = enroll_local(
         storage=storage, broker=BrokerFiles.open(broker_dir), station_id=station_id, venue_id=venue,
-        station_dir=Path(dir), pass_keys=(pass_key,), mode=mode,
+        station_dir=Path(dir), pass_keys=(pass_key,), server_key=sealing_key, mode=mode,
     )
     print(json.dumps({"station": setup.station_id, "config": str(setup.config_path), "public_key": setup.public_key}))
     return 0

@@ -36,6 +36,7 @@ def enroll_local(
     station_id: str,
     venue_id: int,
     station_dir: Path,
+    server_key: str,
     venue_name: str = "",
     pass_keys: tuple[str, ...] = (),
     source: dict[str, object] | None = None,
@@ -75,6 +76,7 @@ id = {_toml_str(station_id)}
 state_dir = "state"
 venue = {_toml_str(venue_name)}
 pass_keys = [{", ".join(_toml_str(k) for k in pass_keys)}]
+server_key = {_toml_str(server_key)}
 {table(station_options or {})}
 
 [policy]
@@ -101,6 +103,20 @@ name = "default"
     config_path = station_dir / "station.toml"
     config_path.write_text(text, encoding="utf-8")
     return StationSetup(station_id, config_path, public)
+
+
+def server_public_keys(server_config) -> tuple[str, str]:
+    """The server's pass-signing (Ed25519) and sealing (X25519) public keys, as text.
+
+    Both private keys are made in the server's data folder on first use.
+    """
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from qrgate.sealing import x25519_public_to_text
+
+    signing = load_or_create_key(server_config.pass_key_file)
+    sealing = load_or_create_key(server_config.sealing_key_file, X25519PrivateKey)
+    return protocol.public_key_to_text(signing.public_key()), x25519_public_to_text(sealing.public_key())
 
 
 def write_server_config(path: Path, *, broker: BrokerFiles, password: str, web_port: int,

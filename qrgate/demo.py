@@ -84,11 +84,12 @@ class Demo:
         from edge.app import Station
         from edge.config import load_station_config
         from provisioning.broker import SERVER_USER, BrokerFiles, BrokerProcess, free_port
-        from provisioning.station import enroll_local, write_server_config
+        from provisioning.station import enroll_local, server_public_keys, write_server_config
         from qrgate import protocol
         from qrgate.keyfiles import load_or_create_key
         from qrgate.samples import write_sample_images
         from server.bridge import Bridge
+        from server.cli import open_sealing
         from server.config import load_server_config
         from server.storage import SqliteStorage
 
@@ -116,11 +117,12 @@ class Demo:
             storage=storage, broker=broker_files, station_id="demo-gate-1", venue_id=venue_id,
             station_dir=data / "station", venue_name="Nhà máy Demo - Cổng 1",
             pass_keys=(protocol.public_key_to_text(pass_key.public_key()),), source=source,
+            server_key=server_public_keys(server_cfg)[1],
         )
 
         broker = BrokerProcess(broker_files)
         broker.start()
-        bridge = Bridge(storage, server_cfg.mqtt, server_cfg.base)
+        bridge = Bridge(storage, server_cfg.mqtt, server_cfg.base, opener=open_sealing(server_cfg))
         bridge.start()
         stop_web = threading.Event()
         web_thread = self._start_web(storage, web_port, stop_web)

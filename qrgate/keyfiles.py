@@ -28,9 +28,13 @@ def _create_private_file(path: Path, data: bytes) -> None:
     os.unlink(tmp)
 
 
-def load_or_create_key(path: Path) -> Ed25519PrivateKey:
+def load_or_create_key(path: Path, kind: type = Ed25519PrivateKey):
+    """Load the private key at ``path``, generating it first if there is none.
+
+    ``kind`` is Ed25519PrivateKey (signing) or X25519PrivateKey (sealing).
+    """
     if not path.exists():
-        key = Ed25519PrivateKey.generate()
+        key = kind.generate()
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
@@ -42,8 +46,8 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError) as exc:
         raise DriverError(f"key file {path}: {exc}") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise DriverError(f"key file {path} is not an Ed25519 key")
+    if not isinstance(key, kind):
+        raise DriverError(f"key file {path} is not an {kind.__name__.removesuffix('PrivateKey')} key")
     return key
 
 

@@ -26,25 +26,28 @@ MAX_MESSAGE_BYTES = 256 * 1024
 MAX_RECORDS_PER_BATCH = 500
 MAX_RECORD_BYTES = 8 * 1024
 
-# Fields every record carries, with their JSON types; anything else is refused.
-RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
+# Fields every record carries, with their JSON types.
+COMMON_FIELDS: dict[str, type | tuple[type, ...]] = {
     "v": int,  # protocol version
+    "type": str,  # "checkin" or "clock"
     "st": str,  # station id
     "seq": int,  # per-station sequence number, 1, 2, 3... never reused
     "ts": int,  # wall clock, ms since the Unix epoch (UTC), as the station knew it
     "mono": int,  # monotonic clock of this boot, ms
     "boot": str,  # kernel boot id
     "sync": bool,  # was the wall clock synchronised (NTP) when the record was made
-    "dir": str,  # "in" or "out"
-    "kind": str,  # payload kind: cccd, bhyt, national, pass
-    "person": dict,  # id, name, birth, sex (strings)
     "sig": str,  # base64 Ed25519 signature over signing_bytes(record without "sig")
 }
+# A check-in adds these, and exactly one of "person" (plain object: id, name, birth,
+# sex) or "sealed" (the same object sealed to the server's key, see qrgate/sealing.py).
+CHECKIN_FIELDS: dict[str, type | tuple[type, ...]] = {"dir": str, "kind": str}
+# A clock record says: during boot "boot", wall time = mono + "base" (ms), learned when
+# the clock synchronised; the server corrects that boot's unsynced check-ins with it.
+CLOCK_FIELDS: dict[str, type | tuple[type, ...]] = {"base": int}
 PERSON_FIELDS = ("id", "name", "birth", "sex")
 DIRECTIONS = ("in", "out")
 KINDS = ("cccd", "bhyt", "national", "pass")
 
-# Closed list of reasons the server gives for not storing a record (docs/protocol.md).
 REFUSAL_REASONS = {
     "malformed": "not a JSON object with exactly the record fields and types",
     "bad_version": "protocol version this server does not know",
@@ -53,6 +56,7 @@ REFUSAL_REASONS = {
     "bad_signature": "signature does not verify with the station's registered key",
     "seq_conflict": "this station already stored a different record with this sequence number",
     "too_large": "record or message over the size limit",
+    "bad_sealed": "sealed personal fields cannot be opened with the server's key",
 }
 
 
@@ -93,26 +97,48 @@ def sign_record(record: Mapping[str, Any], key: Ed25519PrivateKey) -> dict[str, 
     return {**body, "sig": base64.b64encode(sig).decode("ascii")}
 
 
-def validate_record(record: Any) -> dict[str, Any]:
-    """Check shape and types; raise RecordError('malformed' / 'bad_version' / 'too_large')."""
-    if not isinstance(record, dict):
-        raise RecordError("malformed", "record is not an object")
-    if set(record) != set(RECORD_FIELDS):
-        missing = sorted(set(RECORD_FIELDS) - set(record))
-        extra = sorted(set(record) - set(RECORD_FIELDS))
-        raise RecordError("malformed", f"missing {missing}, unexpected {extra}")
-    for name, typ in RECORD_FIELDS.items():
+def _check_types(record: dict, fields: dict) -> None:
+    for name, typ in fields.items():
         value = record[name]
         # bool is an int in Python: keep "seq": true out
         if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
             raise RecordError("malformed", f"field {name!r} has the wrong type")
-    if record["v"] != VERSION:
-        raise RecordError("bad_version", f"version {record['v']}")
-    if record["seq"] < 1 or record["dir"] not in DIRECTIONS or record["kind"] not in KINDS:
-        raise RecordError("malformed", "seq, dir or kind out of range")
-    person = record["person"]
-    if set(person) != set(PERSON_FIELDS) or not all(isinstance(v, str) for v in person.values()):
+
+
+def validate_person(person: Any) -> dict[str, str]:
+    if not isinstance(person, dict) or set(person) != set(PERSON_FIELDS) or not all(
+        isinstance(v, str) for v in person.values()
+    ):
         raise RecordError("malformed", "person must have exactly id, name, birth, sex as text")
+    return person
+
+
+def validate_record(record: Any) -> dict[str, Any]:
+    """Check shape and types; raise RecordError('malformed' / 'bad_version' / 'too_large')."""
+    if not isinstance(record, dict):
+        raise RecordError("malformed", "record is not an object")
+    if record.get("v") != VERSION and isinstance(record.get("v"), int):
+        raise RecordError("bad_version", f"version {record['v']}")
+    kind = record.get("type")
+    if kind == "checkin":
+        body = "person" if "person" in record else "sealed"
+        expected = {**COMMON_FIELDS, **CHECKIN_FIELDS, body: dict if body == "person" else str}
+    elif kind == "clock":
+        expected = {**COMMON_FIELDS, **CLOCK_FIELDS}
+    else:
+        raise RecordError("malformed", "type must be checkin or clock")
+    if set(record) != set(expected):
+        missing = sorted(set(expected) - set(record))
+        extra = sorted(set(record) - set(expected))
+        raise RecordError("malformed", f"missing {missing}, unexpected {extra}")
+    _check_types(record, expected)
+    if record["seq"] < 1:
+        raise RecordError("malformed", "seq must be at least 1")
+    if kind == "checkin":
+        if record["dir"] not in DIRECTIONS or record["kind"] not in KINDS:
+            raise RecordError("malformed", "dir or kind out of range")
+        if "person" in record:
+            validate_person(record["person"])
     if len(canonical_json(record)) > MAX_RECORD_BYTES:
         raise RecordError("too_large", "record over 8 KiB")
     return record

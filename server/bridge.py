@@ -21,6 +21,7 @@ from qrgate import protocol
 from qrgate.config import MqttSettings
 from qrgate.errors import RecordError
 from qrgate.mqtt import connect_async, make_client
+from qrgate.sealing import PersonOpener
 from server.storage import StationInfo, Storage
 
 logger = logging.getLogger(__name__)
@@ -55,8 +56,9 @@ class Bridge:
     """
 
     def __init__(self, storage: Storage, settings: MqttSettings | None = None, base: Path = Path("."), *,
-                 client_id: str = "qrgate-bridge"):
+                 client_id: str = "qrgate-bridge", opener: PersonOpener | None = None):
         self.storage = storage
+        self.opener = opener
         self.verifier = RecordVerifier(storage)
         self.settings = settings
         self.counters: Counter[str] = Counter()
@@ -89,12 +91,14 @@ class Bridge:
                 if record["st"] != station_id:
                     raise RecordError("misaddressed", f"record of {record['st']} on {station_id}'s topic")
                 protocol.verify_record(record, key)
+                if "sealed" in record:
+                    record = {**record, "person": self._open(record, station_id)}
             except RecordError as exc:
                 seq = raw.get("seq") if isinstance(raw, dict) else None
                 self._refuse(station_id, exc.reason, exc.detail)
                 # Only a well-numbered record can be acked as refused; a forged record
                 # must never make the station drop its genuine record of that number.
-                if isinstance(seq, int) and not isinstance(seq, bool) and exc.reason in ("malformed", "too_large", "bad_version"):
+                if isinstance(seq, int) and not isinstance(seq, bool) and exc.reason in ("malformed", "too_large", "bad_version", "bad_sealed"):
                     refused[seq] = exc.reason
                 continue
             good.append(record)
@@ -105,6 +109,14 @@ class Bridge:
         self.counters["stored"] += result.new
         self.counters["duplicate"] += len(result.stored) - result.new
         return protocol.Ack(result.stored, refused)
+
+    def _open(self, record: dict, station_id: str) -> dict:
+        if self.opener is None:
+            raise RecordError("bad_sealed", "this server has no sealing key")
+        try:
+            return protocol.validate_person(self.opener.open(record["sealed"], station_id))
+        except RecordError as exc:
+            raise RecordError("bad_sealed", exc.detail) from None
 
     def _refuse(self, station_id: str, reason: str, detail: str) -> None:
         self.counters[f"refused.{reason}"] += 1

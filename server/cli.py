@@ -65,7 +65,7 @@ def run(config: str) -> int:
     from server.bridge import Bridge
     from server.web import create_app
 
-    bridge = Bridge(storage, cfg.mqtt, cfg.base)
+    bridge = Bridge(storage, cfg.mqtt, cfg.base, opener=open_sealing(cfg))
     bridge.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
@@ -77,6 +77,16 @@ def run(config: str) -> int:
     finally:
         bridge.close()
     return 0
+
+
+def open_sealing(cfg):
+    """The opener for personal fields sealed by stations (key made on first start)."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from qrgate.keyfiles import load_or_create_key
+    from qrgate.sealing import PersonOpener
+
+    return PersonOpener(load_or_create_key(cfg.sealing_key_file, X25519PrivateKey))
 
 
 def serve_web(app, host: str, port: int, stop: threading.Event) -> None:

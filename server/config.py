@@ -47,6 +47,11 @@ class ServerConfig:
     def pass_key_file(self) -> Path:
         return self.data_dir / "pass-signing.key"
 
+    @property
+    def sealing_key_file(self) -> Path:
+        """X25519 key that opens the personal fields stations seal (record-sealing.key)."""
+        return self.data_dir / "record-sealing.key"
+
 
 def load_server_config(path: str | Path) -> ServerConfig:
     path = Path(path).resolve()

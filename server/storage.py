@@ -100,16 +100,29 @@ class SqliteStorage:
                     "mono_ms": int,
                     "boot_id": str,
                     "clock_synced": bool,
+                    # 1 when wall_ms was corrected from the station's monotonic clock
+                    # after its clock synchronised; wall_ms_station keeps what it said.
+                    "time_corrected": bool,
+                    "wall_ms_station": int,
                     "received_ms": int,
                     "sig": str,
                     "record": str,  # the signed record as received, for later proof
                 },
                 pk="id",
                 not_null={"station_id", "seq", "venue_id", "sig", "record"},
+                defaults={"time_corrected": 0},
             )
             db["checkins"].create_index(["station_id", "seq"], unique=True)
             db["checkins"].create_index(["venue_id", "wall_ms"])
             db["checkins"].create_index(["person_key", "wall_ms"])
+        if "clock_bases" not in db.table_names():
+            # Signed clock records: during (station, boot), wall time = mono + base_ms.
+            db["clock_bases"].create(
+                {"station_id": str, "seq": int, "boot_id": str, "base_ms": int, "sig": str,
+                 "record": str, "received_ms": int},
+                pk=("station_id", "seq"),
+            )
+            db["clock_bases"].create_index(["station_id", "boot_id"])
         if "refusals" not in db.table_names():
             db["refusals"].create(
                 {"station_id": str, "reason": str, "count": int, "last_ms": int}, pk=("station_id", "reason")
@@ -149,7 +162,8 @@ class SqliteStorage:
         return StationInfo(*row) if row else None
 
     def store_records(self, station: StationInfo, records: Iterable[Mapping[str, Any]]) -> StoreResult:
-        """Store verified records in one transaction; return what to ack."""
+        """Store verified records (check-ins with their opened ``person``, and clock
+        records) in one transaction; return what to ack."""
         stored: list[int] = []
         refused: dict[int, str] = {}
         new = 0
@@ -158,39 +172,20 @@ class SqliteStorage:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for rec in records:
-                person = rec["person"]
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO checkins (station_id, seq, venue_id, direction, kind, person_key,"
-                    " id_number, name, birth, sex, wall_ms, mono_ms, boot_id, clock_synced, received_ms, sig, record)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        station.station_id,
-                        rec["seq"],
-                        station.venue_id,
-                        rec["dir"],
-                        rec["kind"],
-                        f"{rec['kind']}:{person['id']}",
-                        person["id"],
-                        person["name"],
-                        person["birth"],
-                        person["sex"],
-                        rec["ts"],
-                        rec["mono"],
-                        rec["boot"],
-                        rec["sync"],
-                        received,
-                        rec["sig"],
-                        protocol.canonical_json(rec).decode("utf-8"),
-                    ),
-                )
-                if cur.rowcount == 1:
+                if rec.get("type") == "clock":
+                    inserted = self._insert_clock(conn, station, rec, received)
+                    table = "clock_bases"
+                else:
+                    inserted = self._insert_checkin(conn, station, rec, received)
+                    table = "checkins"
+                if inserted:
                     new += 1
                     stored.append(rec["seq"])
                     continue
                 # Already there: the same signature means the same record (Ed25519 is
                 # deterministic), so it is a harmless repeat; anything else is a conflict.
                 row = conn.execute(
-                    "SELECT sig FROM checkins WHERE station_id = ? AND seq = ?", (station.station_id, rec["seq"])
+                    f"SELECT sig FROM {table} WHERE station_id = ? AND seq = ?", (station.station_id, rec["seq"])
                 ).fetchone()
                 if row and row[0] == rec["sig"]:
                     stored.append(rec["seq"])
@@ -202,11 +197,57 @@ class SqliteStorage:
             raise
         return StoreResult(tuple(stored), new, refused)
 
+    @staticmethod
+    def _as_received(rec: Mapping[str, Any]) -> str:
+        # The opened person is not part of what the station signed: keep the sealed form.
+        if "sealed" in rec:
+            rec = {k: v for k, v in rec.items() if k != "person"}
+        return protocol.canonical_json(rec).decode("utf-8")
+
+    def _insert_checkin(self, conn, station: StationInfo, rec: Mapping[str, Any], received: int) -> bool:
+        person = rec["person"]
+        wall, corrected = rec["ts"], False
+        if not rec["sync"]:
+            base = conn.execute(
+                "SELECT base_ms FROM clock_bases WHERE station_id = ? AND boot_id = ? ORDER BY seq DESC LIMIT 1",
+                (station.station_id, rec["boot"]),
+            ).fetchone()
+            if base:
+                wall, corrected = rec["mono"] + base[0], True
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO checkins (station_id, seq, venue_id, direction, kind, person_key,"
+            " id_number, name, birth, sex, wall_ms, mono_ms, boot_id, clock_synced, time_corrected,"
+            " wall_ms_station, received_ms, sig, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                station.station_id, rec["seq"], station.venue_id, rec["dir"], rec["kind"],
+                f"{rec['kind']}:{person['id']}", person["id"], person["name"], person["birth"], person["sex"],
+                wall, rec["mono"], rec["boot"], rec["sync"], corrected, rec["ts"], received, rec["sig"],
+                self._as_received(rec),
+            ),
+        )
+        return cur.rowcount == 1
+
+    def _insert_clock(self, conn, station: StationInfo, rec: Mapping[str, Any], received: int) -> bool:
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO clock_bases (station_id, seq, boot_id, base_ms, sig, record, received_ms)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (station.station_id, rec["seq"], rec["boot"], rec["base"], rec["sig"], self._as_received(rec), received),
+        )
+        if cur.rowcount != 1:
+            return False
+        # Check-ins of that boot made before the clock synced get their true time.
+        conn.execute(
+            "UPDATE checkins SET wall_ms = mono_ms + ?, time_corrected = 1"
+            " WHERE station_id = ? AND boot_id = ? AND clock_synced = 0",
+            (rec["base"], station.station_id, rec["boot"]),
+        )
+        return True
+
     def latest_checkins(self, limit: int = 50, before_id: int | None = None) -> list[dict[str, Any]]:
         where, params = ("WHERE c.id < ?", [before_id]) if before_id else ("", [])
         sql = (
             "SELECT c.id, c.station_id, c.seq, c.venue_id, v.name AS venue, c.direction, c.kind, c.id_number,"
-            " c.name, c.birth, c.wall_ms, c.clock_synced, c.received_ms"
+            " c.name, c.birth, c.wall_ms, c.clock_synced, c.time_corrected, c.wall_ms_station, c.received_ms"
             f" FROM checkins c JOIN venues v ON v.id = c.venue_id {where} ORDER BY c.id DESC LIMIT ?"
         )
         return [dict(r) for r in self.db.query(sql, [*params, limit])]

@@ -13,9 +13,7 @@ from pathlib import Path
 import pytest
 
 from provisioning.broker import SERVER_USER, BrokerFiles, BrokerProcess, free_port
-from provisioning.station import enroll_local, write_server_config
-from qrgate import protocol
-from qrgate.keyfiles import load_or_create_key
+from provisioning.station import enroll_local, server_public_keys, write_server_config
 from server.config import ServerConfig, load_server_config
 from server.storage import SqliteStorage
 
@@ -47,12 +45,14 @@ class ServerEnv:
     storage: SqliteStorage
     venue_id: int
     pass_key_text: str
+    sealing_key_text: str
     broker: BrokerProcess
 
     def add_station(self, station_id: str, directory: Path, **kwargs):
         setup = enroll_local(
             storage=self.storage, broker=self.broker.files, station_id=station_id, venue_id=self.venue_id,
-            station_dir=directory, venue_name="Cổng Test", pass_keys=(self.pass_key_text,), **kwargs,
+            station_dir=directory, venue_name="Cổng Test", pass_keys=(self.pass_key_text,),
+            server_key=self.sealing_key_text, **kwargs,
         )
         self.broker.reload()
         return setup
@@ -67,8 +67,8 @@ def server_env(tmp_path, broker) -> ServerEnv:
     )
     storage = SqliteStorage(cfg.database)
     venue = storage.add_venue("Nhà máy Test - Cổng 1", "factory gate")
-    pass_key = protocol.public_key_to_text(load_or_create_key(cfg.pass_key_file).public_key())
-    return ServerEnv(cfg, storage, venue, pass_key, broker)
+    pass_key, sealing_key = server_public_keys(cfg)
+    return ServerEnv(cfg, storage, venue, pass_key, sealing_key, broker)
 
 
 class ServerProcess:

@@ -7,14 +7,17 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from qrgate import protocol
+from qrgate.sealing import PersonOpener, PersonSealer
 from server.bridge import Bridge
 from server.storage import SqliteStorage
 
 
 def make_record(key, seq, name="Trần Thu Hà", station="gate-1"):
     return protocol.sign_record(
-        {"v": 1, "st": station, "seq": seq, "ts": 1_790_000_000_000 + seq, "mono": seq, "boot": "b",
+        {"v": 1, "type": "checkin", "st": station, "seq": seq, "ts": 1_790_000_000_000 + seq, "mono": seq, "boot": "b",
          "sync": True, "dir": "in", "kind": "cccd",
          "person": {"id": "079188001234", "name": name, "birth": "1988-01-02", "sex": "F"}},
         key,
@@ -31,10 +34,59 @@ def env(tmp_path):
     venue = storage.add_venue("Chợ Bến Thành")
     key = Ed25519PrivateKey.generate()
     storage.add_station("gate-1", protocol.public_key_to_text(key.public_key()), venue)
-    return Bridge(storage), storage, key
+    return Bridge(storage, opener=PersonOpener(SEALING)), storage, key
 
 
 TOPIC = protocol.records_topic("gate-1")
+SEALING = X25519PrivateKey.generate()
+
+
+def sealed_record(key, seq, name="Võ Thị Hoa", sealer=None, boot="b", sync=True, ts=None, mono=None):
+    sealer = sealer or PersonSealer(SEALING.public_key(), "gate-1")
+    return protocol.sign_record(
+        {"v": 1, "type": "checkin", "st": "gate-1", "seq": seq, "ts": ts or 1_790_000_000_000 + seq,
+         "mono": mono if mono is not None else seq, "boot": boot, "sync": sync, "dir": "in", "kind": "cccd",
+         "sealed": sealer.seal({"id": "079188005678", "name": name, "birth": "1979", "sex": "F"})},
+        key,
+    )
+
+
+def test_sealed_record_is_opened_stored_in_full_and_kept_sealed_as_proof(env):
+    bridge, storage, key = env
+    ack = bridge.handle(TOPIC, batch(sealed_record(key, 1)))
+    assert ack.stored == (1,)
+    row = storage.db.execute("SELECT name, id_number, record FROM checkins").fetchone()
+    assert row[:2] == ("Võ Thị Hoa", "079188005678")
+    proof = json.loads(row[2])
+    assert "person" not in proof and "Võ" not in row[2]
+    protocol.verify_record(proof, key.public_key())  # the stored record still verifies
+
+
+def test_record_sealed_to_another_server_is_refused_for_good(env):
+    bridge, storage, key = env
+    other = PersonSealer(X25519PrivateKey.generate().public_key(), "gate-1")
+    ack = bridge.handle(TOPIC, batch(sealed_record(key, 1, sealer=other)))
+    assert ack.refused == {1: "bad_sealed"} and storage.count_checkins() == 0
+
+
+def test_clock_record_corrects_that_boots_unsynced_times_before_and_after_it(env):
+    bridge, storage, key = env
+    # Booted with the clock stuck in 2020; mono 5 s and 7 s into the boot.
+    early = sealed_record(key, 1, boot="boot-x", sync=False, ts=1_577_836_800_000, mono=5_000)
+    other_boot = sealed_record(key, 2, boot="boot-y", sync=False, ts=1_577_836_800_000, mono=5_000)
+    bridge.handle(TOPIC, batch(early, other_boot))
+    base = 1_790_000_000_000  # learned at sync: wall = mono + base
+    clock = protocol.sign_record({"v": 1, "type": "clock", "st": "gate-1", "seq": 3, "ts": base + 60_000,
+                                  "mono": 60_000, "boot": "boot-x", "sync": True, "base": base}, key)
+    late = sealed_record(key, 4, boot="boot-x", sync=False, ts=1_577_836_802_000, mono=7_000)
+    ack = bridge.handle(TOPIC, batch(clock, late))
+    assert ack.stored == (3, 4)
+    rows = {r[0]: r[1:] for r in storage.db.execute(
+        "SELECT seq, wall_ms, time_corrected, wall_ms_station FROM checkins")}
+    assert rows[1] == (base + 5_000, 1, 1_577_836_800_000)
+    assert rows[4] == (base + 7_000, 1, 1_577_836_802_000)
+    assert rows[2] == (1_577_836_800_000, 0, 1_577_836_800_000)  # another boot: untouched
+    assert bridge.handle(TOPIC, batch(clock)).stored == (3,)  # a repeated clock record is harmless
 
 
 def test_valid_batch_is_stored_and_acked(env):

@@ -51,11 +51,12 @@ def test_user_errors_exit_1_with_a_clear_message(args, message):
 
 def test_config_errors_name_file_section_and_key(tmp_path):
     cfg = tmp_path / "station.toml"
-    cfg.write_text('[station]\nid = "gate-1"\n[policy]\nmode = "sideways"\n[source]\nkind = "folder"\n')
+    key = 'server_key = "NYBy1jZYgNGu6jKa35EhODhR7SGijjt16WXQ0s0WYlQ="\n'
+    cfg.write_text('[station]\nid = "gate-1"\n' + key + '[policy]\nmode = "sideways"\n[source]\nkind = "folder"\n')
     out = run("qrgate-edge", "run", "--config", str(cfg))
     assert out.returncode == 1
     assert f"{cfg}: section [policy]: option 'mode' must be one of entry, exit, toggle, got 'sideways'" in out.stderr
-    cfg.write_text('[station]\nid = "gate-1"\nholdd_s = 2\n[source]\nkind = "folder"\n')
+    cfg.write_text('[station]\nid = "gate-1"\n' + key + 'holdd_s = 2\n[source]\nkind = "folder"\n')
     out = run("qrgate-edge", "run", "--config", str(cfg))
     assert "section [station]: option 'holdd_s' is not valid" in out.stderr
 

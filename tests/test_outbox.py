@@ -17,7 +17,7 @@ NOW = Instant(1_790_000_000.0, 10.0, "boot-a")
 
 
 def fields(name="Nguyễn Gia Mạnh", direction="in"):
-    return {"ts": 1_790_000_000_000, "mono": 10_000, "boot": "boot-a", "sync": True, "dir": direction,
+    return {"type": "checkin", "ts": 1_790_000_000_000, "mono": 10_000, "boot": "boot-a", "sync": True, "dir": direction,
             "kind": "cccd", "person": {"id": "024083123451", "name": name, "birth": "1983-03-21", "sex": "M"}}
 
 

@@ -8,18 +8,29 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from qrgate import protocol
 from qrgate.errors import RecordError
+from qrgate.sealing import PersonOpener, PersonSealer, x25519_public_to_text
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text(encoding="utf-8")
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 RECORD = {
-    "v": 1, "st": "gate-1", "seq": 7, "ts": 1790000000000, "mono": 123456,
+    "v": 1, "type": "checkin", "st": "gate-1", "seq": 7, "ts": 1790000000000, "mono": 123456,
     "boot": "5f0c3b2e-8a7d-4c1e-9b6a-2d4e6f8a0b1c", "sync": True, "dir": "in", "kind": "cccd",
     "person": {"id": "024083123451", "name": "Nguyễn Gia Mạnh", "birth": "1983-03-21", "sex": "M"},
 }
 PUBLIC = "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg="
-SIG = "QrT8inYuZiW3YFxEJicy56fbhY96tLNOiVXFp363nFQ3t1qdYiKiWdzA/UTFZYMf4n2o6Hzbks4utB60HePVCw=="
+SIG = "oKOKX0wBTTBNAB7k8PsiMk+JlPbjkRoiXNa2x7wssfWkUjnyL0QSgBwnjvHafNz+9bExRkWR1Z8hmo6z7wUxDQ=="
+SERVER = X25519PrivateKey.from_private_bytes(bytes(range(32, 64)))
+SERVER_PUBLIC = "NYBy1jZYgNGu6jKa35EhODhR7SGijjt16WXQ0s0WYlQ="
+SEALED = ("eaYx7t4b+cmPEgMs3q3Q56B5OY/HhriMyEbsia+FpRoAAQIDBAUGBwgJCgtAICGDivbv1DSMaNtxwRnuNXoxnWEy8z9usA4/"
+          "Ph/AdiFNdM3HR6kj6cAZy8emieXNe7b2Wo2OrBabUUhkl9Vlkkk+4hfDS6hnxr+CxJxvADKdOmXzGnfviImNQOAUtFQo")
+SEALED_SIG = "r268RG5Xi2AHyPH0B5KnCeIqg9RtTKtHvuDqCKcmgx/d2VDQryFGxHt6Dq/7Tb77/Gpve4abWvOFxfCi7BwVCg=="
+CLOCK = {"v": 1, "type": "clock", "st": "gate-1", "seq": 8, "ts": 1790000100000, "mono": 223456,
+         "boot": "5f0c3b2e-8a7d-4c1e-9b6a-2d4e6f8a0b1c", "sync": True, "base": 1789999876544}
+CLOCK_SIG = "p3a2QXgcrvLhuktqZ/VGW0w7K8x3gJLu0s7FIV2aanl9Rl/ujRB5FQEuJpQe337aaa1MzHnhRCm9+6GVMMRUAg=="
 
 
 def test_vectors_match_the_document_and_the_code():
@@ -31,6 +42,45 @@ def test_vectors_match_the_document_and_the_code():
     assert PUBLIC in DOC and SIG in DOC
     ack = protocol.Ack((7, 8), {9: "seq_conflict"}).to_bytes().decode()
     assert ack in DOC
+
+
+def test_sealed_and_clock_vectors_match_the_document():
+    assert x25519_public_to_text(SERVER.public_key()) == SERVER_PUBLIC
+    ephemeral = X25519PrivateKey.from_private_bytes(bytes(range(64, 96)))
+    sealed = PersonSealer(SERVER.public_key(), "gate-1").seal(RECORD["person"], ephemeral=ephemeral,
+                                                              nonce=bytes(range(12)))
+    assert sealed == SEALED
+    record = {k: v for k, v in RECORD.items() if k != "person"} | {"sealed": sealed}
+    signed = protocol.validate_record(protocol.sign_record(record, KEY))
+    assert signed["sig"] == SEALED_SIG
+    assert protocol.validate_record(protocol.sign_record(CLOCK, KEY))["sig"] == CLOCK_SIG
+    for text in (SERVER_PUBLIC, SEALED, SEALED_SIG, CLOCK_SIG):
+        assert text in DOC
+
+
+def test_sealed_person_opens_only_with_the_server_key_and_the_right_station():
+    sealer = PersonSealer(SERVER.public_key(), "gate-1")
+    sealed = sealer.seal(RECORD["person"])
+    assert "Nguy" not in sealed and "024083123451" not in sealed
+    assert PersonOpener(SERVER).open(sealed, "gate-1") == RECORD["person"]
+    with pytest.raises(RecordError) as err:
+        PersonOpener(X25519PrivateKey.generate()).open(sealed, "gate-1")
+    assert err.value.reason == "bad_sealed"
+    with pytest.raises(RecordError):
+        PersonOpener(SERVER).open(sealed, "gate-2")  # moved to another station's record
+    for bad in ("", "!!", "AAAA", sealed[:-8] + "AAAAAAA="):
+        with pytest.raises(RecordError):
+            PersonOpener(SERVER).open(bad, "gate-1")
+
+
+def test_a_station_boot_shares_one_ephemeral_key_until_it_rotates():
+    now = [0.0]
+    sealer = PersonSealer(SERVER.public_key(), "gate-1", rotate_after_s=100, clock=lambda: now[0])
+    first, second = sealer.seal({"a": "1"}), sealer.seal({"a": "1"})
+    assert first != second  # random nonces
+    assert first[:42] == second[:42]  # same ephemeral public key
+    now[0] = 101
+    assert sealer.seal({"a": "1"})[:42] != first[:42]
 
 
 def test_signed_record_verifies_and_any_change_breaks_it():
@@ -57,6 +107,8 @@ def test_signed_record_verifies_and_any_change_breaks_it():
         (lambda r: r.update(v=2), "bad_version"),
         (lambda r: r["person"].update(name=5), "malformed"),
         (lambda r: r["person"].update(name="A" * 9000), "too_large"),
+        (lambda r: r.update(type="other"), "malformed"),
+        (lambda r: r.update(sealed="x"), "malformed"),  # person and sealed together
     ],
 )
 def test_invalid_records_are_refused_with_their_reason(change, reason):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from edge.app import Station
 from edge.config import load_station_config
@@ -13,6 +14,9 @@ from edge.outcome import Result, StationState
 from edge.policy import Instant
 from provisioning.broker import free_port
 from qrgate.samples import cccd, demo_samples
+from qrgate.sealing import PersonOpener, x25519_public_to_text
+
+SERVER_SEALING = X25519PrivateKey.generate()
 
 PERSON = cccd("024083123451", "", "Nguyễn Gia Mạnh", "21031983", "Nam", "Quận 3, TP Hồ Chí Minh", "06042021")
 
@@ -42,6 +46,7 @@ def station(tmp_path):
     cfg.write_text(f"""
 [station]
 id = "gate-1"
+server_key = "{x25519_public_to_text(SERVER_SEALING.public_key())}"
 [policy]
 mode = "toggle"
 repeat_window_s = 30
@@ -66,7 +71,19 @@ def test_offline_station_accepts_and_keeps_the_signed_record(station):
     assert outcome.masked_name == "Nguyễn G** M***"
     (seq, body), = station.outbox.pending(10)
     record = json.loads(body)
-    assert record["person"]["name"] == "Nguyễn Gia Mạnh" and record["sync"] is True
+    assert record["sync"] is True and record["dir"] == "in"
+    assert "Nguy".encode() not in body and b"024083123451" not in body  # sealed before it reaches the disk
+    person = PersonOpener(SERVER_SEALING).open(record["sealed"], "gate-1")
+    assert person == {"id": "024083123451", "name": "Nguyễn Gia Mạnh", "birth": "1983-03-21", "sex": "M"}
+
+
+def test_no_name_or_id_is_written_to_the_station_disk_in_the_clear(station, tmp_path):
+    station.handle_text(PERSON)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name.startswith("outbox.sqlite3") for p in files)  # the database and its WAL
+    for path in files:
+        data = path.read_bytes()
+        assert "Mạnh".encode() not in data and b"024083123451" not in data, path
 
 
 def test_card_held_up_is_one_silent_decision_then_already_counted(station):

@@ -31,7 +31,7 @@ def web(tmp_path):
     names = ["Lê Việt Hưng", "<img src=x onerror=alert(1)>", "=cmd|' /C calc'!A0"]
     records = [
         protocol.canonical_json(protocol.sign_record(
-            {"v": 1, "st": "gate-1", "seq": i + 1, "ts": 1_790_000_000_000 + i * 1000, "mono": i, "boot": "b",
+            {"v": 1, "type": "checkin", "st": "gate-1", "seq": i + 1, "ts": 1_790_000_000_000 + i * 1000, "mono": i, "boot": "b",
              "sync": i != 2, "dir": "in" if i % 2 == 0 else "out", "kind": "cccd",
              "person": {"id": f"0010900000{i:02d}", "name": name, "birth": "1990-01-01", "sex": "M"}}, key))
         for i, name in enumerate(names)
