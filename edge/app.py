@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import shutil
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -23,10 +24,11 @@ from edge.drivers.ports import Capture, Frame, Source
 from edge.outcome import Outcome, Result, StationState
 from edge.payloads import Person, PayloadRefused, parse_payload
 from edge.policy import decide_checkin
+from edge.pushed_config import PushedConfig, PushedConfigFile, parse_pushed_config
 from edge.queue.outbox import Outbox, OutboxError
 from edge.queue.publisher import Publisher
 from qrgate import protocol
-from qrgate.errors import ConfigError, UserError
+from qrgate.errors import ConfigError, RecordError, UserError
 from qrgate.keyfiles import load_or_create_key, load_or_create_secret
 from qrgate.masking import mask_person_name
 from qrgate.personal_pass import key_id
@@ -83,10 +85,18 @@ class Station:
         self.listeners: list[Listener] = list(listeners or [])
         self.counts: Counter[str] = Counter()
         self._last: _Sighting | None = None
+        self._low_space = False
         self._stop = threading.Event()
+        self.policy = config.policy
+        self.pushed: PushedConfig | None = None
+        self._pushed_file = PushedConfigFile(state_dir / "pushed-config.json")
         self._state = StationState(venue=config.station.venue, mode=config.policy.mode)
+        stored = self._pushed_file.load(config.station.id, self.pass_keys)
+        if stored is not None:
+            self._use_pushed(stored)
+        self._housekeeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
         self.publisher = Publisher(
-            self.outbox, config.mqtt, config.base, on_state=self._on_link_state,
+            self.outbox, config.mqtt, config.base, on_state=self._on_link_state, on_config=self.apply_config,
             resend_after_s=config.station.resend_after_s,
         )
 
@@ -115,8 +125,10 @@ class Station:
         self.open_drivers()
         if self.feedback is not None:
             self.feedback.start()
+        self.housekeeping()
         self._emit(self._state)
         self.publisher.start()
+        self._housekeeper.start()
 
     def run(self) -> None:
         """Scan until the source ends or stop() is called."""
@@ -125,6 +137,88 @@ class Station:
             if self._stop.is_set():
                 break
             self.handle_capture(capture)
+
+    def apply_config(self, payload: bytes) -> bool:
+        """A config message from the server (any thread): verify, keep, apply if newer."""
+        try:
+            pushed = parse_pushed_config(payload, self.config.station.id, self.pass_keys)
+        except RecordError as exc:
+            logger.error("ignoring config from the broker: %s", exc)
+            return False
+        if self.pushed is not None and pushed.version <= self.pushed.version:
+            return False
+        try:
+            self._pushed_file.save(payload)
+        except OSError as exc:
+            logger.error("cannot keep the new config on disk (%s); applying it for now", exc)
+        self._use_pushed(pushed)
+        logger.info("applied config version %d: mode %s, %d blocked", pushed.version, pushed.policy.mode,
+                    len(pushed.blocked))
+        self._emit(self._state)
+        return True
+
+    def _use_pushed(self, pushed: PushedConfig) -> None:
+        self.pushed = pushed
+        self.policy = pushed.policy
+        self._state = StationState(**{**self._state_dict(), "venue": pushed.venue or self._state.venue,
+                                      "mode": pushed.policy.mode})
+
+    def _housekeeping(self) -> None:
+        while not self._stop.wait(self.config.station.housekeeping_s):
+            try:
+                self.housekeeping()
+            except Exception:  # housekeeping must never take the gate down
+                logger.exception("housekeeping failed")
+
+    def housekeeping(self) -> None:
+        """Clock correction, the free-space guard and pruning of old presence."""
+        self.check_clock()
+        self.check_free_space()
+        horizon = self.clock.now().wall_s - self.policy.toggle_reset_s - self.policy.repeat_window_s
+        self.outbox.forget_presence_before(horizon)
+
+    def check_free_space(self) -> bool:
+        """Raise the storage fault while the disk is nearly full; clear it when space returns."""
+        try:
+            free_mb = shutil.disk_usage(self.config.state_dir).free // (1024 * 1024)
+        except OSError as exc:
+            logger.error("cannot read free space of %s: %s", self.config.state_dir, exc)
+            return False
+        low = free_mb < self.config.station.min_free_mb
+        if low and self._state.fault != "storage":
+            logger.error("only %d MB free on %s: refusing scans until space returns", free_mb, self.config.state_dir)
+            self._set_fault("storage")
+        elif not low and self._state.fault == "storage" and self._low_space:
+            logger.warning("free space is back (%d MB): accepting scans again", free_mb)
+            self._set_fault("")
+        self._low_space = low
+        return low
+
+    def _set_fault(self, fault: str) -> None:
+        self._state = StationState(**{**self._state_dict(), "fault": fault})
+        self._emit(self._state)
+
+    def check_clock(self) -> bool:
+        """If the clock has synchronised during a boot that recorded unsynced check-ins,
+        record the boot's wall/monotonic offset so the server can correct their times.
+
+        Called every few seconds by the station's housekeeping; True if a clock record
+        was written.
+        """
+        now = self.clock.now()
+        if self.outbox.unsynced_boot() != now.boot_id or not self.clock.synced():
+            return False
+        wall_ms, mono_ms = int(now.wall_s * 1000), int(now.mono_s * 1000)
+        fields = {"type": "clock", "ts": wall_ms, "mono": mono_ms, "boot": now.boot_id, "sync": True,
+                  "base": wall_ms - mono_ms}
+        try:
+            self.outbox.append(fields, person_hash=None, now=now)
+        except OutboxError as exc:
+            logger.error("cannot record the clock correction: %s", exc)
+            return False
+        logger.info("clock synchronised: check-ins of this boot will be corrected by the server")
+        self.publisher.wake()
+        return True
 
     def new_presentation(self) -> None:
         """The view was cleared (the next capture is a different person's card even if
@@ -138,6 +232,8 @@ class Station:
 
     def close(self) -> None:
         self.stop()
+        if self._housekeeper.is_alive():
+            self._housekeeper.join(timeout=5)
         self.publisher.close()
         if self.feedback is not None:
             self.feedback.close()
@@ -176,26 +272,30 @@ class Station:
             logger.info("refused code (%s): %s", exc.reason, exc.detail)
             return self._emit_outcome(Outcome(Result.REFUSED, reason=exc.reason, mono_ns=mono_ns))
         person_hash = self.outbox.person_hash(person.person_key)
-        verdict = decide_checkin(self.outbox.last_checkin(person_hash), now, self.config.policy)
+        blocked = self.pushed is not None and self.pushed.is_blocked(person.person_key)
+        verdict = decide_checkin(self.outbox.last_checkin(person_hash), now, self.policy, blocked=blocked)
         masked = mask_person_name(person.name)
+        if verdict.code in ("blocked", "passback"):
+            logger.info("refused a %s card: %s", person.kind, verdict.code)  # no personal data in logs
+            return self._emit_outcome(Outcome(Result.REFUSED, reason=verdict.code, kind=person.kind, mono_ns=mono_ns))
         if not verdict.accepted:
             return self._emit_outcome(
                 Outcome(Result.ALREADY_COUNTED, reason=verdict.code, direction=verdict.direction,
                         masked_name=masked, kind=person.kind, mono_ns=mono_ns)
             )
+        if self._low_space:
+            return self._emit_outcome(Outcome(Result.FAULT, reason="storage", mono_ns=mono_ns))
         try:
             self.outbox.append(
                 self._record_fields(person, verdict.direction, now, synced), person_hash=person_hash, now=now
             )
         except OutboxError as exc:
             logger.error("cannot record check-in: %s", exc)
-            self._state = StationState(**{**self._state_dict(), "fault": "storage"})
-            self._emit(self._state)
+            self._set_fault("storage")
             return self._emit_outcome(Outcome(Result.FAULT, reason="storage", mono_ns=mono_ns))
-        if self._state.fault:
-            # Space came back (or the card was re-seated): the fault clears by itself.
-            self._state = StationState(**{**self._state_dict(), "fault": ""})
-            self._emit(self._state)
+        if self._state.fault == "storage":
+            # The write worked again (space freed, card re-seated): the fault clears by itself.
+            self._set_fault("")
         self.publisher.wake()
         result = Result.ACCEPTED if self.publisher.online else Result.ACCEPTED_OFFLINE
         return self._emit_outcome(

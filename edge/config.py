@@ -27,6 +27,11 @@ class StationSection:
     hold_s: float = option(1.5, min=0.1, max=10.0)
     # Records not acked by the server within this time are sent again.
     resend_after_s: float = option(15.0, min=0.5, max=600.0)
+    # Below this much free space on the state folder's disk the station stops accepting
+    # (a clear fault) before a write can fail: nothing shown green is ever lost.
+    min_free_mb: int = option(64, min=1, max=100_000)
+    # How often the station checks its clock, disk space and old presence.
+    housekeeping_s: float = option(5.0, min=0.05, max=300.0)
 
 
 @dataclass(frozen=True)

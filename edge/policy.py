@@ -8,8 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qrgate.config import option
-
-MODES = ("entry", "exit", "toggle")
+from qrgate.protocol import MODES
 
 
 @dataclass(frozen=True)
@@ -23,6 +22,9 @@ class PolicyConfig:
     # In toggle mode, an "in" older than this is treated as a forgotten exit: the next
     # scan is an entry again rather than an exit the next morning.
     toggle_reset_s: float = option(14 * 3600.0, min=60.0, max=7 * 86400.0)
+    # Refuse a second entry without an exit in between (and the reverse), as this
+    # station saw them: for a lane whose entries and exits pass the same station.
+    anti_passback: bool = option(False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,21 +56,31 @@ class Verdict:
     """``accepted`` with a direction, or refused with a ``code``."""
 
     accepted: bool
-    code: str  # "accepted" or "already_counted"
+    code: str  # "accepted", "already_counted", "blocked" or "passback"
     direction: str = ""
 
 
-def decide_checkin(last: LastCheckin | None, now: Instant, config: PolicyConfig) -> Verdict:
-    """Decide one scan of a person whose payload has already been parsed and accepted."""
+def decide_checkin(last: LastCheckin | None, now: Instant, config: PolicyConfig, *, blocked: bool = False) -> Verdict:
+    """Decide one scan of a person whose payload has already been parsed and accepted.
+
+    ``blocked``: the person is on the block list pushed by the server.
+    """
+    if blocked:
+        return Verdict(False, "blocked")
     if last is not None:
         elapsed = now.seconds_since(last.at)
         # A negative gap means the wall clock went backwards across a reboot: be safe,
         # treat it as inside the window rather than counting twice.
         if elapsed < config.repeat_window_s:
             return Verdict(False, "already_counted", last.direction)
+    still_in = last is not None and now.seconds_since(last.at) < config.toggle_reset_s
     if config.mode == "entry":
+        if config.anti_passback and still_in and last.direction == "in":
+            return Verdict(False, "passback", "in")
         direction = "in"
     elif config.mode == "exit":
+        if config.anti_passback and last is not None and last.direction == "out":
+            return Verdict(False, "passback", "out")
         direction = "out"
     elif last is not None and last.direction == "in" and now.seconds_since(last.at) < config.toggle_reset_s:
         direction = "out"

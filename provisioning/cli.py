@@ -90,5 +90,55 @@ def issue(server_config: str, pid: str, name: str, birth: str, days: int, png: s
     return 0
 
 
+def _push(server_config: str, stations: list[str] | None) -> int:
+    from qrgate.keyfiles import load_or_create_key
+    from server.config import load_server_config
+    from server.stationconfig import StationConfigStore, publish_configs
+    from server.storage import SqliteStorage
+
+    cfg = load_server_config(server_config)
+    store = StationConfigStore(SqliteStorage(cfg.database))
+    return publish_configs(store, load_or_create_key(cfg.pass_key_file), cfg.mqtt, cfg.base, stations)
+
+
+@app.command("configure", arg("--server-config", required=True), arg("--station", required=True),
+             arg("--mode", choices=("entry", "exit", "toggle"), default="toggle"),
+             arg("--repeat-window", type=float, default=30.0, help="seconds (default 30)"),
+             arg("--anti-passback", action="store_true", help="refuse a second entry without an exit"),
+             arg("--auto-checkout-hours", type=float, default=14.0,
+                 help="an entry older than this counts as checked out (default 14)"))
+def configure(server_config: str, station: str, mode: str, repeat_window: float, anti_passback: bool,
+              auto_checkout_hours: float) -> int:
+    """Change a station's settings and push them to it (applied at once, kept offline)."""
+    from server.config import load_server_config
+    from server.stationconfig import StationConfigStore, StationSettings
+    from server.storage import SqliteStorage
+
+    store = StationConfigStore(SqliteStorage(load_server_config(server_config).database))
+    version = store.set_settings(station, StationSettings(mode, repeat_window, anti_passback, auto_checkout_hours * 3600))
+    _push(server_config, [station])
+    print(f"{station}: settings version {version} pushed")
+    return 0
+
+
+@app.command("block", arg("--server-config", required=True),
+             arg("--person", required=True, help="person key, e.g. cccd:024083123451 or bhxh:7912345670"),
+             arg("--reason", default=""), arg("--remove", action="store_true", help="take the person off the list"))
+def block(server_config: str, person: str, reason: str, remove: bool) -> int:
+    """Add a person to (or remove from) the block list every station applies offline."""
+    from server.config import load_server_config
+    from server.stationconfig import StationConfigStore
+    from server.storage import SqliteStorage
+
+    store = StationConfigStore(SqliteStorage(load_server_config(server_config).database))
+    if remove:
+        if not store.unblock(person):
+            raise UserError(f"{person} is not on the block list")
+    else:
+        store.block(person, reason)
+    print(f"block list: {len(store.blocked_keys())} person(s); pushed to {_push(server_config, None)} station(s)")
+    return 0
+
+
 def main(argv=None) -> int:
     return app.main(argv)

@@ -20,7 +20,8 @@ from qrgate.errors import RecordError
 
 VERSION = 1
 TOPIC_ROOT = "qrgate/v1/stations"
-SIGNING_CONTEXT = b"qrgate-record-v1\n"  # domain separation: a record signature is never valid for anything else
+SIGNING_CONTEXT = b"qrgate-record-v1\n"
+CONFIG_SIGNING_CONTEXT = b"qrgate-config-v1\n"  # the server's signature on a station config  # domain separation: a record signature is never valid for anything else
 STATION_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
 MAX_MESSAGE_BYTES = 256 * 1024
 MAX_RECORDS_PER_BATCH = 500
@@ -46,6 +47,7 @@ CHECKIN_FIELDS: dict[str, type | tuple[type, ...]] = {"dir": str, "kind": str}
 CLOCK_FIELDS: dict[str, type | tuple[type, ...]] = {"base": int}
 PERSON_FIELDS = ("id", "name", "birth", "sex")
 DIRECTIONS = ("in", "out")
+MODES = ("entry", "exit", "toggle")  # a station records entries, exits, or alternates
 KINDS = ("cccd", "bhyt", "national", "pass")
 
 REFUSAL_REASONS = {
@@ -70,6 +72,10 @@ def acks_topic(station_id: str) -> str:
 
 def status_topic(station_id: str) -> str:
     return f"{TOPIC_ROOT}/{station_id}/status"
+
+
+def config_topic(station_id: str) -> str:
+    return f"{TOPIC_ROOT}/{station_id}/config"
 
 
 def station_from_topic(topic: str) -> str | None:

@@ -38,6 +38,8 @@ SCREENS = {
         Outcome(Result.ALREADY_COUNTED, reason="already_counted", direction="in", masked_name="Lê V*** H***"), ONLINE),
     "refused-unknown-format": lambda: render_result(Outcome(Result.REFUSED, reason="unknown_format"), ONLINE),
     "refused-expired": lambda: render_result(Outcome(Result.REFUSED, reason="expired"), ONLINE),
+    "refused-blocked": lambda: render_result(Outcome(Result.REFUSED, reason="blocked"), ONLINE),
+    "refused-passback": lambda: render_result(Outcome(Result.REFUSED, reason="passback"), ONLINE),
     "refused-unlisted-code": lambda: render_result(Outcome(Result.REFUSED, reason="made_up_code"), ONLINE),
     "fault": lambda: render_result(Outcome(Result.FAULT, reason="storage"), OFFLINE),
     "long-name": lambda: render_result(

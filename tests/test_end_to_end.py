@@ -14,6 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from conftest import ServerProcess, wait_until
 from edge.app import Station
+from edge.drivers.fake import ListSource
 from edge.config import load_station_config
 from edge.outcome import Result
 from qrgate import protocol
@@ -167,3 +168,29 @@ def test_a_station_cannot_publish_as_another_station(tmp_path, server_env):
         listener.loop_stop()
     assert protocol.records_topic("gate-2") not in seen
     assert gate1.station_id == "gate-1"
+
+
+def test_config_and_block_list_reach_a_running_station_through_the_broker(tmp_path, server_env):
+    from qrgate.keyfiles import load_or_create_key
+    from qrgate.samples import demo_samples
+    from server.stationconfig import StationConfigStore, StationSettings, publish_configs
+
+    setup = server_env.add_station("gate-3", tmp_path / "station", source={"kind": "list"},
+                                   feedback={"indicators": "none", "panel": "none"})
+    station = Station(load_station_config(setup.config_path), source=ListSource([]))
+    station.start()
+    try:
+        wait_until(lambda: station.publisher.online, 30, "station online")
+        store = StationConfigStore(server_env.storage)
+        store.set_settings("gate-3", StationSettings(mode="exit"))
+        store.block("cccd:001196004321", "quarantine")
+        sent = publish_configs(store, load_or_create_key(server_env.config.pass_key_file),
+                               server_env.config.mqtt, server_env.config.base)
+        assert sent == 1
+        wait_until(lambda: station.pushed is not None, 30, "config applied")
+        uyen = demo_samples()[1].text  # CCCD 001196004321
+        assert station.handle_text(uyen).reason == "blocked"
+        manh = station.handle_text(demo_samples()[0].text)
+        assert manh.direction == "out"  # the pushed mode
+    finally:
+        station.close()

@@ -52,3 +52,21 @@ def test_across_reboots_the_wall_clock_decides_and_a_backward_jump_is_safe():
     assert decide_checkin(last, Instant(10_100.0, 3.0, "boot-b"), cfg).accepted
     # Clock behind the last record (unsynced boot): never count twice.
     assert decide_checkin(last, Instant(9_000.0, 3.0, "boot-b"), cfg).code == "already_counted"
+
+
+def test_a_blocked_person_is_refused_whatever_the_mode():
+    for mode in ("entry", "exit", "toggle"):
+        verdict = decide_checkin(None, at(0), PolicyConfig(mode=mode), blocked=True)
+        assert (verdict.accepted, verdict.code) == (False, "blocked")
+
+
+def test_anti_passback_refuses_a_second_entry_without_an_exit():
+    cfg = PolicyConfig(mode="entry", repeat_window_s=30, anti_passback=True, toggle_reset_s=12 * 3600)
+    last = LastCheckin("in", at(0))
+    assert decide_checkin(last, at(600), cfg).code == "passback"
+    assert decide_checkin(last, at(13 * 3600), cfg).accepted  # automatic check-out passed
+    assert decide_checkin(LastCheckin("out", at(0)), at(600), cfg).accepted
+    off = PolicyConfig(mode="entry", repeat_window_s=30)
+    assert decide_checkin(last, at(600), off).accepted
+    exit_cfg = PolicyConfig(mode="exit", repeat_window_s=30, anti_passback=True)
+    assert decide_checkin(LastCheckin("out", at(0)), at(600), exit_cfg).code == "passback"

@@ -137,3 +137,92 @@ def test_a_broken_listener_does_not_stop_the_gate(station):
     station.listeners.insert(0, lambda e: 1 / 0)
     assert station.handle_text(PERSON).result is Result.ACCEPTED_OFFLINE
     assert any(getattr(e, "result", None) is Result.ACCEPTED_OFFLINE for e in station.events)
+
+
+def test_times_from_an_unsynced_boot_get_a_clock_record_once_the_clock_syncs(station):
+    station.clock_fake.is_synced = False
+    station.handle_text(PERSON)
+    assert json.loads(station.outbox.pending(1)[0][1])["sync"] is False
+    assert not station.check_clock()  # still unsynced: nothing to say yet
+    station.clock_fake.is_synced = True
+    station.clock_fake.advance(90)
+    assert station.check_clock()
+    clock = json.loads(station.outbox.pending(10)[-1][1])
+    now = station.clock_fake.now()
+    assert clock["type"] == "clock" and clock["boot"] == "boot-test"
+    assert clock["base"] == int(now.wall_s * 1000) - int(now.mono_s * 1000)
+    assert not station.check_clock()  # said once
+
+
+def test_low_disk_space_refuses_before_a_write_can_fail_and_recovers(station, monkeypatch):
+    import shutil as real_shutil
+
+    free = {"mb": 10}
+    usage = real_shutil.disk_usage(station.config.state_dir)
+    monkeypatch.setattr("edge.app.shutil.disk_usage",
+                        lambda path: usage._replace(free=free["mb"] * 1024 * 1024))
+    assert station.check_free_space()
+    out = station.handle_text(PERSON)
+    assert (out.result, out.reason) == (Result.FAULT, "storage")
+    assert station.outbox.backlog() == 0
+    free["mb"] = 500
+    assert not station.check_free_space()
+    assert [e.fault for e in station.events if isinstance(e, StationState)][-1] == ""
+    station.clock_fake.advance(5)
+    assert station.handle_text(PERSON).result is Result.ACCEPTED_OFFLINE
+
+
+@pytest.fixture
+def server_side(tmp_path, station):
+    """The real server code that builds and signs station configs, for this station."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from qrgate import protocol
+    from server.stationconfig import StationConfigStore
+    from server.storage import SqliteStorage
+
+    storage = SqliteStorage(tmp_path / "server.sqlite3")
+    venue = storage.add_venue("Xe 51B-123.45")
+    storage.add_station("gate-1", protocol.public_key_to_text(station.key.public_key()), venue)
+    key = Ed25519PrivateKey.generate()
+    station.pass_keys["server"] = key.public_key()
+    return StationConfigStore(storage), key
+
+
+def test_pushed_block_list_and_mode_apply_at_once_and_survive_a_restart(station, server_side, tmp_path):
+    from server.stationconfig import StationSettings
+
+    store, key = server_side
+    store.block("cccd:024083123451", "quarantine order")
+    store.set_settings("gate-1", StationSettings(mode="entry", repeat_window_s=10))
+    assert station.apply_config(json.dumps(store.build("gate-1", key)).encode())
+    out = station.handle_text(PERSON)
+    assert (out.result, out.reason) == (Result.REFUSED, "blocked")
+    assert out.masked_name == ""  # the queue is not told who
+    assert station.outbox.backlog() == 0
+    states = [e for e in station.events if isinstance(e, StationState)]
+    assert (states[-1].venue, states[-1].mode) == ("Xe 51B-123.45", "entry")
+    # Reboot with no network: the kept config still applies.
+    again = Station(station.config, clock=station.clock_fake, source=ListSource([]), decoder=object())
+    again.pass_keys["server"] = key.public_key()
+    again._use_pushed(again._pushed_file.load("gate-1", again.pass_keys))
+    assert again.handle_text(PERSON).reason == "blocked"
+    assert again.policy.mode == "entry"
+    again.outbox.close()
+
+
+def test_forged_old_or_misaddressed_configs_are_ignored(station, server_side):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    store, key = server_side
+    good = store.build("gate-1", key, now_ms=2_000_000)
+    assert station.apply_config(json.dumps(good).encode())
+    older = store.build("gate-1", key, now_ms=1_000_000)
+    assert not station.apply_config(json.dumps(older).encode())
+    forged = store.build("gate-1", Ed25519PrivateKey.generate(), now_ms=3_000_000)
+    assert not station.apply_config(json.dumps(forged).encode())
+    tampered = dict(store.build("gate-1", key, now_ms=4_000_000), mode="exit")
+    assert not station.apply_config(json.dumps(tampered).encode())
+    for junk in (b"", b"\xff", b"[]", b'{"v": 1}'):
+        assert not station.apply_config(junk)
+    assert station.pushed.version == good["version"]

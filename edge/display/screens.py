@@ -54,6 +54,9 @@ REFUSAL_TEXT = {
     "expired": "Thẻ hết hạn",
     "not_yet_valid": "Thẻ chưa hiệu lực",
     "unknown_issuer": "Thẻ không rõ nguồn",
+    # Policy refusals: never announce to the queue *why* a person is blocked.
+    "blocked": "Xin gặp bảo vệ",
+    "passback": "Chưa ghi lượt ra",
 }
 REFUSAL_GENERIC = "Xin gặp bảo vệ"
 # Station fault codes (StationState.fault) for the idle screen.

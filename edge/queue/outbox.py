@@ -110,10 +110,12 @@ class Outbox:
             return None
         return LastCheckin(row[0], Instant(row[1], row[2], row[3]))
 
-    def append(self, fields: dict[str, Any], *, person_hash: str, now: Instant) -> Appended:
+    def append(self, fields: dict[str, Any], *, person_hash: str | None, now: Instant) -> Appended:
         """Number, sign and durably store one record; return once it is on disk.
 
-        ``fields`` is the record without ``st``, ``seq``, ``v`` and ``sig``.
+        ``fields`` is the record without ``st``, ``seq``, ``v`` and ``sig``. A check-in
+        updates the person's presence in the same transaction; a check-in made with an
+        unsynced clock marks this boot as needing a clock record.
         """
         with self._lock:
             seq = self._next_seq
@@ -127,10 +129,15 @@ class Outbox:
                     "INSERT INTO outbox (seq, body, created_wall_ms) VALUES (?, ?, ?)",
                     (seq, body, int(now.wall_s * 1000)),
                 )
-                self._db.execute(
-                    "INSERT OR REPLACE INTO presence VALUES (?, ?, ?, ?, ?)",
-                    (person_hash, record["dir"], now.wall_s, now.mono_s, now.boot_id),
-                )
+                if person_hash is not None:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO presence VALUES (?, ?, ?, ?, ?)",
+                        (person_hash, record["dir"], now.wall_s, now.mono_s, now.boot_id),
+                    )
+                if record["type"] == "checkin" and not record["sync"]:
+                    self._db.execute("INSERT OR REPLACE INTO meta VALUES ('unsynced_boot', ?)", (record["boot"],))
+                elif record["type"] == "clock":
+                    self._db.execute("DELETE FROM meta WHERE key = 'unsynced_boot'")
                 self._db.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('next_seq', ?)", (str(seq + 1),)
                 )
@@ -140,6 +147,18 @@ class Outbox:
                 raise OutboxError(f"outbox {self.path}: cannot store record: {exc}") from exc
             self._next_seq = seq + 1
         return Appended(seq, body)
+
+    def unsynced_boot(self) -> str | None:
+        """The boot id whose check-ins were made with an unsynced clock and await a clock record."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'unsynced_boot'").fetchone()
+        return row[0] if row else None
+
+    def forget_presence_before(self, wall_s: float) -> int:
+        """Drop presence older than ``wall_s``: the policy no longer needs it (bus mode)."""
+        with self._lock:
+            cur = self._db.execute("DELETE FROM presence WHERE wall_s < ?", (wall_s,))
+            return cur.rowcount
 
     def _rollback(self) -> None:
         try:

@@ -38,6 +38,7 @@ class Publisher:
         base: Path,
         *,
         on_state: Callable[[bool, int], None] = lambda online, backlog: None,
+        on_config: Callable[[bytes], None] = lambda payload: None,
         batch_size: int = 200,
         max_inflight_batches: int = 8,
         resend_after_s: float = 15.0,
@@ -46,6 +47,7 @@ class Publisher:
         self.station_id = outbox.station_id
         self.settings = settings
         self._on_state = on_state
+        self._on_config = on_config
         self.batch_size = min(batch_size, protocol.MAX_RECORDS_PER_BATCH)
         self.max_inflight_batches = max_inflight_batches
         self.resend_after_s = resend_after_s
@@ -111,7 +113,7 @@ class Publisher:
             logger.warning("broker %s:%d refused connection: %s", self.settings.host, self.settings.port, reason_code)
             return
         logger.info("connected to broker %s:%d", self.settings.host, self.settings.port)
-        client.subscribe(protocol.acks_topic(self.station_id), qos=1)
+        client.subscribe([(protocol.acks_topic(self.station_id), 1), (protocol.config_topic(self.station_id), 1)])
         client.publish(protocol.status_topic(self.station_id), self._status(True), qos=1, retain=True)
         with self._lock:
             self._connected = True
@@ -128,6 +130,9 @@ class Publisher:
         self._on_state(False, self.outbox.backlog())
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage):
+        if message.topic == protocol.config_topic(self.station_id):
+            self._on_config(message.payload)
+            return
         try:
             ack = protocol.Ack.from_bytes(message.payload)
         except RecordError as exc:

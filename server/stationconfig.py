@@ -1,0 +1,157 @@
+"""Settings and the block list the server pushes to each station (retained, signed).
+
+A station's config message lives on ``qrgate/v1/stations/<id>/config``, retained, so a
+station that connects (or reconnects after a week) gets the newest one at once. It is
+signed with the server's Ed25519 key (the one stations already trust for personal
+passes) under its own context, so nothing but the server can change a station's mind.
+
+The block list is sent as salted SHA-256 hashes of person keys (e.g. "cccd:0240..."),
+never the ids themselves.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from qrgate import protocol
+from qrgate.protocol import MODES
+from qrgate.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+
+@dataclass(frozen=True)
+class StationSettings:
+    mode: str = "toggle"
+    repeat_window_s: float = 30.0
+    anti_passback: bool = False
+    auto_checkout_s: float = 14 * 3600.0
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise UserError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not 1 <= self.repeat_window_s <= 3600:
+            raise UserError(f"repeat window must be 1-3600 s, got {self.repeat_window_s}")
+        if not 60 <= self.auto_checkout_s <= 7 * 86400:
+            raise UserError(f"automatic check-out must be 60 s to 7 days, got {self.auto_checkout_s}")
+
+
+def blocked_hash(salt: bytes, person_key: str) -> str:
+    return hashlib.sha256(salt + person_key.encode("utf-8")).hexdigest()
+
+
+def sign_config(body: dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
+    sig = key.sign(protocol.CONFIG_SIGNING_CONTEXT + protocol.canonical_json(body))
+    return {**body, "sig": base64.b64encode(sig).decode("ascii")}
+
+
+class StationConfigStore:
+    """Per-station settings and the block list, in the server database."""
+
+    def __init__(self, storage):
+        self.storage = storage
+        db = storage.db
+        if "station_settings" not in db.table_names():
+            db["station_settings"].create(
+                {"station_id": str, "settings": str, "version": int, "updated_ms": int}, pk="station_id"
+            )
+        if "blocklist" not in db.table_names():
+            db["blocklist"].create({"person_key": str, "reason": str, "added_ms": int}, pk="person_key")
+
+    def settings(self, station_id: str) -> tuple[StationSettings, int]:
+        row = self.storage.db.execute(
+            "SELECT settings, version FROM station_settings WHERE station_id = ?", [station_id]
+        ).fetchone()
+        if row is None:
+            return StationSettings(), 0
+        return StationSettings(**json.loads(row[0])), row[1]
+
+    def set_settings(self, station_id: str, settings: StationSettings) -> int:
+        settings.check()
+        if self.storage.station(station_id) is None:
+            raise UserError(f"no station {station_id!r}")
+        _, version = self.settings(station_id)
+        self.storage.db["station_settings"].upsert(
+            {"station_id": station_id, "settings": json.dumps(asdict(settings)), "version": version + 1,
+             "updated_ms": int(time.time() * 1000)},
+            pk="station_id",
+        )
+        return version + 1
+
+    def block(self, person_key: str, reason: str = "") -> None:
+        if ":" not in person_key:
+            raise UserError(f"person key must look like cccd:<12 digits>, bhxh:<10 digits> or pass:<id>, got {person_key!r}")
+        self.storage.db["blocklist"].upsert(
+            {"person_key": person_key, "reason": reason, "added_ms": int(time.time() * 1000)}, pk="person_key"
+        )
+
+    def unblock(self, person_key: str) -> bool:
+        return bool(self.storage.db.execute("DELETE FROM blocklist WHERE person_key = ?", [person_key]).rowcount)
+
+    def blocked_keys(self) -> list[str]:
+        return [r[0] for r in self.storage.db.execute("SELECT person_key FROM blocklist ORDER BY person_key")]
+
+    def build(self, station_id: str, key: Ed25519PrivateKey, *, now_ms: int | None = None) -> dict[str, Any]:
+        """The signed config message for one station."""
+        info = self.storage.station(station_id)
+        if info is None:
+            raise UserError(f"no station {station_id!r}")
+        venue = self.storage.db.execute("SELECT name FROM venues WHERE id = ?", [info.venue_id]).fetchone()
+        settings, version = self.settings(station_id)
+        salt = os.urandom(16)
+        now_ms = now_ms or int(time.time() * 1000)
+        body = {
+            "v": 1,
+            "st": station_id,
+            # Version grows with settings changes and with time, so a newer block list
+            # always wins even when the settings did not change.
+            "version": version * 10**13 + now_ms,
+            "venue": venue[0] if venue else "",
+            **asdict(settings),
+            "blocked_salt": base64.b64encode(salt).decode("ascii"),
+            "blocked": sorted(blocked_hash(salt, k) for k in self.blocked_keys()),
+        }
+        return sign_config(body, key)
+
+    def active_stations(self) -> list[str]:
+        return [r[0] for r in self.storage.db.execute("SELECT station_id FROM stations WHERE status = 'active'")]
+
+
+def publish_configs(store: StationConfigStore, key: Ed25519PrivateKey, mqtt_settings, base: Path,
+                    station_ids: list[str] | None = None, timeout: float = 15.0) -> int:
+    """Publish retained configs for the given (default: all active) stations; return how many."""
+    import threading
+
+    from qrgate.mqtt import make_client
+
+    ids = station_ids if station_ids is not None else store.active_stations()
+    messages = [(protocol.config_topic(s), protocol.canonical_json(store.build(s, key))) for s in ids]
+    if not messages:
+        return 0
+    client, props = make_client(f"qrgate-config-{os.getpid()}", mqtt_settings, base, persistent=False)
+    connected = threading.Event()
+    client.on_connect = lambda c, u, f, rc, p: connected.set() if not rc.is_failure else None
+    client.connect(mqtt_settings.host, mqtt_settings.port, keepalive=mqtt_settings.keepalive, properties=props)
+    client.loop_start()
+    try:
+        if not connected.wait(timeout):
+            raise UserError(f"cannot reach the broker at {mqtt_settings.host}:{mqtt_settings.port}")
+        infos = [client.publish(topic, payload, qos=1, retain=True) for topic, payload in messages]
+        for info in infos:
+            info.wait_for_publish(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    logger.info("published config to %d station(s)", len(messages))
+    return len(messages)
