@@ -28,7 +28,7 @@ from edge.pushed_config import PushedConfig, PushedConfigFile, parse_pushed_conf
 from edge.queue.outbox import Outbox, OutboxError
 from edge.queue.publisher import Publisher
 from qrgate import protocol
-from qrgate.errors import ConfigError, RecordError, UserError
+from qrgate.errors import ConfigError, DriverError, RecordError, UserError
 from qrgate.keyfiles import load_or_create_key, load_or_create_secret
 from qrgate.masking import mask_person_name
 from qrgate.personal_pass import key_id
@@ -108,18 +108,21 @@ class Station:
 
             self.decoder = get_decoder(self.config.decoder.name)
         if self.source is None:
-            from edge.drivers.sources import open_source
-
-            options = dict(self.config.source)
-            kind = options.pop("kind")
-            try:
-                self.source = open_source(kind, **options)
-            except UserError as exc:
-                raise ConfigError(f"{self.config.path}: section [source]: {exc}") from None
+            self.source = self._open_source()
         if self.feedback is None:
             self.feedback = open_feedback(self.config)
         if self.feedback is not None:
             self.listeners.append(self.feedback.post)
+
+    def _open_source(self) -> Source:
+        from edge.drivers.sources import open_source
+
+        options = dict(self.config.source)
+        kind = options.pop("kind")
+        try:
+            return open_source(kind, **options)
+        except UserError as exc:
+            raise ConfigError(f"{self.config.path}: section [source]: {exc}") from None
 
     def start(self) -> None:
         self.open_drivers()
@@ -130,13 +133,46 @@ class Station:
         self.publisher.start()
         self._housekeeper.start()
 
-    def run(self) -> None:
-        """Scan until the source ends or stop() is called."""
+    def run(self, *, retry_max_s: float = 30.0) -> None:
+        """Scan until the source ends or stop() is called.
+
+        A camera or scanner that fails or vanishes is shown as a fault on the screen and
+        opened again with growing pauses; the records already made are not touched.
+        """
         assert self.source is not None, "start() opens the source"
-        for capture in self.source.captures():
-            if self._stop.is_set():
-                break
-            self.handle_capture(capture)
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                for capture in self.source.captures():
+                    if self._stop.is_set():
+                        return
+                    if self._state.fault == self._input_fault:
+                        self._set_fault("")  # the device works again
+                        delay = 1.0
+                    self.handle_capture(capture)
+                return  # the source ended (a folder read once, a video file)
+            except DriverError as exc:
+                logger.error("%s failed: %s; trying again in %.0f s", self._input_fault, exc, delay)
+                self._set_fault(self._input_fault)
+                self._close_source()
+                if self._stop.wait(delay):
+                    return
+                delay = min(delay * 2, retry_max_s)
+                try:
+                    self.source = self._open_source()
+                except DriverError as again:
+                    logger.error("cannot open the %s: %s", self._input_fault, again)
+
+    @property
+    def _input_fault(self) -> str:
+        kind = str(self.config.source.get("kind", ""))
+        return "scanner" if kind in ("hid", "serial") else "camera"
+
+    def _close_source(self) -> None:
+        try:
+            self.source.close()
+        except Exception:
+            logger.exception("closing the failed source")
 
     def apply_config(self, payload: bytes) -> bool:
         """A config message from the server (any thread): verify, keep, apply if newer."""

@@ -2,6 +2,7 @@
 
   qrgate-edge run --config station.toml     scan, decide, record and send until stopped
   qrgate-edge decode [--json] PATH...       read QR images with the station's own decoder
+  qrgate-edge selftest --config station.toml  check every part and say what is wrong
   qrgate-edge pubkey --config station.toml  print the station's public key (made if absent)
 """
 
@@ -81,6 +82,28 @@ def _print_line(line: dict, as_json: bool) -> None:
         status = "OK " if line["ok"] else "NO "
         detail = line["kind"] or line["error"]
         print(f"{status} {line['path']}: {detail} {line['ms']} ms  {line['text']!r}", flush=True)
+
+
+@app.command("selftest", arg("--config", "-c", required=True, help="path to station.toml"),
+             arg("--json", action="store_true", help="one JSON object per check"))
+def selftest(config: str, json: bool) -> int:
+    """Check storage, clock, camera or scanner, lights, screen and broker; say what is wrong.
+
+    Exit status 0 when nothing failed (warnings allowed), 1 otherwise.
+    """
+    import json as json_module
+
+    from edge.config import load_station_config
+    from edge.selftest import run_selftest
+
+    checks = run_selftest(load_station_config(config))
+    for check in checks:
+        if json:
+            print(json_module.dumps({"part": check.part, "status": check.status, "message": check.message},
+                                    ensure_ascii=False))
+        else:
+            print(check.line())
+    return 1 if any(c.status == "fail" for c in checks) else 0
 
 
 @app.command("pubkey", arg("--config", "-c", required=True, help="path to station.toml"))

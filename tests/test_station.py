@@ -226,3 +226,30 @@ def test_forged_old_or_misaddressed_configs_are_ignored(station, server_side):
     for junk in (b"", b"\xff", b"[]", b'{"v": 1}'):
         assert not station.apply_config(junk)
     assert station.pushed.version == good["version"]
+
+
+def test_a_failing_camera_is_shown_as_a_fault_and_reopened(station, monkeypatch):
+    from edge.drivers.ports import ScannedText
+    from qrgate.errors import DriverError
+
+    class FlakyCamera:
+        name = "flaky"
+
+        def __init__(self, fail):
+            self.fail = fail
+
+        def captures(self):
+            if self.fail:
+                raise DriverError("camera /dev/video0 vanished")
+            yield ScannedText(PERSON, 0)
+
+        def close(self):
+            pass
+
+    station.source = FlakyCamera(fail=True)
+    monkeypatch.setattr(station, "_open_source", lambda: FlakyCamera(fail=False))
+    monkeypatch.setattr(station._stop, "wait", lambda delay: False)  # no real pause in the test
+    station.run()
+    faults = [e.fault for e in station.events if isinstance(e, StationState)]
+    assert faults == ["camera", ""]  # shown, then cleared when frames came back
+    assert station.outbox.backlog() == 1  # and scanning went on
