@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import bench_decode, bench_ingest
+from bench import bench_decode, bench_ingest, bench_station
 
 
 def machine() -> dict:
@@ -43,6 +43,10 @@ def main(argv=None) -> int:
     ingest = bench_ingest.run(2000 if args.quick else 20000)
     bench_ingest.print_table(ingest)
     results.update(ingest)
+    print("\n== station ==", flush=True)
+    station = bench_station.run(50 if args.quick else 200)
+    bench_station.print_table(station)
+    results["station"] = station
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
         print(f"\nJSON written to {args.json}")
