@@ -97,7 +97,7 @@ class Station:
         self._housekeeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
         self.publisher = Publisher(
             self.outbox, config.mqtt, config.base, on_state=self._on_link_state, on_config=self.apply_config,
-            resend_after_s=config.station.resend_after_s,
+            resend_after_s=config.station.resend_after_s, status_fields=self._status_fields,
         )
 
     # --- wiring ---
@@ -369,6 +369,10 @@ class Station:
     def _state_dict(self) -> dict[str, Any]:
         s = self._state
         return {"venue": s.venue, "mode": s.mode, "online": s.online, "backlog": s.backlog, "fault": s.fault}
+
+    def _status_fields(self) -> dict[str, Any]:
+        """What the fleet page shows about this station (heartbeat, every minute)."""
+        return {"sync": bool(self.clock.synced()), "fault": self._state.fault, "mode": self.policy.mode}
 
     def _on_link_state(self, online: bool, backlog: int) -> None:
         self._state = StationState(**{**self._state_dict(), "online": online, "backlog": backlog})

@@ -57,6 +57,7 @@ allow_anonymous false
 password_file {passwd}
 acl_file {acl}
 {user_line}
+pid_file {pid}
 persistence true
 persistence_location {data}/
 autosave_interval 60
@@ -197,6 +198,7 @@ class BrokerFiles:
             ca=d / "ca.crt", cert=d / "server.crt", key=d / "server.key",
             max_packet=protocol.MAX_MESSAGE_BYTES + 4096,
             user_line=f"user {user}",
+            pid=d / "mosquitto.pid",
         )
         (d / "mosquitto.conf").write_text(conf, encoding="utf-8")
         return cls(d, host, port)
@@ -213,6 +215,21 @@ class BrokerFiles:
                 _, port, host = line.split()
                 return cls(d, host, int(port))
         raise UserError(f"{d / 'mosquitto.conf'}: no listener line")
+
+    def remove_user(self, username: str) -> None:
+        """Delete a broker account (a retired station)."""
+        subprocess.run([_find_passwd_tool(), "-D", str(self.passwd), username],
+                       check=True, capture_output=True, timeout=30)
+
+    def reload(self) -> bool:
+        """Ask the running Mosquitto (by its pid file) to re-read passwords and ACL."""
+        try:
+            pid = int((self.directory / "mosquitto.pid").read_text().strip())
+            os.kill(pid, signal.SIGHUP)
+            return True
+        except (OSError, ValueError):
+            logger.warning("no running broker for %s: the new accounts apply at its next start", self.directory)
+            return False
 
     def add_user(self, username: str, password: str | None = None) -> str:
         """Add or replace a broker account; returns the password (generated if None)."""

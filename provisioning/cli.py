@@ -140,5 +140,59 @@ def block(server_config: str, person: str, reason: str, remove: bool) -> int:
     return 0
 
 
+def _fleet(server_config: str):
+    from server.config import load_server_config
+    from server.fleet import Fleet
+    from server.storage import SqliteStorage
+
+    return Fleet(SqliteStorage(load_server_config(server_config).database))
+
+
+@app.command("fleet", arg("--server-config", required=True), arg("--json", action="store_true"))
+def fleet(server_config: str, json: bool) -> int:
+    """List stations: venue, online, backlog, clock, firmware, last seen."""
+    import datetime as dt
+    import json as json_module
+
+    rows = _fleet(server_config).rows()
+    if json:
+        print(json_module.dumps(rows, ensure_ascii=False))
+        return 0
+    for r in rows:
+        seen = dt.datetime.fromtimestamp(r["last_seen_ms"] / 1000).strftime("%d/%m %H:%M") if r["last_seen_ms"] else "never"
+        state = "retired" if r["status"] != "active" else ("online" if r["online"] else "offline")
+        print(f"{r['station_id']:<24} {state:<8} backlog {r['backlog'] if r['backlog'] is not None else '-':<6} "
+              f"clock {'ok' if r['clock_synced'] else '??':<3} fw {r['fw'] or '-':<8} seen {seen:<12} {r['venue']}")
+    return 0
+
+
+@app.command("retire", arg("--server-config", required=True), arg("--broker-dir", required=True),
+             arg("--station", required=True))
+def retire(server_config: str, broker_dir: str, station: str) -> int:
+    """Retire a station: its records are refused from now on and it can no longer log in.
+
+    Drain a station you are replacing first (its backlog on the fleet list is 0); a stolen
+    one is cut off at once.
+    """
+    from provisioning.broker import BrokerFiles
+
+    _fleet(server_config).retire(station)
+    files = BrokerFiles.open(broker_dir)
+    files.remove_user(station)
+    files.reload()
+    print(f"{station} retired")
+    return 0
+
+
+@app.command("reassign", arg("--server-config", required=True), arg("--station", required=True),
+             arg("--venue", type=int, required=True))
+def reassign(server_config: str, station: str, venue: int) -> int:
+    """Bind a station to another venue (its next check-ins count there) and push its config."""
+    _fleet(server_config).reassign(station, venue)
+    _push(server_config, [station])
+    print(f"{station} now at venue {venue}")
+    return 0
+
+
 def main(argv=None) -> int:
     return app.main(argv)

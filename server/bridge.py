@@ -22,30 +22,28 @@ from qrgate.config import MqttSettings
 from qrgate.errors import RecordError
 from qrgate.mqtt import connect_async, make_client
 from qrgate.sealing import PersonOpener
+from server.fleet import Fleet
 from server.storage import StationInfo, Storage
 
 logger = logging.getLogger(__name__)
 
 
 class RecordVerifier:
-    """Checks records against the registered station keys, caching parsed keys."""
+    """Looks up the station for every batch (so a retirement or reassignment counts at
+    once, whichever process made it) and caches only the parsed keys."""
 
     def __init__(self, storage: Storage):
         self.storage = storage
-        self._keys: dict[str, tuple[StationInfo, Ed25519PublicKey]] = {}
+        self._keys: dict[str, Ed25519PublicKey] = {}
 
     def station(self, station_id: str) -> tuple[StationInfo, Ed25519PublicKey] | None:
-        cached = self._keys.get(station_id)
-        if cached is None:
-            info = self.storage.station(station_id)
-            if info is None or info.status != "active":
-                return None
-            cached = (info, protocol.public_key_from_text(info.public_key))
-            self._keys[station_id] = cached
-        return cached
-
-    def forget(self, station_id: str) -> None:
-        self._keys.pop(station_id, None)
+        info = self.storage.station(station_id)
+        if info is None:
+            return None
+        key = self._keys.get(info.public_key)
+        if key is None:
+            key = self._keys[info.public_key] = protocol.public_key_from_text(info.public_key)
+        return info, key
 
 
 class Bridge:
@@ -59,6 +57,7 @@ class Bridge:
                  client_id: str = "qrgate-bridge", opener: PersonOpener | None = None):
         self.storage = storage
         self.opener = opener
+        self.fleet = Fleet(storage)
         self.verifier = RecordVerifier(storage)
         self.settings = settings
         self.counters: Counter[str] = Counter()
@@ -78,6 +77,9 @@ class Bridge:
             self._refuse(station_id, "unknown_station", f"message on {topic}")
             return None
         info, key = found
+        if info.status != "active":
+            self._refuse(station_id, "retired", f"message on {topic}")
+            return None
         try:
             raw_records = protocol.decode_batch(payload)
         except RecordError as exc:
@@ -149,11 +151,18 @@ class Bridge:
         if reason_code.is_failure:
             logger.error("broker refused the bridge: %s", reason_code)
             return
-        client.subscribe(protocol.records_topic("+"), qos=1)
+        client.subscribe([(protocol.records_topic("+"), 1), (protocol.status_topic("+"), 1)])
         logger.info("bridge connected to %s:%d", self.settings.host, self.settings.port)
         self._connected.set()
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage):
+        station_id = protocol.station_from_topic(message.topic)
+        if station_id and message.topic == protocol.status_topic(station_id):
+            try:
+                self.fleet.record_status(station_id, message.payload)
+            except Exception:
+                logger.exception("could not record the status of %s", station_id)
+            return
         started = time.perf_counter()
         try:
             ack = self.handle(message.topic, message.payload)

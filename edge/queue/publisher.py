@@ -39,6 +39,8 @@ class Publisher:
         *,
         on_state: Callable[[bool, int], None] = lambda online, backlog: None,
         on_config: Callable[[bytes], None] = lambda payload: None,
+        status_fields: Callable[[], dict] = dict,
+        heartbeat_s: float = 60.0,
         batch_size: int = 200,
         max_inflight_batches: int = 8,
         resend_after_s: float = 15.0,
@@ -48,6 +50,9 @@ class Publisher:
         self.settings = settings
         self._on_state = on_state
         self._on_config = on_config
+        self._status_fields = status_fields
+        self.heartbeat_s = heartbeat_s
+        self._last_status = 0.0
         self.batch_size = min(batch_size, protocol.MAX_RECORDS_PER_BATCH)
         self.max_inflight_batches = max_inflight_batches
         self.resend_after_s = resend_after_s
@@ -73,9 +78,15 @@ class Publisher:
         return self._connected
 
     def _status(self, online: bool) -> bytes:
+        if not online:  # the last will: written before anything is known
+            return protocol.canonical_json({"online": False, "fw": __version__})
         return protocol.canonical_json(
-            {"online": online, "fw": __version__, "backlog": self.outbox.backlog() if online else -1}
+            {**self._status_fields(), "online": True, "fw": __version__, "backlog": self.outbox.backlog()}
         )
+
+    def _publish_status(self) -> None:
+        self._last_status = time.monotonic()
+        self._client.publish(protocol.status_topic(self.station_id), self._status(True), qos=1, retain=True)
 
     def start(self) -> None:
         connect_async(self._client, self.settings, self._props, persistent=False)
@@ -114,7 +125,7 @@ class Publisher:
             return
         logger.info("connected to broker %s:%d", self.settings.host, self.settings.port)
         client.subscribe([(protocol.acks_topic(self.station_id), 1), (protocol.config_topic(self.station_id), 1)])
-        client.publish(protocol.status_topic(self.station_id), self._status(True), qos=1, retain=True)
+        self._publish_status()
         with self._lock:
             self._connected = True
             self._inflight.clear()
@@ -162,6 +173,8 @@ class Publisher:
                 break
             try:
                 self._send_some()
+                if self._connected and time.monotonic() - self._last_status >= self.heartbeat_s:
+                    self._publish_status()
             except Exception:  # the sender must outlive any single failure
                 logger.exception("publisher step failed; retrying")
 
