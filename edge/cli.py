@@ -3,6 +3,7 @@
   qrgate-edge run --config station.toml     scan, decide, record and send until stopped
   qrgate-edge decode [--json] PATH...       read QR images with the station's own decoder
   qrgate-edge selftest --config station.toml  check every part and say what is wrong
+  qrgate-edge enroll --config station.toml    show "scan setup code", read it, enrol
   qrgate-edge pubkey --config station.toml  print the station's public key (made if absent)
 """
 
@@ -104,6 +105,18 @@ def selftest(config: str, json: bool) -> int:
         else:
             print(check.line())
     return 1 if any(c.status == "fail" for c in checks) else 0
+
+
+@app.command("enroll", arg("--config", "-c", required=True,
+                            help="station.toml with at least [source] and [feedback]; rewritten when enrolled"),
+             arg("--timeout", type=float, default=600.0, help="give up after this many seconds (default 600)"))
+def enroll(config: str, timeout: float) -> int:
+    """Show "scan setup code" on the screen, read the enrolment QR, enrol, write station.toml."""
+    from edge.enrolment import enrol_from_code
+
+    path = enrol_from_code(Path(config), timeout=timeout)
+    print(path)
+    return 0
 
 
 @app.command("pubkey", arg("--config", "-c", required=True, help="path to station.toml"))

@@ -194,5 +194,37 @@ def reassign(server_config: str, station: str, venue: int) -> int:
     return 0
 
 
+@app.command("enrol-code", arg("--server-config", required=True), arg("--venue", type=int, required=True),
+             arg("--minutes", type=float, default=10.0, help="how long the code works (default 10)"),
+             arg("--url", default="", help="server address as stations reach it (default: the [web] address)"),
+             arg("--png", help="also save the code as a QR image"))
+def enrol_code(server_config: str, venue: int, minutes: float, url: str, png: str | None) -> int:
+    """Make a single-use enrolment code for a venue; show it to a new station."""
+    from server.config import load_server_config
+    from server.enrol import Enrolment, enrol_code_text
+    from server.storage import SqliteStorage
+
+    cfg = load_server_config(server_config)
+    token = Enrolment(SqliteStorage(cfg.database)).create_token(venue, minutes=minutes, created_by="cli")
+    text = enrol_code_text(url or f"http://{cfg.web.host}:{cfg.web.port}", token)
+    if png:
+        import segno
+
+        segno.make_qr(text, error="m").save(png, scale=8, border=4)
+    print(text)
+    return 0
+
+
+@app.command("enroll", arg("--token", required=True), arg("--server", required=True, help="e.g. https://qr.example.vn"),
+             arg("--dir", required=True, help="the station's folder (its key is made there)"),
+             arg("--name", default="", help="a station id to ask for (default: the server picks one)"))
+def enroll(token: str, server: str, dir: str, name: str) -> int:
+    """Enrol this machine as a station, from a shell (the code's token and server address)."""
+    from provisioning.enrol_client import enrol
+
+    print(enrol(server, token, Path(dir), name=name))
+    return 0
+
+
 def main(argv=None) -> int:
     return app.main(argv)

@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.app import STATION_KEY_FILE
 from provisioning.broker import BrokerFiles
 from qrgate import protocol
 from qrgate.keyfiles import load_or_create_key
-from server.storage import Storage
+
+if TYPE_CHECKING:  # the station side imports this module too, without the server
+    from server.storage import Storage
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,94 @@ class StationSetup:
 
 def _toml_str(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What a station must know to work for a server: the outcome of enrolment."""
+
+    station_id: str
+    venue_name: str
+    server_key: str  # X25519, seals personal fields
+    pass_keys: tuple[str, ...]  # Ed25519 keys whose passes and configs the station trusts
+    mqtt_host: str
+    mqtt_port: int
+    ca_file: str
+    password: str
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def _table(values: dict[str, object]) -> str:
+    lines = []
+    for k, v in values.items():
+        if isinstance(v, bool):
+            lines.append(f"{k} = {'true' if v else 'false'}")
+        elif isinstance(v, (int, float)):
+            lines.append(f"{k} = {v}")
+        else:
+            lines.append(f"{k} = {_toml_str(str(v))}")
+    return "\n".join(lines)
+
+
+DEFAULT_SOURCE = {"kind": "folder", "path": "images"}
+DEFAULT_FEEDBACK = {"indicators": "gpio", "pin_factory": "mock", "panel": "dummy", "screen_png": "screen.png"}
+
+
+def write_station_config(station_dir: Path, binding: Binding, *, source: dict[str, object] | None = None,
+                         feedback: dict[str, object] | None = None, mode: str = "toggle",
+                         station_options: dict[str, object] | None = None) -> Path:
+    """Write station.toml and the 0600 broker password file into ``station_dir``."""
+    station_dir = Path(station_dir).resolve()
+    station_dir.mkdir(parents=True, exist_ok=True)
+    _write_private(station_dir / "mqtt.password", binding.password + "\n")
+    text = f"""\
+# Station {binding.station_id}: written by qrgate-provision.
+[station]
+id = {_toml_str(binding.station_id)}
+state_dir = "state"
+venue = {_toml_str(binding.venue_name)}
+pass_keys = [{", ".join(_toml_str(k) for k in binding.pass_keys)}]
+server_key = {_toml_str(binding.server_key)}
+{_table(station_options or {})}
+
+[policy]
+mode = {_toml_str(mode)}
+repeat_window_s = 30.0
+
+[mqtt]
+host = {_toml_str(binding.mqtt_host)}
+port = {binding.mqtt_port}
+tls = true
+ca_file = {_toml_str(binding.ca_file)}
+username = {_toml_str(binding.station_id)}
+password_file = "mqtt.password"
+
+[decoder]
+name = "default"
+
+[feedback]
+{_table(feedback or DEFAULT_FEEDBACK)}
+
+[source]
+{_table(source or DEFAULT_SOURCE)}
+"""
+    config_path = station_dir / "station.toml"
+    tmp = config_path.with_name("station.toml.new")
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, 0o640)
+    os.replace(tmp, config_path)
+    return config_path
+
+
+def station_public_key(station_dir: Path) -> str:
+    """Make (once) the station's Ed25519 key in its state folder; return the public half."""
+    key = load_or_create_key(Path(station_dir).resolve() / "state" / STATION_KEY_FILE)
+    return protocol.public_key_to_text(key.public_key())
 
 
 def enroll_local(
@@ -45,63 +136,12 @@ def enroll_local(
     station_options: dict[str, object] | None = None,
 ) -> StationSetup:
     """Create the station's key, register it, give it broker credentials, write station.toml."""
-    station_dir = Path(station_dir).resolve()
-    state = station_dir / "state"
-    key = load_or_create_key(state / STATION_KEY_FILE)
-    public = protocol.public_key_to_text(key.public_key())
+    public = station_public_key(station_dir)
     storage.add_station(station_id, public, venue_id)
-    password = broker.add_user(station_id)
-    pw_file = station_dir / "mqtt.password"
-    fd = os.open(pw_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(password + "\n")
-    source = source or {"kind": "folder", "path": "images"}
-    feedback = feedback or {"indicators": "gpio", "pin_factory": "mock", "panel": "dummy", "screen_png": "screen.png"}
-
-    def table(values: dict[str, object]) -> str:
-        lines = []
-        for k, v in values.items():
-            if isinstance(v, bool):
-                lines.append(f"{k} = {'true' if v else 'false'}")
-            elif isinstance(v, (int, float)):
-                lines.append(f"{k} = {v}")
-            else:
-                lines.append(f"{k} = {_toml_str(str(v))}")
-        return "\n".join(lines)
-
-    text = f"""\
-# Station {station_id}: written by qrgate-provision.
-[station]
-id = {_toml_str(station_id)}
-state_dir = "state"
-venue = {_toml_str(venue_name)}
-pass_keys = [{", ".join(_toml_str(k) for k in pass_keys)}]
-server_key = {_toml_str(server_key)}
-{table(station_options or {})}
-
-[policy]
-mode = {_toml_str(mode)}
-repeat_window_s = 30.0
-
-[mqtt]
-host = {_toml_str(broker.host)}
-port = {broker.port}
-tls = true
-ca_file = {_toml_str(str(broker.ca_cert))}
-username = {_toml_str(station_id)}
-password_file = "mqtt.password"
-
-[decoder]
-name = "default"
-
-[feedback]
-{table(feedback)}
-
-[source]
-{table(source)}
-"""
-    config_path = station_dir / "station.toml"
-    config_path.write_text(text, encoding="utf-8")
+    binding = Binding(station_id, venue_name, server_key, tuple(pass_keys), broker.host, broker.port,
+                      str(broker.ca_cert), broker.add_user(station_id))
+    config_path = write_station_config(station_dir, binding, source=source, feedback=feedback, mode=mode,
+                                       station_options=station_options)
     return StationSetup(station_id, config_path, public)
 
 
@@ -124,10 +164,7 @@ def write_server_config(path: Path, *, broker: BrokerFiles, password: str, web_p
     """Write server.toml and the server's broker password file beside it."""
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    pw_file = path.parent / "mqtt.password"
-    fd = os.open(pw_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(password + "\n")
+    _write_private(path.parent / "mqtt.password", password + "\n")
     path.write_text(
         f"""\
 # Server configuration: written by qrgate-provision.
@@ -145,6 +182,9 @@ tls = true
 ca_file = {_toml_str(str(broker.ca_cert))}
 username = "qrgate-server"
 password_file = "mqtt.password"
+
+[broker]
+files_dir = {_toml_str(str(broker.directory))}
 """,
         encoding="utf-8",
     )

@@ -25,11 +25,25 @@ class WebSection:
 
 
 @dataclass(frozen=True)
+class BrokerSection:
+    """The broker as stations see it, and its files (for enrolment and retirement)."""
+
+    files_dir: str = option("")  # the folder `qrgate-provision broker` wrote; "" = no enrolment
+    public_host: str = option("")  # host name stations connect to; "" = [mqtt] host
+    public_port: int = option(0, min=0, max=65535)  # 0 = [mqtt] port
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     path: Path
     server: ServerSection
     web: WebSection
     mqtt: MqttSettings
+    broker: BrokerSection = BrokerSection()
+
+    @property
+    def broker_dir(self) -> Path | None:
+        return resolve(self.base, self.broker.files_dir) if self.broker.files_dir else None
 
     @property
     def base(self) -> Path:
@@ -56,7 +70,7 @@ class ServerConfig:
 def load_server_config(path: str | Path) -> ServerConfig:
     path = Path(path).resolve()
     data = read_toml(path)
-    check_sections(data, ("server", "web", "mqtt"), path)
+    check_sections(data, ("server", "web", "mqtt", "broker"), path)
     web = load_section(data, "web", WebSection, path)
     try:
         ZoneInfo(web.timezone)
@@ -67,4 +81,5 @@ def load_server_config(path: str | Path) -> ServerConfig:
         server=load_section(data, "server", ServerSection, path),
         web=web,
         mqtt=load_section(data, "mqtt", MqttSettings, path),
+        broker=load_section(data, "broker", BrokerSection, path),
     )

@@ -121,6 +121,18 @@ def render_result(outcome: Outcome, state: StationState) -> Image.Image:
     return image
 
 
+def render_message(headline: str, line: str = "", detail: str = "") -> Image.Image:
+    """A screen for a technician (setup, enrolment): a headline and up to two lines."""
+    image = Image.new("1", (WIDTH, HEIGHT), 0)
+    draw = ImageDraw.Draw(image)
+    _draw_line(draw, headline, Box(1, 1, WIDTH - 1, 24), bold=True, sizes=(16, 9))
+    if line:
+        _draw_line(draw, line, Box(MARGIN, 27, WIDTH - MARGIN, 45), bold=False, sizes=(12, 8))
+    if detail:
+        _draw_line(draw, detail, Box(MARGIN, 47, WIDTH - MARGIN, HEIGHT), bold=False, sizes=(10, 8))
+    return image
+
+
 def render_idle(state: StationState, shift: tuple[int, int] = (0, 0)) -> Image.Image:
     """Draw the screen shown between scans, moved by ``shift`` (dx, dy) pixels.
 

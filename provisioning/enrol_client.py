@@ -1,0 +1,80 @@
+"""The station side of enrolment: read the code, make the key here, fetch the binding.
+
+Used by `qrgate-provision enroll --token ... --server ...` (from a shell) and by
+`qrgate-edge enroll` (the station reads the code with its own camera or scanner).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from provisioning.station import Binding, station_public_key, write_station_config
+from qrgate.errors import DriverError, UserError
+
+logger = logging.getLogger(__name__)
+
+HANDSHAKE_VERSION = 1
+CODE_KEY = "qrgate_enrol"
+
+
+def parse_enrol_code(text: str) -> tuple[str, str]:
+    """(server URL, token) from an enrolment QR; UserError if it is not one we can use."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise UserError("this is not an enrolment code") from None
+    if not isinstance(obj, dict) or CODE_KEY not in obj:
+        raise UserError("this is not an enrolment code")
+    version = obj[CODE_KEY]
+    if not isinstance(version, int) or version > HANDSHAKE_VERSION:
+        raise UserError(f"enrolment code version {version} is newer than this station knows "
+                        f"({HANDSHAKE_VERSION}): update the station")
+    url, token = obj.get("url"), obj.get("token")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or not isinstance(token, str):
+        raise UserError("the enrolment code has no server address or token")
+    return url, token
+
+
+def enrol(server_url: str, token: str, station_dir: Path, *, name: str = "", source: dict | None = None,
+          feedback: dict | None = None, timeout: float = 20.0) -> Path:
+    """Enrol this station; return the path of the station.toml written."""
+    station_dir = Path(station_dir).resolve()
+    public_key = station_public_key(station_dir)  # made here, on the device; never sent
+    request = urllib.request.Request(
+        server_url.rstrip("/") + "/api/enrol",
+        data=json.dumps({"v": HANDSHAKE_VERSION, "token": token, "public_key": public_key, "name": name}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            message = exc.reason
+        raise UserError(f"the server refused the enrolment: {message}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise DriverError(f"cannot reach {server_url}: {getattr(exc, 'reason', exc)}") from None
+    try:
+        mqtt = answer["mqtt"]
+        ca_file = station_dir / "ca.crt"
+        station_dir.mkdir(parents=True, exist_ok=True)
+        ca_file.write_text(mqtt["ca_pem"], encoding="ascii")
+        os.chmod(ca_file, 0o644)
+        binding = Binding(
+            station_id=answer["station_id"], venue_name=answer["venue"], server_key=answer["server_key"],
+            pass_keys=tuple(answer["pass_keys"]), mqtt_host=mqtt["host"], mqtt_port=int(mqtt["port"]),
+            ca_file=str(ca_file), password=mqtt["password"],
+        )
+    except (KeyError, TypeError, ValueError):
+        raise UserError("the server's answer is not an enrolment binding") from None
+    path = write_station_config(station_dir, binding, source=source, feedback=feedback)
+    logger.info("enrolled as %s at %s", binding.station_id, binding.venue_name)
+    return path

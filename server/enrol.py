@@ -1,0 +1,191 @@
+"""Enrolment: binding a new station to a venue with a single-use code, no secret typed.
+
+1. Someone allowed to (operator, technician, venue owner or manager) asks for a code for
+   a venue: a random token, stored only as its SHA-256, valid for a few minutes.
+2. The code is shown as a QR: ``{"qrgate_enrol": 1, "url": <server>, "token": <token>}``.
+3. The station reads it, makes its Ed25519 key on the device, and POSTs
+   ``{"v": 1, "token": ..., "public_key": ..., "name": ...}`` to ``<server>/api/enrol``.
+4. The server spends the token (once), registers the public key, creates the station's
+   broker account, makes the broker reload, and answers with what the station needs:
+   its id, venue, broker address, CA certificate, password and the server's keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Body, Request
+from fastapi.responses import JSONResponse
+
+from qrgate import protocol
+from qrgate.errors import QrgateError, UserError
+
+logger = logging.getLogger(__name__)
+
+HANDSHAKE_VERSION = 1
+CODE_KEY = "qrgate_enrol"
+MAX_MINUTES = 60
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,40}$")
+
+
+class EnrolError(QrgateError, ValueError):
+    """A refused enrolment; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def enrol_code_text(url: str, token: str) -> str:
+    """The text of the enrolment QR."""
+    return json.dumps({CODE_KEY: HANDSHAKE_VERSION, "url": url.rstrip("/"), "token": token}, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class EnrolSettings:
+    """What the server hands out: where stations find the broker, and the server's keys."""
+
+    mqtt_host: str
+    mqtt_port: int
+    ca_pem: str
+    server_key: str
+    pass_keys: tuple[str, ...]
+
+
+class Enrolment:
+    """Enrolment tokens (table enrol_tokens) and the handshake."""
+
+    def __init__(self, storage, broker=None, settings: EnrolSettings | None = None):
+        self.storage = storage
+        self.broker = broker  # provisioning.broker.BrokerFiles
+        self.settings = settings
+        db = storage.db
+        if "enrol_tokens" not in db.table_names():
+            db["enrol_tokens"].create(
+                {"token_hash": str, "venue_id": int, "created_ms": int, "expires_ms": int, "used_ms": int,
+                 "station_id": str, "created_by": str},
+                pk="token_hash",
+            )
+
+    def create_token(self, venue_id: int, *, minutes: float = 10, created_by: str = "",
+                     now_ms: int | None = None) -> str:
+        if not 1 <= minutes <= MAX_MINUTES:
+            raise UserError(f"an enrolment code lives 1-{MAX_MINUTES} minutes, not {minutes}")
+        if self.storage.db["venues"].count_where("id = ?", [venue_id]) == 0:
+            raise UserError(f"no venue with id {venue_id}")
+        token = secrets.token_urlsafe(24)
+        now_ms = now_ms or int(time.time() * 1000)
+        self.storage.db["enrol_tokens"].insert({
+            "token_hash": _hash(token), "venue_id": venue_id, "created_ms": now_ms,
+            "expires_ms": now_ms + int(minutes * 60_000), "used_ms": None, "station_id": None,
+            "created_by": created_by,
+        })
+        return token
+
+    def enrol(self, request: Any, *, now_ms: int | None = None) -> dict[str, Any]:
+        """Run the server side of the handshake; EnrolError if refused."""
+        if self.broker is None or self.settings is None:
+            raise EnrolError(503, "this server is not set up for enrolment ([broker] files_dir)")
+        if not isinstance(request, dict):
+            raise EnrolError(400, "the request must be a JSON object")
+        version = request.get("v")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise EnrolError(400, "the request has no handshake version")
+        if version > HANDSHAKE_VERSION:
+            raise EnrolError(400, f"handshake version {version} is newer than this server knows ({HANDSHAKE_VERSION}):"
+                                  " update the server")
+        token, public_key, name = request.get("token"), request.get("public_key"), request.get("name", "")
+        if not isinstance(token, str) or not isinstance(public_key, str) or not isinstance(name, str):
+            raise EnrolError(400, "token, public_key and name must be text")
+        try:
+            protocol.public_key_from_text(public_key)
+        except ValueError:
+            raise EnrolError(400, "public_key is not a base64 Ed25519 key") from None
+        now_ms = now_ms or int(time.time() * 1000)
+        db = self.storage.db
+        row = db.execute("SELECT venue_id, expires_ms, used_ms FROM enrol_tokens WHERE token_hash = ?",
+                         [_hash(token)]).fetchone()
+        if row is None:
+            raise EnrolError(403, "unknown enrolment code")
+        venue_id, expires_ms, used_ms = row
+        if used_ms is not None:
+            raise EnrolError(403, "this enrolment code was already used: ask for a new one")
+        if now_ms > expires_ms:
+            raise EnrolError(403, "this enrolment code has expired: ask for a new one")
+        station_id = self._station_id(name)
+        # Spend the token first and only once, even if two stations race with it.
+        spent = db.execute("UPDATE enrol_tokens SET used_ms = ?, station_id = ? WHERE token_hash = ? AND used_ms IS NULL",
+                           [now_ms, station_id, _hash(token)]).rowcount
+        if spent != 1:
+            raise EnrolError(403, "this enrolment code was already used: ask for a new one")
+        self.storage.add_station(station_id, public_key, venue_id)
+        password = self.broker.add_user(station_id)
+        self.broker.reload()
+        venue = db.execute("SELECT name FROM venues WHERE id = ?", [venue_id]).fetchone()[0]
+        logger.info("enrolled station %s at venue %d", station_id, venue_id)
+        s = self.settings
+        return {
+            "v": HANDSHAKE_VERSION,
+            "station_id": station_id,
+            "venue": venue,
+            "mqtt": {"host": s.mqtt_host, "port": s.mqtt_port, "ca_pem": s.ca_pem, "username": station_id,
+                     "password": password},
+            "server_key": s.server_key,
+            "pass_keys": list(s.pass_keys),
+        }
+
+    def _station_id(self, name: str) -> str:
+        if name and NAME_RE.match(name) and self.storage.station(name) is None:
+            return name
+        while True:
+            candidate = f"st-{secrets.token_hex(4)}"
+            if self.storage.station(candidate) is None:
+                return candidate
+
+
+def enrolment_for(config, storage) -> Enrolment:
+    """The enrolment service for a server configuration (keys made on first use)."""
+    from provisioning.broker import BrokerFiles
+    from provisioning.station import server_public_keys
+
+    if config.broker_dir is None:
+        return Enrolment(storage)
+    files = BrokerFiles.open(config.broker_dir)
+    pass_key, sealing_key = server_public_keys(config)
+    settings = EnrolSettings(
+        mqtt_host=config.broker.public_host or config.mqtt.host,
+        mqtt_port=config.broker.public_port or config.mqtt.port,
+        ca_pem=files.ca_cert.read_text(encoding="ascii"),
+        server_key=sealing_key,
+        pass_keys=(pass_key,),
+    )
+    return Enrolment(storage, files, settings)
+
+
+def make_router(enrolment: Enrolment):
+    """The HTTP endpoint stations call: POST /api/enrol."""
+    router = APIRouter()
+
+    # A plain function: FastAPI runs it on a worker thread, so writing the broker's
+    # password file never blocks the event loop.
+    @router.post("/api/enrol", tags=["stations"])
+    def enrol(request: Request, body: dict = Body(...)):
+        """Trade a single-use enrolment code and a station's public key for its binding."""
+        try:
+            return enrolment.enrol(body)
+        except EnrolError as exc:
+            logger.warning("enrolment refused from %s: %s", request.client.host if request.client else "?", exc)
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    return router

@@ -1,0 +1,133 @@
+"""Enrolment against a running server and a real Mosquitto with TLS: no secret typed, the
+key made on the station, single-use codes, and a station that then works."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from conftest import wait_until
+from edge.app import Station
+from edge.config import load_station_config
+from edge.drivers.fake import ListSource
+from edge.outcome import Result
+from provisioning.broker import free_port
+from qrgate.samples import demo_samples, write_qr_png
+from server.bridge import Bridge
+from server.cli import open_sealing
+from server.enrol import Enrolment, enrolment_for, make_router
+
+pytestmark = pytest.mark.timeout(120)
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def enrol_server(server_env):
+    app = FastAPI()
+    enrolment = enrolment_for(server_env.config, server_env.storage)
+    app.include_router(make_router(enrolment))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, 15, "enrolment endpoint")
+    bridge = Bridge(server_env.storage, server_env.config.mqtt, server_env.config.base,
+                    opener=open_sealing(server_env.config))
+    bridge.start()
+    yield f"http://127.0.0.1:{port}", enrolment
+    bridge.close()
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def run(*args):
+    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=60)
+
+
+def post(url, body):
+    request = urllib.request.Request(url + "/api/enrol", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_a_station_enrolled_from_a_shell_publishes_and_is_stored(tmp_path, server_env, enrol_server):
+    url, _ = enrol_server
+    code = run("qrgate-provision", "enrol-code", "--server-config", str(server_env.config.path),
+               "--venue", str(server_env.venue_id), "--url", url)
+    assert code.returncode == 0, code.stderr
+    text = json.loads(code.stdout)
+    assert text["qrgate_enrol"] == 1 and text["url"] == url
+    out = run("qrgate-provision", "enroll", "--token", text["token"], "--server", url,
+              "--dir", str(tmp_path / "st"), "--name", "gate-east")
+    assert out.returncode == 0, out.stderr
+    key_file = tmp_path / "st" / "state" / "station.key"
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    station_row = server_env.storage.station("gate-east")
+    assert station_row is not None and station_row.venue_id == server_env.venue_id
+    assert b"PRIVATE" not in (server_env.config.database.read_bytes())  # only the public key went over
+    station = Station(load_station_config(tmp_path / "st" / "station.toml"), source=ListSource([]))
+    station.start()
+    try:
+        wait_until(lambda: station.publisher.online, 30, "enrolled station online")
+        assert station.handle_text(demo_samples()[0].text).result is Result.ACCEPTED
+        assert station.publisher.wait_drained(30)
+    finally:
+        station.close()
+    assert server_env.storage.count_checkins("gate-east") == 1
+    # A reused code is refused.
+    again = run("qrgate-provision", "enroll", "--token", text["token"], "--server", url, "--dir", str(tmp_path / "x"))
+    assert again.returncode == 1 and "already used" in again.stderr
+
+
+def test_expired_unknown_and_newer_handshakes_are_refused(enrol_server, server_env):
+    url, enrolment = enrol_server
+    from qrgate import protocol
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    public = protocol.public_key_to_text(Ed25519PrivateKey.generate().public_key())
+    expired = enrolment.create_token(server_env.venue_id, minutes=1, now_ms=1_000_000)
+    status, body = post(url, {"v": 1, "token": expired, "public_key": public})
+    assert (status, body["error"]) == (403, "this enrolment code has expired: ask for a new one")
+    status, body = post(url, {"v": 1, "token": "made-up", "public_key": public})
+    assert (status, body["error"]) == (403, "unknown enrolment code")
+    fresh = enrolment.create_token(server_env.venue_id)
+    status, body = post(url, {"v": 2, "token": fresh, "public_key": public})
+    assert status == 400 and "handshake version 2 is newer than this server knows (1)" in body["error"]
+    status, body = post(url, {"v": 1, "token": fresh, "public_key": "not-a-key"})
+    assert status == 400
+    status, _ = post(url, {"v": 1, "token": fresh, "public_key": public})  # still unused: works once
+    assert status == 200
+    assert server_env.storage.db["stations"].count == 1
+
+
+def test_a_new_station_reads_the_setup_code_with_its_own_camera(tmp_path, server_env, enrol_server):
+    from edge.enrolment import enrol_from_code
+    from server.enrol import enrol_code_text
+
+    url, enrolment = enrol_server
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    write_qr_png("https://example.com/not-a-setup-code", camera / "1-other.png")
+    write_qr_png(enrol_code_text(url, enrolment.create_token(server_env.venue_id)), camera / "2-setup.png")
+    boot = tmp_path / "st" / "station.toml"
+    boot.parent.mkdir()
+    boot.write_text(f'[source]\nkind = "folder"\npath = "{camera}"\n[feedback]\nindicators = "none"\npanel = "dummy"\n')
+    path = enrol_from_code(boot, timeout=30)
+    config = load_station_config(path)
+    assert config.source == {"kind": "folder", "path": str(camera)}  # kept from the setup file
+    assert config.station.venue == "Nhà máy Test - Cổng 1"
+    assert server_env.storage.station(config.station.id) is not None
