@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import shutil
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,6 +96,10 @@ class Station:
         if stored is not None:
             self._use_pushed(stored)
         self._housekeeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
+        # Liveness, for the systemd watchdog (edge/service.py).
+        self.pipeline_thread: threading.Thread | None = None
+        self.last_capture = time.monotonic()
+        self.last_housekeeping = time.monotonic()
         self.publisher = Publisher(
             self.outbox, config.mqtt, config.base, on_state=self._on_link_state, on_config=self.apply_config,
             resend_after_s=config.station.resend_after_s, status_fields=self._status_fields,
@@ -140,10 +145,12 @@ class Station:
         opened again with growing pauses; the records already made are not touched.
         """
         assert self.source is not None, "start() opens the source"
+        self.pipeline_thread = threading.current_thread()
         delay = 1.0
         while not self._stop.is_set():
             try:
                 for capture in self.source.captures():
+                    self.last_capture = time.monotonic()
                     if self._stop.is_set():
                         return
                     if self._state.fault == self._input_fault:
@@ -162,6 +169,13 @@ class Station:
                     self.source = self._open_source()
                 except DriverError as again:
                     logger.error("cannot open the %s: %s", self._input_fault, again)
+
+    @property
+    def input_is_camera(self) -> bool:
+        return self._input_fault == "camera"
+
+    def fault_showing(self) -> bool:
+        return bool(self._state.fault)
 
     @property
     def _input_fault(self) -> str:
@@ -208,6 +222,7 @@ class Station:
 
     def housekeeping(self) -> None:
         """Clock correction, the free-space guard and pruning of old presence."""
+        self.last_housekeeping = time.monotonic()
         self.check_clock()
         self.check_free_space()
         horizon = self.clock.now().wall_s - self.policy.toggle_reset_s - self.policy.repeat_window_s

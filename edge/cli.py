@@ -26,13 +26,18 @@ def run(config: str) -> int:
     from edge.app import Station
     from edge.config import load_station_config
 
+    from edge.service import ServiceNotifier
+
     station = Station(load_station_config(config))
     signal.signal(signal.SIGTERM, lambda *a: station.stop())
     station.start()
+    service = ServiceNotifier(station)
+    service.start()
     try:
         station.run()
     finally:
-        station.close()
+        service.stop()
+        station.close()  # blanks the screen and switches the lights off
     return 0
 
 

@@ -38,10 +38,10 @@ bootstrap() {
     done
     if [ $need -eq 1 ]; then
         local all
-        all=$(echo $have_extras | tr ' ' ',')
+        all=$(echo "$have_extras" | xargs | tr ' ' ',')
         echo "Installing Python packages into .venv ($all)" >&2
         "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-        "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" -e "$ROOT[$all]" >&2
-        echo "$hash $(echo $have_extras)" > "$VENV/.qrgate-installed"
+        "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" -e "${ROOT}[${all}]" >&2
+        echo "$hash $(echo "$have_extras" | xargs)" > "$VENV/.qrgate-installed"
     fi
 }

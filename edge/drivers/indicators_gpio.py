@@ -81,6 +81,7 @@ class GpioIndicators:
         for device in [*self.leds.values(), self.buzzer]:
             if device is not None:
                 try:
+                    device.off()  # a released pin may keep its level: leave nothing lit or sounding
                     device.close()
                 except Exception:  # closing must not fail a shutdown
                     logger.exception("closing %s", device)

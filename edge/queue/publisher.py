@@ -73,6 +73,9 @@ class Publisher:
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
         self.acked = 0
 
+    def thread_alive(self) -> bool:
+        return self._thread.is_alive()
+
     @property
     def online(self) -> bool:
         return self._connected

@@ -1,0 +1,135 @@
+"""The station as a systemd service: READY, a watchdog fed only while the pipeline is
+alive, a clean stop that blanks the screen. Uses a real notify socket, as systemd does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from edge.service import ServiceNotifier
+from provisioning.broker import free_port
+from qrgate.samples import write_qr_png
+from qrgate.sealing import x25519_public_to_text
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def station_toml(tmp_path, source: str) -> Path:
+    cfg = tmp_path / "station.toml"
+    cfg.write_text(f"""
+[station]
+id = "gate-svc"
+server_key = "{x25519_public_to_text(X25519PrivateKey.generate().public_key())}"
+[mqtt]
+port = {free_port()}
+tls = false
+[feedback]
+indicators = "gpio"
+pin_factory = "mock"
+panel = "dummy"
+screen_png = "screen.png"
+[source]
+{source}
+""")
+    return cfg
+
+
+def read_messages(sock, until: str, limit: int = 50) -> list[str]:
+    seen = []
+    for _ in range(limit):
+        msg = sock.recv(4096).decode()
+        seen.append(msg)
+        if until in msg:
+            return seen
+    raise AssertionError(f"no {until!r} in {seen}")
+
+
+def test_station_tells_systemd_it_is_ready_feeds_the_watchdog_and_stops_cleanly(tmp_path):
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    write_qr_png("https://example.com", camera / "a.png")
+    cfg = station_toml(tmp_path, f'kind = "folder"\npath = "{camera}"\nloop = true\ninterval_s = 0.05')
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(20)
+    env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "qrgate-edge"), "run", "--config", str(cfg)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        messages = read_messages(sock, "READY=1")
+        messages += read_messages(sock, "WATCHDOG=1")
+        assert any("STATUS=backlog 0, offline" in m for m in messages)
+        proc.send_signal(signal.SIGTERM)
+        read_messages(sock, "STOPPING=1")
+        assert proc.wait(timeout=20) == 0, proc.stderr.read().decode()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sock.close()
+
+
+class RecordingNotifier:
+    def __init__(self):
+        self.sent = []
+
+    def notify(self, state):
+        self.sent.append(state)
+
+
+class Clock:
+    t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_watchdog_is_not_fed_when_the_camera_stalls_unless_a_fault_is_shown(tmp_path):
+    from edge.app import Station
+    from edge.config import load_station_config
+    from edge.drivers.fake import ListSource
+
+    station = Station(load_station_config(station_toml(tmp_path, 'kind = "folder"\npath = "x"')),
+                      source=ListSource([]), decoder=object())
+    clock = Clock()
+    station.last_capture = station.last_housekeeping = clock.t
+    station.publisher._thread.start = lambda: None
+    station.publisher.thread_alive = lambda: True
+    notifier = RecordingNotifier()
+    service = ServiceNotifier(station, notifier, clock=clock)
+    assert service.beat() and notifier.sent[-1].startswith("WATCHDOG=1")
+    clock.t += 45  # no frame for 45 s: the camera driver hangs
+    station.last_housekeeping = clock.t
+    assert not service.beat()
+    assert notifier.sent[-1] == "STATUS=no camera frame for 45 s"
+    station._set_fault("camera")  # the station knows and is retrying: not a hang
+    assert service.beat()
+    station.outbox.close()
+
+
+def test_stopping_blanks_the_screen_and_switches_off_the_lights():
+    from gpiozero.pins.mock import MockFactory
+
+    from edge.display.panel import Screen, open_panel
+    from edge.drivers.indicators_gpio import GpioIndicators
+    from edge.feedback import FeedbackLoop
+    from edge.outcome import Outcome, Result
+
+    factory = MockFactory()
+    device = open_panel("dummy")
+    loop = FeedbackLoop(GpioIndicators(pin_factory=factory), Screen(device))
+    loop.start()
+    loop.post(Outcome(Result.FAULT, reason="storage"))
+    assert loop.wait_idle(5)
+    assert device.image.getbbox() is not None
+    loop.close()
+    assert device.image.getbbox() is None  # blank
+    assert not factory.pin(27).state and not factory.pin(18).state
+    factory.reset()
