@@ -131,6 +131,12 @@ class Station:
 
     def start(self) -> None:
         self.open_drivers()
+        if self.config.station.metrics_port:
+            from edge.metrics import StationMetrics
+
+            metrics = StationMetrics(self)
+            metrics.serve(self.config.station.metrics_port, self.config.station.metrics_host)
+            self.listeners.append(metrics)
         if self.feedback is not None:
             self.feedback.start()
         self.housekeeping()

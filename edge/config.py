@@ -30,6 +30,9 @@ class StationSection:
     # Below this much free space on the state folder's disk the station stops accepting
     # (a clear fault) before a write can fail: nothing shown green is ever lost.
     min_free_mb: int = option(64, min=1, max=100_000)
+    # Prometheus metrics on this local port (0 = off).
+    metrics_port: int = option(0, min=0, max=65535)
+    metrics_host: str = option("127.0.0.1")
     # How often the station checks its clock, disk space and old presence.
     housekeeping_s: float = option(5.0, min=0.05, max=300.0)
 
