@@ -68,6 +68,12 @@ class Station:
         self.config = config
         self.clock = clock or SystemClock()
         state_dir = config.state_dir
+        # One station process per state folder; key rotation waits for it to stop.
+        from edge.key_rotation import station_lock
+
+        self._lock = station_lock(state_dir)
+        self._lock.__enter__()
+        self._closed = False
         self.key = load_or_create_key(state_dir / STATION_KEY_FILE)
         self.outbox = Outbox(
             state_dir / "outbox.sqlite3",
@@ -288,6 +294,10 @@ class Station:
             self.source.close()
 
     def close(self) -> None:
+        """Stop everything and release the state folder; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
         self.stop()
         if self._housekeeper.is_alive():
             self._housekeeper.join(timeout=5)
@@ -295,6 +305,7 @@ class Station:
         if self.feedback is not None:
             self.feedback.close()
         self.outbox.close()
+        self._lock.__exit__(None, None, None)
 
     # --- the pipeline ---
     def handle_capture(self, capture: Capture) -> list[Outcome]:

@@ -124,6 +124,21 @@ def enroll(config: str, timeout: float) -> int:
     return 0
 
 
+@app.command("rotate-key", arg("--config", "-c", required=True, help="path to station.toml"),
+             arg("--server", default="", help="server address (default: [station] server_url)"))
+def rotate_key(config: str, server: str) -> int:
+    """Replace the station's signing key (stop the station first); nothing queued is lost."""
+    from edge.config import load_station_config
+    from edge.key_rotation import rotate_key as rotate
+
+    cfg = load_station_config(config)
+    url = server or cfg.station.server_url
+    if not url:
+        raise UserError("no server address: give --server or set [station] server_url")
+    print(f"new key signs from record {rotate(cfg, url)}")
+    return 0
+
+
 @app.command("pubkey", arg("--config", "-c", required=True, help="path to station.toml"))
 def pubkey(config: str) -> int:
     """Print the station's public key (base64), generating the key pair if there is none."""

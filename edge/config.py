@@ -30,6 +30,8 @@ class StationSection:
     # Below this much free space on the state folder's disk the station stops accepting
     # (a clear fault) before a write can fail: nothing shown green is ever lost.
     min_free_mb: int = option(64, min=1, max=100_000)
+    # The server's web address (enrolment writes it; key rotation uses it).
+    server_url: str = option("")
     # Prometheus metrics on this local port (0 = off).
     metrics_port: int = option(0, min=0, max=65535)
     metrics_host: str = option("127.0.0.1")

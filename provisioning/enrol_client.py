@@ -75,6 +75,7 @@ def enrol(server_url: str, token: str, station_dir: Path, *, name: str = "", sou
         )
     except (KeyError, TypeError, ValueError):
         raise UserError("the server's answer is not an enrolment binding") from None
-    path = write_station_config(station_dir, binding, source=source, feedback=feedback)
+    path = write_station_config(station_dir, binding, source=source, feedback=feedback,
+                                station_options={"server_url": server_url.rstrip("/")})
     logger.info("enrolled as %s at %s", binding.station_id, binding.venue_name)
     return path

@@ -21,7 +21,8 @@ from qrgate.errors import RecordError
 VERSION = 1
 TOPIC_ROOT = "qrgate/v1/stations"
 SIGNING_CONTEXT = b"qrgate-record-v1\n"
-CONFIG_SIGNING_CONTEXT = b"qrgate-config-v1\n"  # the server's signature on a station config  # domain separation: a record signature is never valid for anything else
+CONFIG_SIGNING_CONTEXT = b"qrgate-config-v1\n"  # the server's signature on a station config
+ROTATE_SIGNING_CONTEXT = b"qrgate-rotate-v1\n"  # a station's old key vouching for its new one  # domain separation: a record signature is never valid for anything else
 STATION_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
 MAX_MESSAGE_BYTES = 256 * 1024
 MAX_RECORDS_PER_BATCH = 500

@@ -36,14 +36,32 @@ class RecordVerifier:
         self.storage = storage
         self._keys: dict[str, Ed25519PublicKey] = {}
 
-    def station(self, station_id: str) -> tuple[StationInfo, Ed25519PublicKey] | None:
+    def station(self, station_id: str) -> tuple[StationInfo, KeyHistory] | None:
         info = self.storage.station(station_id)
         if info is None:
             return None
-        key = self._keys.get(info.public_key)
+        history = self.storage.station_keys(station_id) or [(1, info.public_key)]
+        return info, KeyHistory([(seq, self._parsed(text)) for seq, text in history])
+
+    def _parsed(self, text: str) -> Ed25519PublicKey:
+        key = self._keys.get(text)
         if key is None:
-            key = self._keys[info.public_key] = protocol.public_key_from_text(info.public_key)
-        return info, key
+            key = self._keys[text] = protocol.public_key_from_text(text)
+        return key
+
+
+class KeyHistory:
+    """A station's keys by the first seq each signs; picks the key for a record."""
+
+    def __init__(self, keys: list[tuple[int, Ed25519PublicKey]]):
+        self.keys = sorted(keys, key=lambda k: k[0])
+
+    def for_seq(self, seq: int) -> Ed25519PublicKey:
+        chosen = self.keys[0][1]
+        for from_seq, key in self.keys:
+            if from_seq <= seq:
+                chosen = key
+        return chosen
 
 
 class Bridge:
@@ -76,7 +94,7 @@ class Bridge:
         if found is None:
             self._refuse(station_id, "unknown_station", f"message on {topic}")
             return None
-        info, key = found
+        info, keys = found
         if info.status != "active":
             self._refuse(station_id, "retired", f"message on {topic}")
             return None
@@ -92,7 +110,7 @@ class Bridge:
                 record = protocol.validate_record(raw)
                 if record["st"] != station_id:
                     raise RecordError("misaddressed", f"record of {record['st']} on {station_id}'s topic")
-                protocol.verify_record(record, key)
+                protocol.verify_record(record, keys.for_seq(record["seq"]))
                 if "sealed" in record:
                     record = {**record, "person": self._open(record, station_id)}
             except RecordError as exc:

@@ -145,6 +145,46 @@ class Enrolment:
             "pass_keys": list(s.pass_keys),
         }
 
+    def rotate(self, request: Any, *, now_ms: int | None = None) -> dict[str, Any]:
+        """A station's new key, vouched for by its current key; effective from ``from_seq``."""
+        import base64
+
+        from cryptography.exceptions import InvalidSignature
+
+        if not isinstance(request, dict) or set(request) != {"v", "station_id", "new_public_key", "from_seq",
+                                                               "ts_ms", "sig"}:
+            raise EnrolError(400, "a key rotation has exactly v, station_id, new_public_key, from_seq, ts_ms, sig")
+        if request["v"] != HANDSHAKE_VERSION:
+            raise EnrolError(400, f"handshake version {request['v']!r} is not {HANDSHAKE_VERSION}")
+        station_id, new_key, from_seq, ts_ms = (request["station_id"], request["new_public_key"],
+                                                request["from_seq"], request["ts_ms"])
+        if not (isinstance(station_id, str) and isinstance(new_key, str) and isinstance(from_seq, int)
+                and isinstance(ts_ms, int) and from_seq >= 1):
+            raise EnrolError(400, "station_id and new_public_key are text, from_seq and ts_ms whole numbers")
+        info = self.storage.station(station_id)
+        if info is None or info.status != "active":
+            raise EnrolError(403, f"no active station {station_id!r}")
+        history = self.storage.station_keys(station_id)
+        if (from_seq, new_key) in history:
+            return {"v": HANDSHAKE_VERSION, "station_id": station_id, "from_seq": from_seq}  # a retry: done already
+        body = {k: v for k, v in request.items() if k != "sig"}
+        try:
+            protocol.public_key_from_text(new_key)
+            current = protocol.public_key_from_text(info.public_key)
+            current.verify(base64.b64decode(request["sig"], validate=True),
+                           protocol.ROTATE_SIGNING_CONTEXT + protocol.canonical_json(body))
+        except (InvalidSignature, ValueError, TypeError):
+            raise EnrolError(403, "the rotation is not signed by the station's current key") from None
+        now_ms = now_ms or int(time.time() * 1000)
+        if abs(now_ms - ts_ms) > 10 * 60_000:
+            raise EnrolError(403, "the rotation request is too old or from the future: check the station's clock")
+        try:
+            self.storage.rotate_station_key(station_id, new_key, from_seq)
+        except UserError as exc:
+            raise EnrolError(409, str(exc)) from None
+        logger.info("station %s rotated its key from seq %d", station_id, from_seq)
+        return {"v": HANDSHAKE_VERSION, "station_id": station_id, "from_seq": from_seq}
+
     def _station_id(self, name: str) -> str:
         if name and NAME_RE.match(name) and self.storage.station(name) is None:
             return name
@@ -186,6 +226,15 @@ def make_router(enrolment: Enrolment):
             return enrolment.enrol(body)
         except EnrolError as exc:
             logger.warning("enrolment refused from %s: %s", request.client.host if request.client else "?", exc)
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @router.post("/api/rotate-key", tags=["stations"])
+    def rotate_key(request: Request, body: dict = Body(...)):
+        """A station replaces its signing key; the old key signs the request."""
+        try:
+            return enrolment.rotate(body)
+        except EnrolError as exc:
+            logger.warning("key rotation refused from %s: %s", request.client.host if request.client else "?", exc)
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
     return router

@@ -66,7 +66,7 @@ def test_a_week_offline_then_every_record_arrives_once_and_in_order(tmp_path, se
     finally:
         station.publisher.close()
         bridge.close()
-        station.outbox.close()
+        station.close()
     rows = server_env.storage.db.execute(
         "SELECT seq, wall_ms, direction FROM checkins WHERE station_id = 'bus-51b12345' ORDER BY id"
     ).fetchall()

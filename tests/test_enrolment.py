@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -131,3 +132,49 @@ def test_a_new_station_reads_the_setup_code_with_its_own_camera(tmp_path, server
     assert config.source == {"kind": "folder", "path": str(camera)}  # kept from the setup file
     assert config.station.venue == "Nhà máy Test - Cổng 1"
     assert server_env.storage.station(config.station.id) is not None
+
+
+def test_rotating_the_key_keeps_queued_records_valid_and_refuses_forgeries(tmp_path, server_env, enrol_server):
+    url, enrolment = enrol_server
+    token = enrolment.create_token(server_env.venue_id)
+    out = run("qrgate-provision", "enroll", "--token", token, "--server", url, "--dir", str(tmp_path / "st"),
+              "--name", "gate-rot")
+    assert out.returncode == 0, out.stderr
+    config = tmp_path / "st" / "station.toml"
+    station = Station(load_station_config(config), source=ListSource([]))
+    assert station.handle_text(demo_samples()[0].text).result is Result.ACCEPTED_OFFLINE  # queued, old key
+    busy = run("qrgate-edge", "rotate-key", "--config", str(config))
+    assert busy.returncode == 1 and "is running: stop it first" in busy.stderr
+    old_key = (tmp_path / "st" / "state" / "station.key").read_bytes()
+    station.close()
+    rotated = run("qrgate-edge", "rotate-key", "--config", str(config))  # server_url came with enrolment
+    assert rotated.returncode == 0, rotated.stderr
+    assert "new key signs from record 2" in rotated.stdout
+    assert (tmp_path / "st" / "state" / "station.key").read_bytes() != old_key
+    assert [seq for seq, _ in server_env.storage.station_keys("gate-rot")] == [1, 2]
+    station = Station(load_station_config(config), source=ListSource([]))
+    station.start()
+    try:
+        wait_until(lambda: station.publisher.online, 30, "station online")
+        assert station.handle_text(demo_samples()[1].text).result is Result.ACCEPTED  # new key
+        assert station.publisher.wait_drained(30)
+    finally:
+        station.close()
+    assert server_env.storage.count_checkins("gate-rot") == 2  # the old-key record too
+    # A rotation signed by anyone but the station is refused.
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from qrgate import protocol
+
+    thief = Ed25519PrivateKey.generate()
+    body = {"v": 1, "station_id": "gate-rot", "new_public_key": protocol.public_key_to_text(thief.public_key()),
+            "from_seq": 50, "ts_ms": int(time.time() * 1000)}
+    sig = thief.sign(protocol.ROTATE_SIGNING_CONTEXT + protocol.canonical_json(body))
+    request = urllib.request.Request(url + "/api/rotate-key", method="POST",
+                                     data=json.dumps({**body, "sig": base64.b64encode(sig).decode()}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request, timeout=10)
+    assert err.value.code == 403

@@ -111,7 +111,7 @@ def test_watchdog_is_not_fed_when_the_camera_stalls_unless_a_fault_is_shown(tmp_
     assert notifier.sent[-1] == "STATUS=no camera frame for 45 s"
     station._set_fault("camera")  # the station knows and is retrying: not a hang
     assert service.beat()
-    station.outbox.close()
+    station.close()
 
 
 def test_stopping_blanks_the_screen_and_switches_off_the_lights():

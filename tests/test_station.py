@@ -62,7 +62,7 @@ kind = "list"
                  listeners=[events.append])
     st.clock_fake, st.events = clock, events
     yield st
-    st.outbox.close()
+    st.close()
 
 
 def test_offline_station_accepts_and_keeps_the_signed_record(station):
@@ -203,12 +203,13 @@ def test_pushed_block_list_and_mode_apply_at_once_and_survive_a_restart(station,
     states = [e for e in station.events if isinstance(e, StationState)]
     assert (states[-1].venue, states[-1].mode) == ("Xe 51B-123.45", "entry")
     # Reboot with no network: the kept config still applies.
+    station.close()
     again = Station(station.config, clock=station.clock_fake, source=ListSource([]), decoder=object())
     again.pass_keys["server"] = key.public_key()
     again._use_pushed(again._pushed_file.load("gate-1", again.pass_keys))
     assert again.handle_text(PERSON).reason == "blocked"
     assert again.policy.mode == "entry"
-    again.outbox.close()
+    again.close()
 
 
 def test_forged_old_or_misaddressed_configs_are_ignored(station, server_side):

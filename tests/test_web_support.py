@@ -1,0 +1,97 @@
+"""Helpers shared by the server web tests: a site on a temporary SQLite file with a fake
+clock and the development SMS sender, and a visitor that logs in by reading its SMS.
+
+No tests here; the module is named for the tests that use it.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # starlette's note about httpx2; the client works the same
+    from fastapi.testclient import TestClient
+
+from server.sms import DevSmsSender
+from server.storage import SqliteStorage
+from server.web import create_app
+
+CODE_IN_SMS = re.compile(r"(\d{6})\. Mã hết hạn")
+CSRF_IN_PAGE = re.compile(r'name="csrf" value="([^"]+)"')
+PLACE = {"kind": "market", "name": "TP-Chợ Bến Thành", "address": "Số 1 Lê Lợi", "province": "79",
+         "district": "760", "ward": "26743"}
+
+
+class FakeClock:
+    """Seconds since the epoch that move only when a test says so."""
+
+    def __init__(self, now: float = 1_790_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Site:
+    storage: SqliteStorage
+    sender: DevSmsSender
+    clock: FakeClock
+    app: object
+
+    @classmethod
+    def create(cls, tmp_path, **kwargs) -> "Site":
+        storage = SqliteStorage(tmp_path / "server.sqlite3")
+        sender = DevSmsSender()
+        clock = FakeClock()
+        return cls(storage, sender, clock, create_app(storage, sender=sender, clock=clock, **kwargs))
+
+    @property
+    def services(self):
+        return self.app.state.services
+
+    def last_code(self, phone: str) -> str:
+        text = self.sender.last_text_to(phone)
+        assert text, f"no SMS was sent to {phone}"
+        return CODE_IN_SMS.search(text).group(1)
+
+    def visitor(self, ip: str = "203.0.113.7") -> "Visitor":
+        return Visitor(self, TestClient(self.app, client=(ip, 50000), follow_redirects=False))
+
+
+@dataclass
+class Visitor:
+    site: Site
+    http: TestClient
+
+    def csrf(self) -> str:
+        return self.http.get("/api/session").json()["csrf_token"]
+
+    def form(self, path: str, data: dict, csrf: bool = True):
+        return self.http.post(path, data={**data, **({"csrf": self.csrf()} if csrf else {})})
+
+    def api(self, method: str, path: str, json=None, csrf: bool = True):
+        headers = {"X-CSRF-Token": self.csrf()} if csrf else {}
+        return self.http.request(method, path, json=json, headers=headers)
+
+    def login(self, phone: str) -> "Visitor":
+        assert self.api("POST", "/api/login/code", {"phone": phone}).status_code == 200
+        response = self.api("POST", "/api/login", {"phone": phone, "code": self.site.last_code(_national(phone))})
+        assert response.status_code == 200, response.text
+        return self
+
+    def create_venue(self, **fields) -> int:
+        response = self.api("POST", "/api/venues", {**PLACE, **fields})
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+
+def _national(phone: str) -> str:
+    from server.accounts import normalise_phone
+
+    return normalise_phone(phone)
