@@ -139,6 +139,19 @@ def rotate_key(config: str, server: str) -> int:
     return 0
 
 
+@app.command("screens", arg("--out", required=True, help="folder for the PNG pictures"),
+             arg("--scale", type=int, default=3, help="enlarge each 128x64 screen this many times (default 3)"))
+def screens(out: str, scale: int) -> int:
+    """Draw every screen a station can show into PNG files (for guides and training)."""
+    from edge.display.gallery import export_gallery
+
+    if not 1 <= scale <= 10:
+        raise UserError("--scale must be 1-10")
+    for path in export_gallery(Path(out), scale=scale):
+        print(path)
+    return 0
+
+
 @app.command("pubkey", arg("--config", "-c", required=True, help="path to station.toml"))
 def pubkey(config: str) -> int:
     """Print the station's public key (base64), generating the key pair if there is none."""

@@ -48,7 +48,7 @@ def enrol_from_code(config_path: Path, *, timeout: float = 600.0, source=None, d
         if screen is not None:
             screen.show(render_message(headline, line, detail))
 
-    show("QUÉT MÃ CÀI ĐẶT", "Đưa mã cài đặt trước camera", "Scan the setup code")
+    show("QUÉT MÃ CÀI ĐẶT", "Đưa mã vào camera", "Scan the setup code")
     deadline = time.monotonic() + timeout
     try:
         for capture in source.captures():
