@@ -97,14 +97,23 @@ run "$PREFIX/venv/bin/python" -m pip install -q -c "$PREFIX/src/constraints.txt"
 
 run install -d -m 0750 -o root -g qrgate /etc/qrgate
 run install -d -m 0700 -o qrgate -g qrgate /var/lib/qrgate
+if [ "$ROLE" = server ]; then
+    run install -d -m 0750 -o qrgate -g qrgate /etc/qrgate/broker
+fi
 if [ "$ROLE" = station ]; then
     run install -m 0644 "$SRC/provisioning/udev/99-qrgate.rules" /etc/udev/rules.d/99-qrgate.rules
     run udevadm control --reload-rules
     run udevadm trigger --subsystem-match=tty --subsystem-match=input
 fi
 run install -m 0644 "$SRC/systemd/$UNIT" "/etc/systemd/system/$UNIT"
+if [ "$ROLE" = server ]; then
+    run install -m 0644 "$SRC/systemd/qrgate-broker.service" /etc/systemd/system/qrgate-broker.service
+fi
 run systemctl daemon-reload
 run systemctl enable "$UNIT"
+if [ "$ROLE" = server ]; then
+    run systemctl enable qrgate-broker.service
+fi
 
 if [ "$ROLE" = station ]; then
     cat <<TXT

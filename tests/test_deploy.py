@@ -46,7 +46,7 @@ def test_install_refuses_an_unknown_role():
     assert out.returncode == 1 and "--role must be station or server" in out.stderr
 
 
-@pytest.mark.parametrize("unit", ["qrgate-edge.service", "qrgate-server.service"])
+@pytest.mark.parametrize("unit", ["qrgate-edge.service", "qrgate-server.service", "qrgate-broker.service"])
 def test_systemd_units_verify(unit, tmp_path):
     tool = shutil.which("systemd-analyze")
     if tool is None:
