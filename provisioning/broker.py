@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import json
 import ipaddress
 import logging
 import os
@@ -174,9 +175,15 @@ class BrokerFiles:
         return self.directory / "ca.crt"
 
     @classmethod
-    def create(cls, directory: str | Path, *, port: int, host: str = "127.0.0.1",
+    def create(cls, directory: str | Path, *, port: int, host: str = "127.0.0.1", listen: str | None = None,
                hostnames: tuple[str, ...] = ("localhost", "127.0.0.1")) -> BrokerFiles:
-        """Write (or refresh) the broker folder. An existing CA is kept, so stations keep trusting it."""
+        """Write (or refresh) the broker folder. An existing CA is kept, so stations keep trusting it.
+
+        ``host`` is the name clients connect to (it is put in the certificate too);
+        ``listen`` the address Mosquitto listens on (default: ``host``; 0.0.0.0 for all).
+        """
+        if host not in hostnames:
+            hostnames = (host, *hostnames)
         d = Path(directory).resolve()
         d.mkdir(parents=True, exist_ok=True)
         (d / "data").mkdir(exist_ok=True)
@@ -194,18 +201,24 @@ class BrokerFiles:
         # owns these files so it can still read the key and password file.
         user = getpass.getuser()
         conf = CONF_TEMPLATE.format(
-            passwd=d / "passwd", acl=d / "acl", data=d / "data", port=port, host=host,
+            passwd=d / "passwd", acl=d / "acl", data=d / "data", port=port, host=listen or host,
             ca=d / "ca.crt", cert=d / "server.crt", key=d / "server.key",
             max_packet=protocol.MAX_MESSAGE_BYTES + 4096,
             user_line=f"user {user}",
             pid=d / "mosquitto.pid",
         )
         (d / "mosquitto.conf").write_text(conf, encoding="utf-8")
+        (d / "broker.json").write_text(json.dumps({"host": host, "port": port}) + "\n", encoding="utf-8")
         return cls(d, host, port)
 
     @classmethod
     def open(cls, directory: str | Path) -> BrokerFiles:
         d = Path(directory).resolve()
+        try:
+            facts = json.loads((d / "broker.json").read_text(encoding="utf-8"))
+            return cls(d, str(facts["host"]), int(facts["port"]))
+        except (OSError, ValueError, KeyError):
+            pass
         try:
             text = (d / "mosquitto.conf").read_text(encoding="utf-8")
         except OSError as exc:

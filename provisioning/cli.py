@@ -20,14 +20,16 @@ app = App("qrgate-provision", __doc__)
 
 
 @app.command("broker", arg("--dir", required=True, help="folder for the broker's files"),
-             arg("--port", type=int, default=8883), arg("--host", default="127.0.0.1"))
-def broker(dir: str, port: int, host: str) -> int:
+             arg("--port", type=int, default=8883),
+             arg("--host", default="127.0.0.1", help="the name stations and the server connect to (in the certificate)"),
+             arg("--listen", default=None, help="address to listen on (default: --host; 0.0.0.0 for all)"))
+def broker(dir: str, port: int, host: str, listen: str | None) -> int:
     """Write a Mosquitto configuration: CA, TLS certificate, password file and ACL."""
     from provisioning.broker import BrokerFiles
 
     if not 1 <= port <= 65535:
         raise UserError(f"--port must be 1-65535, got {port}")
-    files = BrokerFiles.create(dir, port=port, host=host)
+    files = BrokerFiles.create(dir, port=port, host=host, listen=listen)
     print(files.conf)
     return 0
 
