@@ -213,6 +213,35 @@ def public_key_from_text(text: str) -> Ed25519PublicKey:
         raise RecordError("malformed", "public key is not base64 of 32 bytes") from exc
 
 
+class _SodiumVerifier:
+    """An Ed25519 public key checked by libsodium (PyNaCl), with cryptography's interface."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, raw: bytes):
+        from nacl.signing import VerifyKey
+
+        self._key = VerifyKey(raw)
+
+    def verify(self, signature: bytes, data: bytes) -> None:
+        from nacl.exceptions import BadSignatureError
+
+        try:
+            self._key.verify(data, signature)
+        except BadSignatureError:
+            raise InvalidSignature from None
+
+
+def fast_verifier(text: str):
+    """A verifier for a station key: libsodium when PyNaCl is installed (the server),
+    else OpenSSL through cryptography. Both raise InvalidSignature on a bad signature."""
+    key = public_key_from_text(text)
+    try:
+        return _SodiumVerifier(base64.b64decode(text.strip(), validate=True))
+    except ImportError:
+        return key
+
+
 def public_key_to_text(key: Ed25519PublicKey) -> str:
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 

@@ -46,7 +46,7 @@ class RecordVerifier:
     def _parsed(self, text: str) -> Ed25519PublicKey:
         key = self._keys.get(text)
         if key is None:
-            key = self._keys[text] = protocol.public_key_from_text(text)
+            key = self._keys[text] = protocol.fast_verifier(text)
         return key
 
 
