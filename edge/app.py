@@ -354,7 +354,7 @@ class Station:
         if self._low_space:
             return self._emit_outcome(Outcome(Result.FAULT, reason="storage", mono_ns=mono_ns))
         try:
-            self.outbox.append(
+            appended = self.outbox.append(
                 self._record_fields(person, verdict.direction, now, synced), person_hash=person_hash, now=now
             )
         except OutboxError as exc:
@@ -365,6 +365,8 @@ class Station:
             # The write worked again (space freed, card re-seated): the fault clears by itself.
             self._set_fault("")
         self.publisher.wake()
+        # On disk before anyone sees green; the line names no one.
+        logger.info("recorded seq %d: %s %s", appended.seq, person.kind, verdict.direction)
         result = Result.ACCEPTED if self.publisher.online else Result.ACCEPTED_OFFLINE
         return self._emit_outcome(
             Outcome(result, direction=verdict.direction, masked_name=masked, kind=person.kind, mono_ns=mono_ns)
