@@ -406,7 +406,10 @@ class Station:
 
     def _status_fields(self) -> dict[str, Any]:
         """What the fleet page shows about this station (heartbeat, every minute)."""
-        return {"sync": bool(self.clock.synced()), "fault": self._state.fault, "mode": self.policy.mode}
+        fields = {"sync": bool(self.clock.synced()), "fault": self._state.fault, "mode": self.policy.mode}
+        if self.outbox.set_aside is not None:
+            fields["outbox_set_aside"] = self.outbox.set_aside.name  # shown on the fleet page
+        return fields
 
     def _on_link_state(self, online: bool, backlog: int) -> None:
         self._state = StationState(**{**self._state_dict(), "online": online, "backlog": backlog})

@@ -58,6 +58,10 @@ def check_storage(cfg: StationConfig) -> Check:
             return Check("storage", "fail", f"outbox {outbox} cannot be read: {exc}")
         if verdict != "ok":
             return Check("storage", "fail", f"outbox {outbox} is damaged ({verdict}); call support before anything else")
+    damaged = sorted(p.name for p in state.glob("outbox.sqlite3.damaged-*") if not p.name.endswith(("-wal", "-shm")))
+    if damaged:
+        return Check("storage", "warn", f"{state}: a damaged outbox was set aside ({', '.join(damaged)}): "
+                                        f"keep the file and call support; {waiting} record(s) waiting in the new one")
     return Check("storage", "ok", f"{state}: {free_mb} MB free, outbox intact, {waiting} record(s) waiting to be sent")
 
 

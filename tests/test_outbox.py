@@ -102,3 +102,22 @@ def test_a_full_or_readonly_disk_is_a_clear_error_not_a_silent_loss(tmp_path, ke
         box.append(fields(name="X" * 6000), person_hash="h2", now=NOW)
     assert "outbox.sqlite3" in str(err.value)
     assert box.backlog() == 1  # the earlier record is still there
+
+
+def test_a_damaged_outbox_is_set_aside_kept_and_numbering_never_collides(tmp_path, key):
+    box = open_outbox(tmp_path, key)
+    for _ in range(3):
+        box.append(fields(), person_hash="h", now=NOW)
+    box.close()
+    path = tmp_path / "outbox.sqlite3"
+    data = bytearray(path.read_bytes())
+    data[100:4096] = b"\x00garbage" * ((4096 - 100) // 8)  # a card that lost a sector
+    path.write_bytes(bytes(data))
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"outbox.sqlite3{suffix}").unlink(missing_ok=True)
+    again = open_outbox(tmp_path, key)
+    assert again.set_aside is not None and again.set_aside.exists()  # kept for recovery by hand
+    assert again.set_aside.read_bytes() == bytes(data)
+    assert again.backlog() == 0
+    seq = again.append(fields(), person_hash="h", now=NOW).seq
+    assert seq > 1_000_000_000_000  # above any number the old outbox can have used

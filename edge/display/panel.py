@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 from PIL import Image
@@ -45,7 +46,11 @@ def open_panel(kind: str, *, i2c_port: int = 1, address: int = 0x3C, rotate: int
 
 
 class Screen:
-    """Shows images on a luma device; optionally mirrors each one to a PNG file."""
+    """Shows images on a luma device; optionally mirrors each one to a PNG file.
+
+    ``mirror_png``: after every ``show`` the image is also written there (atomically),
+    so the demo can show the screen on a laptop.
+    """
 
     def __init__(self, device, *, mirror_png: Path | None = None):
         self.device = device
@@ -57,10 +62,26 @@ class Screen:
         self.device.display(image)
         self.last = image
         if self.mirror_png is not None:
-            # Write then rename: someone watching the file never sees half an image.
-            tmp = self.mirror_png.with_name(self.mirror_png.name + ".tmp")
-            image.save(tmp, format="PNG")
-            os.replace(tmp, self.mirror_png)
+            self.save_png(self.mirror_png)
+
+    def save_png(self, path: Path) -> None:
+        """Write the image shown last to ``path`` as PNG, atomically.
+
+        Written to a temporary file in the same folder, then renamed over ``path``:
+        someone watching the file never sees half an image.
+        """
+        if self.last is None:
+            return
+        path = Path(path)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(handle, 0o644)  # mkstemp makes it private; viewers of the demo read it
+            with os.fdopen(handle, "wb") as temp_file:
+                self.last.save(temp_file, format="PNG")
+            os.replace(temp_name, path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
 
     def dim(self, dimmed: bool) -> None:
         if dimmed != self.dimmed:

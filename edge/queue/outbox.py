@@ -15,6 +15,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,20 +74,53 @@ class Outbox:
         self._key = key
         self._secret = person_secret
         self._lock = threading.Lock()
+        self.set_aside: Path | None = None  # a damaged outbox moved out of the way at start
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:
+            self._set_aside(exc)
+            try:
+                self._db = self._open()
+            except sqlite3.DatabaseError as again:
+                raise OutboxError(f"outbox {self.path}: {again}") from again
+            # The old numbers are unknown now: continue above any number this station can
+            # have used (the wall clock in ms is far above any count of scans), so nothing
+            # new collides with a record the server already has.
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('next_seq', ?)",
+                             (str(max(1, int(time.time() * 1000))),))
+        self._next_seq = self._load_next_seq()
+
+    def _open(self) -> sqlite3.Connection:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         os.close(fd)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA journal_mode=WAL")
             # FULL: the WAL is fsync'd at every commit, so a power cut after the green
             # light cannot take the record with it.
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise OutboxError(f"outbox {self.path}: {exc}") from exc
-        self._next_seq = self._load_next_seq()
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+            if verdict != "ok":
+                raise sqlite3.DatabaseError(f"integrity check: {verdict}")
+            db.executescript(SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _set_aside(self, exc: Exception) -> None:
+        """Keep a damaged outbox for recovery by hand: renamed, never deleted."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(str(self.path) + suffix)
+            if part.exists():
+                os.replace(part, Path(str(target) + suffix))
+        self.set_aside = target
+        logger.error("outbox %s is damaged (%s): moved to %s for recovery; starting a new outbox",
+                     self.path, exc, target)
 
     def _load_next_seq(self) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
