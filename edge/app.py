@@ -428,7 +428,7 @@ def open_feedback(config: StationConfig):
             from gpiozero.pins.mock import MockFactory, MockPWMPin
 
             factory = MockFactory(pin_class=MockPWMPin)
-        indicators = GpioIndicators(fb.green, fb.red, fb.amber, fb.buzzer, pin_factory=factory)
+        indicators = GpioIndicators(fb.green, fb.red, fb.amber, fb.buzzer, tonal=fb.tonal, pin_factory=factory)
     screen = None
     if fb.panel != "none":
         from pathlib import Path

@@ -53,6 +53,8 @@ class FeedbackSection:
     red: int = option(27, min=0, max=27)
     amber: int = option(22, min=0, max=27)
     buzzer: int = option(18, min=0, max=27)
+    # A passive (tonal) buzzer on a PWM pin plays a pitch per result; an active one beeps.
+    tonal: bool = option(False)
     panel: str = option("ssd1306", choices=("ssd1306", "sh1106", "dummy", "none"))
     i2c_port: int = option(1, min=0, max=10)
     i2c_address: int = option(0x3C, min=0x03, max=0x77)

@@ -92,6 +92,67 @@ def test_shown_on_the_dummy_panel_through_the_feedback_loop(tmp_path):
         loop.close()
 
 
+IDLE_THROUGH_LOOP = {
+    "idle-online": ONLINE,
+    "idle-offline-backlog": OFFLINE,
+    "idle-fault": StationState(venue=VENUE, mode="exit", fault="storage"),
+}
+RESULTS_THROUGH_LOOP = {
+    "accepted-out": (ONLINE, Outcome(Result.ACCEPTED, direction="out", masked_name="Đặng T** Ư**")),
+    "accepted-offline": (OFFLINE, Outcome(Result.ACCEPTED_OFFLINE, direction="in", masked_name="Trần T** H*")),
+    "already-counted": (ONLINE, Outcome(Result.ALREADY_COUNTED, reason="already_counted", direction="in",
+                                        masked_name="Lê V*** H***")),
+    "refused-unknown-format": (ONLINE, Outcome(Result.REFUSED, reason="unknown_format")),
+    "fault": (OFFLINE, Outcome(Result.FAULT, reason="storage")),
+}
+
+
+@pytest.fixture
+def panel_loop():
+    device = open_panel("dummy")
+    loop = FeedbackLoop(None, Screen(device), result_seconds=60)
+    loop.start()
+    yield device, loop
+    loop.close()
+
+
+@pytest.mark.parametrize("name", sorted(IDLE_THROUGH_LOOP))
+def test_idle_screens_reach_the_dummy_panel_through_the_feedback_loop(panel_loop, name):
+    device, loop = panel_loop
+    loop.post(IDLE_THROUGH_LOOP[name])
+    assert loop.wait_idle(10)
+    assert loop.shown is None
+    check_reference(name, device.image.convert("1"))
+
+
+@pytest.mark.parametrize("name", sorted(RESULTS_THROUGH_LOOP))
+def test_result_screens_reach_the_dummy_panel_through_the_feedback_loop(panel_loop, name):
+    device, loop = panel_loop
+    state, outcome = RESULTS_THROUGH_LOOP[name]
+    loop.post(state)
+    loop.post(outcome)
+    assert loop.wait_idle(10)
+    assert loop.shown == outcome
+    check_reference(name, device.image.convert("1"))
+
+
+def test_the_mirror_png_is_replaced_whole_and_leaves_no_temporary_files(tmp_path):
+    screen = Screen(open_panel("dummy"), mirror_png=tmp_path / "screen.png")
+    screen.show(render_idle(ONLINE))
+    screen.show(render_idle(OFFLINE))
+    assert [path.name for path in tmp_path.iterdir()] == ["screen.png"]
+    assert Image.open(tmp_path / "screen.png").tobytes() == render_idle(OFFLINE).tobytes()
+    screen.save_png(tmp_path / "copy.png")
+    assert Image.open(tmp_path / "copy.png").tobytes() == render_idle(OFFLINE).tobytes()
+
+
+def test_a_missing_i2c_bus_is_named_in_the_error():
+    if Path("/dev/i2c-1").exists():
+        pytest.skip("this machine has /dev/i2c-1")
+    with pytest.raises(DriverError, match=r"^I2C device not found: /dev/i2c-1 "):
+        open_panel("sh1106")
+
+
 def test_text_is_nfc_normalised_before_drawing():
     decomposed = "Nguye\u0302\u0303n"  # e + combining circumflex + combining tilde
     assert clean_text(decomposed) == "Nguyễn"

@@ -5,15 +5,18 @@ from __future__ import annotations
 import threading
 import time
 import tracemalloc
+from pathlib import Path
 
 import pytest
-from gpiozero.pins.mock import MockFactory
+from gpiozero import Device
+from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from conftest import wait_until
 from edge.display.panel import Screen, open_panel
 from edge.drivers.indicators_gpio import PATTERNS, GpioIndicators
 from edge.feedback import FeedbackLoop
 from edge.outcome import Outcome, Result, StationState
+from qrgate.errors import DriverError
 
 PINS = {"green": 17, "red": 27, "amber": 22, "buzzer": 18}
 
@@ -23,6 +26,85 @@ def factory():
     f = MockFactory()
     yield f
     f.reset()
+
+
+class PitchRecordingPin(MockPWMPin):
+    """gpiozero's PWM mock pin, also remembering every frequency it was set to."""
+
+    def __init__(self, factory, info):
+        super().__init__(factory, info)
+        self.frequencies: list[float] = []
+
+    def _set_frequency(self, value):
+        super()._set_frequency(value)
+        if value is not None:
+            self.frequencies.append(value)
+
+
+def pattern_finished(pins, pattern) -> bool:
+    done = len(high_periods(pins["buzzer"])) == pattern.beep_count and not pins["buzzer"].state
+    for name in pattern.leds:
+        done = done and len(high_periods(pins[name])) == pattern.led_count and not pins[name].state
+    return done
+
+
+@pytest.fixture(scope="module")
+def played():
+    """Every result played once on active and once on tonal buzzers, all at the same time.
+
+    Patterns run in real time (up to 1.6 s); playing them side by side, each on its own
+    mock pins, keeps this file fast. Maps (tonal, result) to {part: [high periods]} plus
+    "pitches": the buzzer frequencies set while it played.
+    """
+    runs = []
+    for tonal in (False, True):
+        for result in Result:
+            factory = MockFactory(pin_class=PitchRecordingPin) if tonal else MockFactory()
+            indicators = GpioIndicators(tonal=tonal, pin_factory=factory)
+            pins = {name: factory.pin(n) for name, n in PINS.items()}
+            for pin in pins.values():
+                pin.clear_states()
+            if tonal:
+                pins["buzzer"].frequencies.clear()  # gpiozero's 100 Hz PWM default from opening
+            runs.append((tonal, result, factory, indicators, pins))
+    for _, result, _, indicators, _ in runs:
+        indicators.signal(result)
+    recorded = {}
+    for tonal, result, factory, indicators, pins in runs:
+        wait_until(lambda: pattern_finished(pins, PATTERNS[result]), 10, f"{result} pattern (tonal={tonal})")
+        recorded[tonal, result] = {name: high_periods(pin) for name, pin in pins.items()}
+        recorded[tonal, result]["pitches"] = set(getattr(pins["buzzer"], "frequencies", ()))
+        indicators.close()
+        factory.reset()
+    return recorded
+
+
+@pytest.mark.parametrize("result", list(Result))
+def test_each_result_lights_its_own_leds_and_beeps_its_own_rhythm(played, result):
+    periods = played[False, result]
+    pattern = PATTERNS[result]
+    lit = {name for name in ("green", "red", "amber") if periods[name]}
+    assert lit == set(pattern.leds)
+    assert len(periods["buzzer"]) == pattern.beep_count
+    for on in periods["buzzer"]:
+        assert on == pytest.approx(pattern.beep_on, abs=0.05)
+    for name in pattern.leds:
+        assert periods[name][0] == pytest.approx(pattern.led_on, abs=0.1)
+
+
+@pytest.mark.parametrize("result, pitch", [
+    (Result.ACCEPTED, 1760.0), (Result.ACCEPTED_OFFLINE, 1760.0), (Result.ALREADY_COUNTED, 880.0),
+    (Result.REFUSED, 440.0), (Result.FAULT, 440.0),
+])
+def test_a_passive_buzzer_sounds_high_for_counted_and_low_for_refused(played, result, pitch):
+    periods = played[True, result]
+    pattern = PATTERNS[result]
+    assert periods["pitches"] == {pitch}
+    assert len(periods["buzzer"]) == pattern.beep_count
+    for on in periods["buzzer"]:
+        assert on == pytest.approx(pattern.beep_on, abs=0.05)
+    lit = {name for name in ("green", "red", "amber") if periods[name]}
+    assert lit == set(pattern.leds)
 
 
 @pytest.fixture
@@ -46,31 +128,6 @@ def high_periods(pin) -> list[float]:
     return periods
 
 
-def run_pattern(factory, indicators, result):
-    pins = {name: factory.pin(n) for name, n in PINS.items()}
-    for pin in pins.values():
-        pin.clear_states()
-    indicators.signal(result)
-    pattern = PATTERNS[result]
-    wait_until(lambda: len(high_periods(pins["buzzer"])) == pattern.beep_count, 10, f"{result} beeps")
-    for name in pattern.leds:
-        wait_until(lambda: len(high_periods(pins[name])) == pattern.led_count, 10, f"{result} {name} LED")
-    return {name: high_periods(pin) for name, pin in pins.items()}
-
-
-@pytest.mark.parametrize("result", list(Result))
-def test_each_result_lights_its_own_leds_and_beeps_its_own_rhythm(factory, indicators, result):
-    periods = run_pattern(factory, indicators, result)
-    pattern = PATTERNS[result]
-    lit = {name for name in ("green", "red", "amber") if periods[name]}
-    assert lit == set(pattern.leds)
-    assert len(periods["buzzer"]) == pattern.beep_count
-    for on in periods["buzzer"]:
-        assert on == pytest.approx(pattern.beep_on, abs=0.05)
-    for name in pattern.leds:
-        assert periods[name][0] == pytest.approx(pattern.led_on, abs=0.1)
-
-
 def test_patterns_are_distinct_by_colour_or_rhythm():
     signatures = {(p.leds, p.led_count, p.beep_count, p.beep_on) for p in PATTERNS.values()}
     assert len(signatures) == len(Result)
@@ -83,6 +140,27 @@ def test_a_new_scan_cuts_the_previous_pattern_short(factory, indicators):
     indicators.signal(Result.ACCEPTED)
     wait_until(lambda: factory.pin(PINS["green"]).state, 5, "green on")
     assert not red.state
+
+
+def test_a_passive_buzzer_needs_a_pwm_pin_and_says_which():
+    with pytest.raises(DriverError, match="tonal buzzer .*GPIO18"):
+        GpioIndicators(tonal=True, pin_factory=MockFactory())  # plain MockPin: no PWM
+
+
+def test_two_parts_on_one_pin_are_refused_naming_the_pin(factory):
+    with pytest.raises(DriverError, match="red LED on GPIO17"):
+        GpioIndicators(green=17, red=17, pin_factory=factory)
+    GpioIndicators(pin_factory=factory).close()  # the half-built one released its pins
+
+
+def test_off_the_pi_without_a_pin_factory_the_error_names_the_pin(monkeypatch):
+    if Path("/proc/device-tree/model").exists() and "Raspberry" in Path("/proc/device-tree/model").read_text():
+        pytest.skip("on a Raspberry Pi the default pin factory works")
+    monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
+    monkeypatch.setattr(Device, "pin_factory", None)
+    with pytest.warns(Warning):  # gpiozero warns as it falls back from each library
+        with pytest.raises(DriverError, match="green LED on GPIO17"):
+            GpioIndicators()
 
 
 def test_result_screen_returns_to_idle_after_its_time(factory, indicators):
