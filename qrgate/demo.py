@@ -130,6 +130,8 @@ class Demo:
         try:
             station.start()
             self.say(f"Web UI:        http://127.0.0.1:{web_port}/")
+            self.say(f"Venue page:    {self._venue_login_link(storage, venue_id, web_port)}"
+                     " (logs in the demo owner 0900 000 001; single use, 15 minutes)")
             self.say(f"Station screen: {data / 'station' / 'screen.png'} (updated after every scan)")
             self.say(f"Broker:        mqtts://127.0.0.1:{broker_files.port} (config {broker_files.conf})")
             if not args.once:
@@ -157,6 +159,20 @@ class Demo:
             stop_web.set()
             web_thread.join(timeout=5)
             broker.stop()
+
+    @staticmethod
+    def _venue_login_link(storage, venue_id: int, port: int) -> str:
+        """Make the demo venue's owner account and a one-click login link for it."""
+        from server.accounts import Accounts
+        from server.areas import AreaDirectory
+        from server.sms import DevSmsSender
+        from server.venues import VenueDirectory
+
+        accounts = Accounts(storage, DevSmsSender())
+        owner = accounts.set_operator("0900000001")
+        VenueDirectory(storage, accounts, AreaDirectory.load()).add_member(venue_id, owner, "owner")
+        token = accounts.issue_login_link(owner.phone)
+        return f"http://127.0.0.1:{port}/login/link?token={token}&next=/venues/{venue_id}"
 
     def _start_web(self, storage, port: int, stop: threading.Event) -> threading.Thread:
         import uvicorn

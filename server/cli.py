@@ -50,6 +50,33 @@ def station_add(config: str, station_id: str, public_key: str, venue: int) -> in
     return 0
 
 
+@app.command("operator-add", CONFIG, arg("--phone", required=True))
+def operator_add(config: str, phone: str) -> int:
+    """Make the account of this phone number a server operator (it sees /operator/sms)."""
+    from server.accounts import Accounts
+    from server.sms import create_sender
+
+    cfg, storage = open_storage(config)
+    account = Accounts(storage, create_sender(cfg.auth.sms_sender)).set_operator(phone)
+    print(account.phone)
+    return 0
+
+
+@app.command("login-link", CONFIG, arg("--phone", required=True),
+             arg("--base-url", default="", help="the server's address (default: [web] public_url, else host:port)"))
+def login_link(config: str, phone: str, base_url: str) -> int:
+    """Print a single-use link (15 minutes) that logs this phone number in: an operator's
+    first login, before any SMS gateway is set up."""
+    from server.accounts import Accounts
+    from server.sms import create_sender
+
+    cfg, storage = open_storage(config)
+    token = Accounts(storage, create_sender(cfg.auth.sms_sender)).issue_login_link(phone)
+    base = (base_url or cfg.web.public_url or f"http://{cfg.web.host}:{cfg.web.port}").rstrip("/")
+    print(f"{base}/login/link?token={token}")
+    return 0
+
+
 @app.command("stats", CONFIG)
 def stats(config: str) -> int:
     """Print check-in and refusal counts as JSON."""
@@ -63,7 +90,6 @@ def run(config: str) -> int:
     """Run the MQTT bridge and the web UI until SIGTERM or Ctrl-C."""
     cfg, storage = open_storage(config)
     from server.bridge import Bridge
-    from server.web import create_app
 
     bridge = Bridge(storage, cfg.mqtt, cfg.base, opener=open_sealing(cfg))
     bridge.start()
@@ -71,7 +97,7 @@ def run(config: str) -> int:
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     try:
         if cfg.web.enabled:
-            serve_web(create_app(storage, cfg.web.timezone), cfg.web.host, cfg.web.port, stop)
+            serve_web(web_app(cfg, storage), cfg.web.host, cfg.web.port, stop)
         else:
             stop.wait()
     finally:
@@ -87,6 +113,18 @@ def open_sealing(cfg):
     from qrgate.sealing import PersonOpener
 
     return PersonOpener(load_or_create_key(cfg.sealing_key_file, X25519PrivateKey))
+
+
+def web_app(cfg, storage):
+    """The web app as the configuration describes it."""
+    from server.areas import AreaDirectory
+    from server.config import resolve
+    from server.sms import create_sender
+    from server.web import create_app
+
+    areas = AreaDirectory.load(resolve(cfg.base, cfg.web.areas_file)) if cfg.web.areas_file else None
+    return create_app(storage, cfg.web.timezone, auth=cfg.auth, sender=create_sender(cfg.auth.sms_sender),
+                      areas=areas, public_url=cfg.web.public_url, public_feed=cfg.web.public_feed)
 
 
 def serve_web(app, host: str, port: int, stop: threading.Event) -> None:

@@ -22,6 +22,21 @@ class WebSection:
     port: int = option(8080, min=1, max=65535)
     enabled: bool = option(True)
     timezone: str = option("Asia/Ho_Chi_Minh")  # times on pages are shown in this zone
+    # The address printed in posters' QR codes (e.g. "https://qr.example.vn"); empty:
+    # the address the browser used, which is only right when that is the public one.
+    public_url: str = option("")
+    areas_file: str = option("")  # provinces/districts/wards JSON; empty: the bundled sample
+    # Anonymous visitors see the latest masked check-ins of every venue at / and
+    # /api/checkins. Keep false in production; true suits a single-venue demo.
+    public_feed: bool = option(True)
+
+
+@dataclass(frozen=True)
+class AuthSection:
+    sms_sender: str = option("dev", choices=("dev",))  # "dev": codes go to the log and /operator/sms
+    code_ttl_s: int = option(300, min=60, max=900)
+    session_hours: int = option(12, min=1, max=24 * 30)
+    cookie_secure: bool = option(False)  # true behind HTTPS: cookies never travel in clear text
 
 
 @dataclass(frozen=True)
@@ -39,6 +54,7 @@ class ServerConfig:
     server: ServerSection
     web: WebSection
     mqtt: MqttSettings
+    auth: AuthSection = AuthSection()
     broker: BrokerSection = BrokerSection()
 
     @property

@@ -160,7 +160,7 @@ def test_secure_cookies_when_configured(tmp_path):
     from server.config import AuthSection
 
     site = Site.create(tmp_path, auth=AuthSection(cookie_secure=True))
-    visitor = site.visitor()
+    visitor = site.visitor(https=True)
     visitor.api("POST", "/api/login/code", {"phone": PHONE})
     response = visitor.api("POST", "/api/login", {"phone": PHONE, "code": site.last_code(PHONE)})
     assert "Secure" in response.headers["set-cookie"]
@@ -170,7 +170,7 @@ def test_login_gives_a_new_session_id_and_a_planted_one_is_useless(site):
     attacker = site.visitor().login("0976929792")
     planted = attacker.http.cookies.get("qrgate_session")
     victim = site.visitor()
-    victim.http.cookies.set("qrgate_session", planted)
+    victim.http.cookies.set("qrgate_session", planted, domain="testserver.local", path="/")
     victim.login(PHONE)
     assert victim.http.cookies.get("qrgate_session") != planted
     assert victim.http.get("/api/session").json()["account"]["phone"] == PHONE
@@ -183,7 +183,7 @@ def test_logout_ends_the_session_on_the_server(site):
     token = visitor.http.cookies.get("qrgate_session")
     assert visitor.api("POST", "/api/logout").status_code == 200
     replay = site.visitor()
-    replay.http.cookies.set("qrgate_session", token)
+    replay.http.cookies.set("qrgate_session", token, domain="testserver.local", path="/")
     assert replay.http.get("/api/venues").status_code == 401
 
 
@@ -252,3 +252,12 @@ def test_operator_page_lists_sent_codes_only_for_operators(site):
     site.services.accounts.set_operator(PHONE)
     page = visitor.http.get("/operator/sms")
     assert page.status_code == 200 and site.last_code(PHONE) in page.text
+
+
+def test_login_link_may_open_a_page_of_this_site_but_not_another_site(site):
+    first = site.services.accounts.issue_login_link(PHONE)
+    response = site.visitor().http.get(f"/login/link?token={first}&next=/venues/7")
+    assert response.headers["location"] == "/venues/7"
+    second = site.services.accounts.issue_login_link(PHONE)
+    response = site.visitor().http.get(f"/login/link?token={second}&next=https://evil.example/")
+    assert response.headers["location"] == "/venues"

@@ -60,8 +60,9 @@ class Site:
         assert text, f"no SMS was sent to {phone}"
         return CODE_IN_SMS.search(text).group(1)
 
-    def visitor(self, ip: str = "203.0.113.7") -> "Visitor":
-        return Visitor(self, TestClient(self.app, client=(ip, 50000), follow_redirects=False))
+    def visitor(self, ip: str = "203.0.113.7", https: bool = False) -> "Visitor":
+        base = "https://testserver" if https else "http://testserver"
+        return Visitor(self, TestClient(self.app, base_url=base, client=(ip, 50000), follow_redirects=False))
 
 
 @dataclass

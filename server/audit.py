@@ -1,0 +1,91 @@
+"""The audit trail: who changed or read what, when and from where; append-only.
+
+Kept apart from the technical log. Action codes are dotted (``qrgate.venue.member.granted``)
+and form a closed list (ACTIONS) so the history page can say each one in words. SQLite
+triggers refuse UPDATE and DELETE on the table: not even a bug in this server can
+rewrite history through the database connection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+ACTIONS = (
+    "qrgate.account.login",
+    "qrgate.account.logout",
+    "qrgate.venue.created",
+    "qrgate.venue.updated",
+    "qrgate.venue.member.invited",
+    "qrgate.venue.member.granted",
+    "qrgate.venue.member.revoked",
+    "qrgate.venue.invitation.cancelled",
+    "qrgate.venue.poster.downloaded",
+    "qrgate.venue.checkins.exported",
+    "qrgate.checkins.unmasked.read",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    ts_ms: int
+    account_id: int | None
+    phone: str
+    ip: str
+    action: str
+    venue_id: int | None
+    data: dict[str, Any]
+
+
+class AuditLog:
+    """Append-only log of security-relevant actions, on the server's SQLite file."""
+
+    def __init__(self, storage, clock: Callable[[], float] = time.time):
+        self.storage = storage
+        self.clock = clock
+        self.storage.db.conn.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS audit_log (
+                id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, account_id INTEGER, phone TEXT NOT NULL DEFAULT '',
+                ip TEXT NOT NULL DEFAULT '', action TEXT NOT NULL, venue_id INTEGER, data TEXT NOT NULL DEFAULT '{}');
+            CREATE INDEX IF NOT EXISTS audit_log_venue ON audit_log (venue_id, id);
+            CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+                BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+            CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+                BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+            """
+        )
+
+    def record(self, action: str, *, account=None, ip: str = "", venue_id: int | None = None,
+               **data: Any) -> int:
+        """Append one entry; ``account`` is an accounts.Account or None (anonymous)."""
+        if action not in ACTIONS:
+            raise ValueError(f"unknown audit action {action!r}")
+        cur = self.storage.db.execute(
+            "INSERT INTO audit_log (ts_ms, account_id, phone, ip, action, venue_id, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [int(self.clock() * 1000), getattr(account, "id", None), getattr(account, "phone", ""), ip or "",
+             action, venue_id, json.dumps(data, ensure_ascii=False, sort_keys=True)],
+        )
+        return int(cur.lastrowid)
+
+    def for_venue(self, venue_id: int, limit: int = 200) -> list[AuditEntry]:
+        """The venue's history, newest first."""
+        rows = self.storage.db.execute(
+            "SELECT id, ts_ms, account_id, phone, ip, action, venue_id, data FROM audit_log"
+            " WHERE venue_id = ? ORDER BY id DESC LIMIT ?", [venue_id, limit],
+        ).fetchall()
+        return [AuditEntry(*r[:7], json.loads(r[7])) for r in rows]
+
+    def for_account(self, account_id: int, limit: int = 200) -> list[AuditEntry]:
+        rows = self.storage.db.execute(
+            "SELECT id, ts_ms, account_id, phone, ip, action, venue_id, data FROM audit_log"
+            " WHERE account_id = ? ORDER BY id DESC LIMIT ?", [account_id, limit],
+        ).fetchall()
+        return [AuditEntry(*r[:7], json.loads(r[7])) for r in rows]

@@ -1,0 +1,405 @@
+"""Venues with their area, address, parent venue and vehicle plate; members by role;
+sharing invitations confirmed by a one-time code sent to the invited number."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from qrgate.errors import UserError
+from server.accounts import Account, Accounts, normalise_phone
+from server.areas import AreaDirectory
+from server.permissions import ROLES
+
+logger = logging.getLogger(__name__)
+
+VENUE_KINDS = {
+    "office": ("Cơ quan, công sở", "Office"),
+    "factory": ("Nhà máy, xí nghiệp", "Factory"),
+    "school": ("Trường học", "School"),
+    "hospital": ("Bệnh viện, cơ sở y tế", "Hospital, clinic"),
+    "market": ("Chợ, siêu thị, cửa hàng", "Market, shop"),
+    "restaurant": ("Nhà hàng, quán ăn", "Restaurant"),
+    "lodging": ("Cơ sở lưu trú", "Lodging"),
+    "public": ("Địa điểm công cộng", "Public place"),
+    "event": ("Sự kiện", "Event"),
+    "vehicle": ("Phương tiện (xe đưa đón)", "Vehicle (shuttle)"),
+    "other": ("Khác", "Other"),
+}
+
+LIMITS = {"name": 200, "label": 60, "address": 300}
+
+# 2-digit province number, a series of one or two letters optionally followed by a
+# digit (51B, 30LD, 29D1), then four digits or five written NNN.NN: 51B-123.45, 30A-1234.
+_PLATE = re.compile(r"(\d{2})([A-Z]{1,2}\d??)-?(\d{4}|\d{3}\.?\d{2})", re.ASCII)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class VenueError(UserError):
+    """Venue input that cannot be saved; ``problems`` maps each field to a message."""
+
+    def __init__(self, problems: Mapping[str, str]):
+        super().__init__("; ".join(problems.values()))
+        self.problems = dict(problems)
+
+
+class NotFound(UserError):
+    """No such venue, member or invitation (or not one this account may know about)."""
+
+
+def normalise_plate(text: str) -> str:
+    """``51b 12345`` -> ``51B-123.45``; ``30a-1234`` -> ``30A-1234``; VenueError if not a plate."""
+    compact = re.sub(r"[\s]", "", (text or "").upper())
+    match = _PLATE.fullmatch(compact)
+    if not match:
+        raise VenueError({"plate": "Biển số không đúng dạng, ví dụ 51B-123.45 hoặc 30A-1234."})
+    digits = match.group(3).replace(".", "")
+    number = digits if len(digits) == 4 else f"{digits[:3]}.{digits[3:]}"
+    return f"{match.group(1)}{match.group(2)}-{number}"
+
+
+def clean_text(value: Any) -> str:
+    """Form text as stored: NFC, control characters dropped, whitespace collapsed."""
+    text = unicodedata.normalize("NFC", str(value or ""))
+    return " ".join(_CONTROL.sub("", text).split())
+
+
+@dataclass(frozen=True)
+class Venue:
+    id: int
+    name: str
+    kind: str
+    label: str
+    address: str
+    province: str
+    district: str
+    ward: str
+    parent_id: int | None
+    plate: str
+    public_token: str
+    created_ms: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Member:
+    account_id: int
+    phone: str
+    role: str
+    granted_ms: int
+
+
+@dataclass(frozen=True)
+class Invitation:
+    id: int
+    venue_id: int
+    phone: str
+    role: str
+    invited_by: int
+    created_ms: int
+    state: str  # pending / accepted / cancelled
+
+
+@dataclass
+class VenueInput:
+    """What the venue form sends; ``validate`` turns it into clean values or VenueError."""
+
+    name: str = ""
+    kind: str = ""
+    label: str = ""
+    address: str = ""
+    province: str = ""
+    district: str = ""
+    ward: str = ""
+    parent_id: int | None = None
+    plate: str = ""
+
+    def validate(self, areas: AreaDirectory) -> VenueInput:
+        problems: dict[str, str] = {}
+        values = {k: clean_text(getattr(self, k)) for k in ("name", "kind", "label", "address", "province",
+                                                            "district", "ward", "plate")}
+        if values["kind"] not in VENUE_KINDS:
+            problems["kind"] = "Hãy chọn loại địa điểm."
+        plate = ""
+        if values["kind"] == "vehicle":
+            try:
+                plate = normalise_plate(values["plate"])
+            except VenueError as exc:
+                problems.update(exc.problems)
+            if not values["name"] and plate:
+                values["name"] = f"Xe BKS {plate}"
+        elif values["plate"]:
+            problems["plate"] = "Chỉ phương tiện mới có biển số."
+        if not values["name"]:
+            problems["name"] = "Hãy nhập tên địa điểm."
+        if values["kind"] != "vehicle" and not values["address"]:
+            problems["address"] = "Hãy nhập địa chỉ: số nhà, đường (hoặc thôn, tổ)."
+        for key, limit in LIMITS.items():
+            if len(values[key]) > limit:
+                problems[key] = f"Quá dài: tối đa {limit} ký tự (đang có {len(values[key])})."
+        for key, message in areas.check(values["province"], values["district"], values["ward"]):
+            problems.setdefault(key, message)
+        if problems:
+            raise VenueError(problems)
+        return VenueInput(values["name"], values["kind"], values["label"], values["address"], values["province"],
+                          values["district"], values["ward"], self.parent_id, plate)
+
+
+class VenueDirectory:
+    """Venues, members and invitations on the server's SQLite file.
+
+    Extends the ``venues`` table made by server.storage with the columns it needs (an
+    idempotent migration), so ``Storage.add_venue`` keeps working.
+    """
+
+    NEW_COLUMNS = {"label": str, "province": str, "district": str, "ward": str, "parent_id": int, "plate": str,
+                   "public_token": str}
+
+    def __init__(self, storage, accounts: Accounts, areas: AreaDirectory, clock: Callable[[], float] = time.time):
+        self.storage = storage
+        self.accounts = accounts
+        self.areas = areas
+        self.clock = clock
+        self._migrate()
+
+    def _migrate(self) -> None:
+        db = self.storage.db
+        table = db["venues"]
+        have = set(table.columns_dict)
+        for name, kind in self.NEW_COLUMNS.items():
+            if name not in have:
+                try:
+                    table.add_column(name, kind)
+                except Exception as exc:  # another process added it first
+                    if "duplicate column" not in str(exc):
+                        raise
+        db.conn.executescript(
+            """
+            CREATE UNIQUE INDEX IF NOT EXISTS venues_public_token ON venues (public_token);
+            CREATE TABLE IF NOT EXISTS venue_members (
+                venue_id INTEGER NOT NULL REFERENCES venues(id), account_id INTEGER NOT NULL REFERENCES accounts(id),
+                role TEXT NOT NULL, granted_by INTEGER, granted_ms INTEGER NOT NULL,
+                PRIMARY KEY (venue_id, account_id));
+            CREATE INDEX IF NOT EXISTS venue_members_account ON venue_members (account_id);
+            CREATE TABLE IF NOT EXISTS venue_invitations (
+                id INTEGER PRIMARY KEY, venue_id INTEGER NOT NULL REFERENCES venues(id), phone TEXT NOT NULL,
+                role TEXT NOT NULL, invited_by INTEGER NOT NULL, created_ms INTEGER NOT NULL,
+                state TEXT NOT NULL DEFAULT 'pending');
+            CREATE INDEX IF NOT EXISTS venue_invitations_phone ON venue_invitations (phone, state);
+            """
+        )
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    # -- venues ------------------------------------------------------------------
+
+    def _row(self, row) -> Venue:
+        r = dict(row)
+        return Venue(r["id"], r["name"], r["kind"] or "", r["label"] or "", r["address"] or "", r["province"] or "",
+                     r["district"] or "", r["ward"] or "", r["parent_id"], r["plate"] or "",
+                     r["public_token"] or "", r["created_ms"] or 0)
+
+    def get(self, venue_id: int) -> Venue | None:
+        rows = list(self.storage.db.query("SELECT * FROM venues WHERE id = ?", [venue_id]))
+        return self._row(rows[0]) if rows else None
+
+    def by_token(self, token: str) -> Venue | None:
+        if not token or len(token) > 64:
+            return None
+        rows = list(self.storage.db.query("SELECT * FROM venues WHERE public_token = ?", [token]))
+        return self._row(rows[0]) if rows else None
+
+    def create(self, data: VenueInput, owner: Account) -> Venue:
+        """Validate and store a venue; ``owner`` becomes its first owner."""
+        clean = data.validate(self.areas)
+        self._check_parent(clean.parent_id, owner, None)
+        venue_id = self.storage.add_venue(clean.name, clean.kind, clean.address)
+        self._save_extra(venue_id, clean)
+        self.storage.db.execute(
+            "INSERT INTO venue_members (venue_id, account_id, role, granted_by, granted_ms) VALUES (?, ?, 'owner', ?, ?)",
+            [venue_id, owner.id, owner.id, self._now_ms()],
+        )
+        logger.info("venue %d created by %s", venue_id, owner.phone)
+        return self.get(venue_id)
+
+    def update(self, venue_id: int, data: VenueInput, by: Account) -> Venue:
+        clean = data.validate(self.areas)
+        self._check_parent(clean.parent_id, by, venue_id)
+        self.storage.db.execute("UPDATE venues SET name = ?, kind = ?, address = ? WHERE id = ?",
+                                [clean.name, clean.kind, clean.address, venue_id])
+        self._save_extra(venue_id, clean)
+        return self.get(venue_id)
+
+    def _save_extra(self, venue_id: int, clean: VenueInput) -> None:
+        self.storage.db.execute(
+            "UPDATE venues SET label = ?, province = ?, district = ?, ward = ?, parent_id = ?, plate = ?,"
+            " public_token = coalesce(public_token, ?) WHERE id = ?",
+            [clean.label, clean.province, clean.district, clean.ward, clean.parent_id, clean.plate,
+             secrets.token_urlsafe(12), venue_id],
+        )
+
+    def _check_parent(self, parent_id: int | None, by: Account, venue_id: int | None) -> None:
+        if parent_id is None:
+            return
+        # A parent must be a venue the person may edit: otherwise anyone could hang
+        # their venue under someone else's (and learn which ids exist).
+        if self.role_of(parent_id, by.id) not in ("owner", "manager"):
+            raise VenueError({"parent_id": "Hãy chọn một địa điểm bạn quản lý."})
+        seen = set()
+        current = parent_id
+        while current is not None and current not in seen:
+            if current == venue_id:
+                raise VenueError({"parent_id": "Một địa điểm không thể nằm trong chính nó."})
+            seen.add(current)
+            parent = self.get(current)
+            current = parent.parent_id if parent else None
+
+    def ensure_public_token(self, venue_id: int) -> str:
+        """The unguessable token in the venue's self check-in URL (made once)."""
+        self.storage.db.execute("UPDATE venues SET public_token = ? WHERE id = ? AND public_token IS NULL",
+                                [secrets.token_urlsafe(12), venue_id])
+        return self.get(venue_id).public_token
+
+    def for_account(self, account_id: int) -> list[tuple[Venue, str]]:
+        rows = self.storage.db.query(
+            "SELECT v.*, m.role AS member_role FROM venues v JOIN venue_members m ON m.venue_id = v.id"
+            " WHERE m.account_id = ? ORDER BY v.name COLLATE NOCASE, v.id", [account_id],
+        )
+        return [(self._row(r), r["member_role"]) for r in rows]
+
+    def area_text(self, venue: Venue) -> str:
+        return self.areas.describe(venue.province, venue.district, venue.ward)
+
+    # -- members -----------------------------------------------------------------
+
+    def role_of(self, venue_id: int, account_id: int | None) -> str | None:
+        if account_id is None:
+            return None
+        row = self.storage.db.execute("SELECT role FROM venue_members WHERE venue_id = ? AND account_id = ?",
+                                      [venue_id, account_id]).fetchone()
+        return row[0] if row else None
+
+    def members(self, venue_id: int) -> list[Member]:
+        rows = self.storage.db.execute(
+            "SELECT m.account_id, a.phone, m.role, m.granted_ms FROM venue_members m JOIN accounts a"
+            " ON a.id = m.account_id WHERE m.venue_id = ? ORDER BY m.granted_ms, a.phone", [venue_id],
+        ).fetchall()
+        return [Member(*r) for r in rows]
+
+    def add_member(self, venue_id: int, account: Account, role: str) -> None:
+        """Give ``account`` a role directly (operators' tools and the demo; people use
+        invitations, which need the invited person's code)."""
+        if role not in ROLES:
+            raise VenueError({"role": "Hãy chọn vai trò."})
+        self.storage.db.execute(
+            "INSERT INTO venue_members (venue_id, account_id, role, granted_ms) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (venue_id, account_id) DO UPDATE SET role = excluded.role", [venue_id, account.id, role,
+                                                                                    self._now_ms()])
+
+    def revoke(self, venue_id: int, account_id: int) -> Member:
+        """Remove a member; refuses to remove the venue's last owner."""
+        db = self.storage.db
+        conn = db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            member = next((m for m in self.members(venue_id) if m.account_id == account_id), None)
+            if member is None:
+                raise NotFound("Người này không có quyền với địa điểm.")
+            owners = conn.execute("SELECT count(*) FROM venue_members WHERE venue_id = ? AND role = 'owner'",
+                                  [venue_id]).fetchone()[0]
+            if member.role == "owner" and owners <= 1:
+                raise VenueError({"member": "Địa điểm phải luôn có ít nhất một chủ sở hữu."})
+            conn.execute("DELETE FROM venue_members WHERE venue_id = ? AND account_id = ?", [venue_id, account_id])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return member
+
+    # -- invitations -------------------------------------------------------------
+
+    def invite(self, venue_id: int, phones: list[str], role: str, by: Account, ip: str) -> list[Invitation]:
+        """Invite each number to ``role``; each receives its own confirmation code."""
+        if role not in ROLES:
+            raise VenueError({"role": "Hãy chọn vai trò."})
+        venue = self.get(venue_id)
+        invitations = []
+        db = self.storage.db
+        for phone in phones:
+            phone = normalise_phone(phone)
+            db.execute("UPDATE venue_invitations SET state = 'cancelled' WHERE venue_id = ? AND phone = ?"
+                       " AND state = 'pending'", [venue_id, phone])
+            cur = db.execute(
+                "INSERT INTO venue_invitations (venue_id, phone, role, invited_by, created_ms) VALUES (?, ?, ?, ?, ?)",
+                [venue_id, phone, role, by.id, self._now_ms()],
+            )
+            invitation = self.invitation(int(cur.lastrowid))
+            self.accounts.send_code(
+                phone, f"share:{invitation.id}", ip,
+                message=f"{by.phone} chia sẻ địa điểm {venue.name[:60]} cho bạn. Mã xác nhận: {{code}}",
+            )
+            invitations.append(invitation)
+        return invitations
+
+    def invitation(self, invitation_id: int) -> Invitation | None:
+        row = self.storage.db.execute(
+            "SELECT id, venue_id, phone, role, invited_by, created_ms, state FROM venue_invitations WHERE id = ?",
+            [invitation_id],
+        ).fetchone()
+        return Invitation(*row) if row else None
+
+    def pending_for_phone(self, phone: str) -> list[Invitation]:
+        rows = self.storage.db.execute(
+            "SELECT id, venue_id, phone, role, invited_by, created_ms, state FROM venue_invitations"
+            " WHERE phone = ? AND state = 'pending' ORDER BY id DESC", [phone],
+        ).fetchall()
+        return [Invitation(*r) for r in rows]
+
+    def pending_for_venue(self, venue_id: int) -> list[Invitation]:
+        rows = self.storage.db.execute(
+            "SELECT id, venue_id, phone, role, invited_by, created_ms, state FROM venue_invitations"
+            " WHERE venue_id = ? AND state = 'pending' ORDER BY id DESC", [venue_id],
+        ).fetchall()
+        return [Invitation(*r) for r in rows]
+
+    def accept(self, invitation_id: int, account: Account, code: str, ip: str) -> Invitation:
+        """The invited person confirms with the code sent to their number."""
+        invitation = self.invitation(invitation_id)
+        if invitation is None or invitation.phone != account.phone or invitation.state != "pending":
+            raise NotFound("Không tìm thấy lời mời.")
+        self.accounts.check_code(account.phone, f"share:{invitation.id}", code, ip)
+        db = self.storage.db
+        conn = db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = self.role_of(invitation.venue_id, account.id)
+            owners = conn.execute("SELECT count(*) FROM venue_members WHERE venue_id = ? AND role = 'owner'",
+                                  [invitation.venue_id]).fetchone()[0]
+            if current == "owner" and invitation.role != "owner" and owners <= 1:
+                raise VenueError({"role": "Địa điểm phải luôn có ít nhất một chủ sở hữu."})
+            conn.execute(
+                "INSERT INTO venue_members (venue_id, account_id, role, granted_by, granted_ms) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (venue_id, account_id) DO UPDATE SET role = excluded.role,"
+                " granted_by = excluded.granted_by, granted_ms = excluded.granted_ms",
+                [invitation.venue_id, account.id, invitation.role, invitation.invited_by, self._now_ms()],
+            )
+            conn.execute("UPDATE venue_invitations SET state = 'accepted' WHERE id = ?", [invitation.id])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return self.invitation(invitation.id)
+
+    def cancel_invitation(self, invitation_id: int) -> Invitation:
+        self.storage.db.execute("UPDATE venue_invitations SET state = 'cancelled' WHERE id = ? AND state = 'pending'",
+                                [invitation_id])
+        return self.invitation(invitation_id)
