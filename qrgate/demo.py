@@ -179,7 +179,7 @@ class Demo:
 
         from server.web import create_app
 
-        server = uvicorn.Server(uvicorn.Config(create_app(storage), host="127.0.0.1", port=port, log_level="warning"))
+        server = uvicorn.Server(uvicorn.Config(create_app(storage, public_feed=True), host="127.0.0.1", port=port, log_level="warning"))
 
         def serve():
             server.run()

@@ -29,6 +29,9 @@ ACTIONS = (
     "qrgate.venue.poster.downloaded",
     "qrgate.venue.checkins.exported",
     "qrgate.checkins.unmasked.read",
+    "qrgate.station.enrol_code",
+    "qrgate.station.retired",
+    "qrgate.station.reassigned",
 )
 
 

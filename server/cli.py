@@ -97,7 +97,7 @@ def run(config: str) -> int:
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     try:
         if cfg.web.enabled:
-            serve_web(web_app(cfg, storage), cfg.web.host, cfg.web.port, stop)
+            serve_web(web_app(cfg, storage, bridge), cfg.web.host, cfg.web.port, stop)
         else:
             stop.wait()
     finally:
@@ -115,16 +115,19 @@ def open_sealing(cfg):
     return PersonOpener(load_or_create_key(cfg.sealing_key_file, X25519PrivateKey))
 
 
-def web_app(cfg, storage):
-    """The web app as the configuration describes it."""
+def web_app(cfg, storage, bridge=None):
+    """The web app as the configuration describes it (``bridge`` feeds /metrics)."""
     from server.areas import AreaDirectory
     from server.config import resolve
     from server.sms import create_sender
+    from server.enrol import enrolment_for
     from server.web import create_app
 
+    enrolment = enrolment_for(cfg, storage)
     areas = AreaDirectory.load(resolve(cfg.base, cfg.web.areas_file)) if cfg.web.areas_file else None
     return create_app(storage, cfg.web.timezone, auth=cfg.auth, sender=create_sender(cfg.auth.sms_sender),
-                      areas=areas, public_url=cfg.web.public_url, public_feed=cfg.web.public_feed)
+                      areas=areas, public_url=cfg.web.public_url, public_feed=cfg.web.public_feed,
+                      enrolment=enrolment, bridge=bridge, broker_files=enrolment.broker)
 
 
 def serve_web(app, host: str, port: int, stop: threading.Event) -> None:

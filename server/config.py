@@ -28,7 +28,7 @@ class WebSection:
     areas_file: str = option("")  # provinces/districts/wards JSON; empty: the bundled sample
     # Anonymous visitors see the latest masked check-ins of every venue at / and
     # /api/checkins. Keep false in production; true suits a single-venue demo.
-    public_feed: bool = option(True)
+    public_feed: bool = option(False)
 
 
 @dataclass(frozen=True)

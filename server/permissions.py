@@ -23,6 +23,7 @@ VENUE_PERMISSIONS: dict[str, frozenset[str]] = {
     "members.share.owner": frozenset({"owner"}),
     "members.share.manager": frozenset({"owner"}),
     "members.share.controller": frozenset({"owner", "manager"}),
+    "stations.enrol": frozenset({"owner", "manager"}),
 }
 
 

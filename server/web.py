@@ -28,14 +28,20 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+import segno
 
 from qrgate import __version__
+from qrgate.errors import UserError
 from qrgate.masking import mask_birth, mask_id_number, mask_person_name
 from server import i18n
 from server.accounts import Account, Accounts, AuthRefused, AuthSettings, PhoneError, normalise_phone, parse_phone_list
 from server.areas import AreaDirectory
 from server.audit import AuditLog
 from server.checkin_views import csv_cell, venue_checkins
+from server.enrol import Enrolment, enrol_code_text
+from server.enrol import make_router as make_enrol_router
+from server.fleet import Fleet
+from server.metrics import make_metrics_router
 from server.permissions import ROLES, allowed, may_share
 from server.poster import poster_pdf, poster_png
 from server.selfcheckin import SelfCheckin, SelfCheckinError, parse_declaration
@@ -142,6 +148,10 @@ class CodeBody(BaseModel):
     code: str = Field(max_length=20)
 
 
+class EnrolCodeBody(BaseModel):
+    minutes: float = Field(10, ge=1, le=60, description="how long the code works")
+
+
 class DeclarationBody(BaseModel):
     id_number: str = Field(max_length=40)
     name: str = Field(max_length=2000)
@@ -150,15 +160,19 @@ class DeclarationBody(BaseModel):
 
 
 def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=None, sender: SmsSender | None = None,
-               areas: AreaDirectory | None = None, public_url: str = "", public_feed: bool = True,
-               clock: Callable[[], float] = time.time) -> FastAPI:
+               areas: AreaDirectory | None = None, public_url: str = "", public_feed: bool = False,
+               clock: Callable[[], float] = time.time, enrolment=None, bridge=None,
+               broker_files=None) -> FastAPI:
     """The web app; times are shown in ``timezone`` (an IANA name).
 
     ``auth`` is a server.config.AuthSection (None: its defaults), ``sender`` the SMS
     sender (None: the development sender), ``areas`` the administrative areas (None: the
     bundled sample), ``public_url`` the address printed in poster QR codes (empty: the
     address of the request), ``public_feed`` whether anonymous visitors see the latest
-    masked check-ins of all venues at ``/``. ``clock`` is for tests.
+    masked check-ins of all venues at ``/``. ``clock`` is for tests. ``enrolment``
+    (server.enrol.Enrolment) binds stations (None: codes can be made, but the handshake
+    answers 503); ``bridge`` feeds /metrics; ``broker_files`` lets the fleet page retire
+    a station's broker account.
     """
     tz = ZoneInfo(timezone)
     if auth is None:
@@ -178,6 +192,10 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
                   description="Accounts by phone, venues, posters, sharing by role, history, self check-in.")
     app.state.services = services
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    enrolment = enrolment or Enrolment(storage)
+    fleet = Fleet(storage)
+    app.include_router(make_enrol_router(enrolment))
+    app.include_router(make_metrics_router(storage, bridge))
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -777,6 +795,89 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
             return JSONResponse({"detail": "invalid", "problems": exc.problems}, 422)
         return {"venue": venue.name, "direction": record["dir"], "time_ms": record["ts"],
                 "name": mask_person_name(record["person"]["name"])}
+
+    # -- stations: enrolment codes (venue roles), the fleet (operators) ----------------------
+
+    @app.post("/venues/{venue_id}/enrol-code", response_class=HTMLResponse, include_in_schema=False)
+    def enrol_code_page(request: Request, venue_id: int, who: Visitor = Depends(logged_in_csrf)):
+        venue, _ = _venue_for(who, venue_id, "stations.enrol")
+        code, expires = _make_enrol_code(request, who, venue, 10)
+        buffer = io.BytesIO()
+        segno.make_qr(code, error="m").save(buffer, kind="svg", scale=6, border=4, xmldecl=False)
+        return render(request, who, "enrol_code.html", venue=venue, qr_svg=buffer.getvalue().decode("ascii"),
+                      expires_text=dt.datetime.fromtimestamp(expires, tz).strftime("%H:%M"))
+
+    @app.post("/api/venues/{venue_id}/enrol-code", tags=["stations"], status_code=201)
+    def api_enrol_code(request: Request, venue_id: int, body: EnrolCodeBody, who: Visitor = Depends(logged_in_csrf)):
+        """A single-use code (QR text) that binds a new station to this venue."""
+        venue, _ = _venue_for(who, venue_id, "stations.enrol")
+        code, expires = _make_enrol_code(request, who, venue, body.minutes)
+        return {"code": code, "expires_at": dt.datetime.fromtimestamp(expires, tz).isoformat(timespec="seconds")}
+
+    def _make_enrol_code(request: Request, who: Visitor, venue: Venue, minutes: float) -> tuple[str, float]:
+        try:
+            token = enrolment.create_token(venue.id, minutes=minutes, created_by=who.account.phone)
+        except UserError as exc:
+            raise HTTPException(400, str(exc)) from None
+        services.audit.record("qrgate.station.enrol_code", account=who.account, ip=who.ip, venue_id=venue.id,
+                              minutes=minutes)
+        return enrol_code_text(public_base(request), token), clock() + minutes * 60
+
+    def _fleet_rows() -> list[dict]:
+        rows = fleet.rows(int(clock() * 1000))
+        for r in rows:
+            r["state"] = "retired" if r["status"] != "active" else ("online" if r["online"] else "offline")
+            r["seen_text"] = (dt.datetime.fromtimestamp(r["last_seen_ms"] / 1000, tz).strftime("%d/%m/%Y %H:%M")
+                              if r["last_seen_ms"] else "–")
+        return rows
+
+    @app.get("/fleet", response_class=HTMLResponse, include_in_schema=False)
+    def fleet_page(request: Request, who: Visitor = Depends(operator)):
+        venues = [dict(r) for r in storage.db.query("SELECT id, name FROM venues ORDER BY name")]
+        return render(request, who, "fleet.html", rows=_fleet_rows(), venues=venues)
+
+    @app.get("/api/fleet", tags=["stations"])
+    def api_fleet(who: Visitor = Depends(operator)):
+        """Every station: venue, online, backlog, clock, firmware, fault, last seen (operators)."""
+        return {"stations": _fleet_rows()}
+
+    def _fleet_action(request: Request, who: Visitor, station_id: str, action: Callable[[], None], code: str,
+                      **data: Any) -> Response:
+        try:
+            action()
+        except UserError as exc:
+            raise HTTPException(400, str(exc)) from None
+        services.audit.record(code, account=who.account, ip=who.ip, station=station_id, **data)
+        return RedirectResponse("/fleet", 303)
+
+    async def operator_form(request: Request, who: Visitor = Depends(csrf_checked)):
+        if who.account is None:
+            raise LoginRequired()
+        if not who.account.is_operator:
+            raise HTTPException(404)
+        return who, await request.form()
+
+    @app.post("/fleet/{station_id}/retire", include_in_schema=False)
+    def fleet_retire(request: Request, station_id: str, checked=Depends(operator_form)):
+        who, _ = checked
+
+        def retire():
+            fleet.retire(station_id)
+            if broker_files is not None:
+                broker_files.remove_user(station_id)
+                broker_files.reload()
+
+        return _fleet_action(request, who, station_id, retire, "qrgate.station.retired")
+
+    @app.post("/fleet/{station_id}/reassign", include_in_schema=False)
+    def fleet_reassign(request: Request, station_id: str, checked=Depends(operator_form)):
+        who, form = checked
+        try:
+            venue_id = int(form.get("venue_id", ""))
+        except ValueError:
+            raise HTTPException(400, "venue_id") from None
+        return _fleet_action(request, who, station_id, lambda: fleet.reassign(station_id, venue_id),
+                             "qrgate.station.reassigned", venue=venue_id)
 
     # -- operator ----------------------------------------------------------------------------
 

@@ -198,10 +198,15 @@ def test_every_state_changing_route_refuses_a_request_without_the_csrf_token(sit
     venue = visitor.create_venue()
     token = site.services.venues.ensure_public_token(venue)
     checked = 0
+    # Stations call these without a browser or a cookie: a single-use enrolment code or
+    # the station's own signature authenticates them, so there is nothing to forge.
+    machine_routes = {"/api/enrol", "/api/rotate-key"}
     for route in site.app.routes:
+        if getattr(route, "path", "") in machine_routes:
+            continue
         for method in set(getattr(route, "methods", ()) or ()) - {"GET", "HEAD"}:
             path = (route.path.replace("{venue_id}", str(venue)).replace("{token}", token)
-                    .replace("{account_id}", "1").replace("{invitation_id}", "1"))
+                    .replace("{account_id}", "1").replace("{invitation_id}", "1").replace("{station_id}", "gate-1"))
             form = visitor.http.request(method, path, data={"phone": PHONE, "name": "x"})
             forged = visitor.http.request(method, path, data={"csrf": "0" * 64, "phone": PHONE},
                                           headers={"X-CSRF-Token": "0" * 64})

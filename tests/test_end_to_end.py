@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import ssl
+import subprocess
+import sys
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -91,7 +93,16 @@ def test_web_page_and_json_list_stored_checkins_masked(tmp_path, server_env):
         assert station.publisher.wait_drained(60)
         base = f"http://127.0.0.1:{server_env.config.web.port}"
         wait_until(lambda: _get(base + "/healthz") is not None, 30, "web server")
-        data = httpx.get(base + "/api/checkins", timeout=5).json()
+        # Only an operator sees every venue's latest check-ins; log in as one.
+        cli = [sys.executable, "-c", "from server.cli import main; raise SystemExit(main())"]
+        config = str(server_env.config.path)
+        subprocess.run([*cli, "operator-add", "--config", config, "--phone", "0900000009"], check=True, timeout=60)
+        link = subprocess.run([*cli, "login-link", "--config", config, "--phone", "0900000009",
+                               "--base-url", base], check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+        assert httpx.get(base + "/api/checkins", timeout=5).status_code == 404  # not for anonymous visitors
+        with httpx.Client(timeout=5) as operator:
+            operator.get(link, follow_redirects=True)
+            data = operator.get(base + "/api/checkins").json()
     finally:
         station.close()
         server.stop()

@@ -60,6 +60,8 @@ def request_for(action: str, visitor, venue_id: int):
     if action.startswith("members.share."):
         return visitor.api("POST", f"/api/venues/{venue_id}/invitations",
                            {"phones": f"0922{next(_fresh):06d}", "role": target})
+    if action == "stations.enrol":
+        return visitor.api("POST", f"/api/venues/{venue_id}/enrol-code", {"minutes": 5})
     raise AssertionError(action)
 
 

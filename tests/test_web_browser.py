@@ -38,7 +38,7 @@ def web(tmp_path):
     ]
     Bridge(storage).handle(protocol.records_topic("gate-1"), protocol.encode_batch(records))
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(storage), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(storage, public_feed=True), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_until(lambda: server.started, 15, "web server start")
