@@ -157,6 +157,14 @@ class Bridge:
         self._client = client
         connect_async(client, self.settings, props, persistent=True)
 
+    def alive(self) -> bool:
+        """The network loop thread runs (it reconnects by itself while it does).
+
+        paho keeps that thread as ``_thread`` (paho-mqtt 2.x, pinned in constraints.txt).
+        """
+        thread = getattr(self._client, "_thread", None)
+        return thread is not None and thread.is_alive()
+
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 

@@ -97,7 +97,7 @@ def run(config: str) -> int:
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     try:
         if cfg.web.enabled:
-            serve_web(web_app(cfg, storage, bridge), cfg.web.host, cfg.web.port, stop)
+            serve_web(web_app(cfg, storage, bridge), cfg.web.host, cfg.web.port, stop, bridge)
         else:
             stop.wait()
     finally:
@@ -130,14 +130,37 @@ def web_app(cfg, storage, bridge=None):
                       enrolment=enrolment, bridge=bridge, broker_files=enrolment.broker)
 
 
-def serve_web(app, host: str, port: int, stop: threading.Event) -> None:
+def serve_web(app, host: str, port: int, stop: threading.Event, bridge=None) -> None:
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     watcher = threading.Thread(target=lambda: (stop.wait(), setattr(server, "should_exit", True)), daemon=True)
     watcher.start()
+    if bridge is not None:
+        threading.Thread(target=notify_systemd, args=(server, bridge, stop), name="watchdog", daemon=True).start()
     logger.info("web UI on http://%s:%d/", host, port)
     server.run()
+
+
+def notify_systemd(server, bridge, stop: threading.Event) -> None:
+    """READY once the web UI listens; the watchdog fed only while the bridge's network
+    loop and the web server both live (Type=notify, WatchdogSec in the unit)."""
+    import os
+
+    import sdnotify
+
+    notifier = sdnotify.SystemdNotifier()
+    while not server.started and not stop.wait(0.1):
+        pass
+    notifier.notify("READY=1\nSTATUS=serving")
+    usec = os.environ.get("WATCHDOG_USEC")
+    if not usec:
+        return
+    while not stop.wait(int(usec) / 2_000_000):
+        if bridge.alive() and server.started and not server.should_exit:
+            notifier.notify(f"WATCHDOG=1\nSTATUS=stored {bridge.counters['stored']}")
+        else:
+            logger.error("not feeding the watchdog: the bridge or the web server stopped")
 
 
 def main(argv=None) -> int:

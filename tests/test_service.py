@@ -133,3 +133,23 @@ def test_stopping_blanks_the_screen_and_switches_off_the_lights():
     assert device.image.getbbox() is None  # blank
     assert not factory.pin(27).state and not factory.pin(18).state
     factory.reset()
+
+
+def test_server_tells_systemd_it_is_ready_and_feeds_the_watchdog(tmp_path, server_env):
+    sock_path = tmp_path / "server-notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(30)
+    env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"}
+    proc = subprocess.Popen([sys.executable, "-c", "from server.cli import main; raise SystemExit(main())",
+                             "run", "--config", str(server_env.config.path)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        read_messages(sock, "READY=1")
+        assert any("STATUS=stored 0" in m for m in read_messages(sock, "WATCHDOG=1"))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, proc.stderr.read().decode()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sock.close()
