@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -93,6 +94,7 @@ class PersonOpener:
         self._public = _raw(private.public_key())
         self._cache: OrderedDict[bytes, ChaCha20Poly1305] = OrderedDict()
         self._cache_size = cache_size
+        self._lock = threading.Lock()  # the bridge opens records on several threads
 
     def open(self, sealed: str, station_id: str) -> dict[str, Any]:
         """Return the person object; RecordError('bad_sealed') if it cannot be opened."""
@@ -103,18 +105,20 @@ class PersonOpener:
         if len(blob) < 32 + NONCE_BYTES + 16:
             raise RecordError("bad_sealed", "too short")
         eph, nonce, body = blob[:32], blob[32:32 + NONCE_BYTES], blob[32 + NONCE_BYTES:]
-        aead = self._cache.get(eph)
+        with self._lock:
+            aead = self._cache.get(eph)
+            if aead is not None:
+                self._cache.move_to_end(eph)
         if aead is None:
             try:
                 shared = self._private.exchange(X25519PublicKey.from_public_bytes(eph))
             except ValueError:
                 raise RecordError("bad_sealed", "ephemeral key is not a valid point") from None
             aead = _derive(shared, eph, self._public)
-            self._cache[eph] = aead
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(eph)
+            with self._lock:
+                self._cache[eph] = aead
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
         try:
             plain = aead.decrypt(nonce, body, _aad(station_id))
             person = json.loads(plain)

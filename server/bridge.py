@@ -9,9 +9,11 @@ station stops sending it; records from unknown stations get no ack at all.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -26,6 +28,8 @@ from server.fleet import Fleet
 from server.storage import StationInfo, Storage
 
 logger = logging.getLogger(__name__)
+
+CHECK_CHUNK = 50  # records a verification thread takes at a time
 
 
 class RecordVerifier:
@@ -72,10 +76,13 @@ class Bridge:
     """
 
     def __init__(self, storage: Storage, settings: MqttSettings | None = None, base: Path = Path("."), *,
-                 client_id: str = "qrgate-bridge", opener: PersonOpener | None = None):
+                 client_id: str = "qrgate-bridge", opener: PersonOpener | None = None,
+                 check_threads: int | None = None):
         self.storage = storage
         self.opener = opener
         self.fleet = Fleet(storage)
+        threads = min(4, os.cpu_count() or 1) if check_threads is None else check_threads
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="verify") if threads > 1 else None
         self.verifier = RecordVerifier(storage)
         self.settings = settings
         self.counters: Counter[str] = Counter()
@@ -105,6 +112,35 @@ class Bridge:
             return None
         good: list[dict] = []
         refused: dict[int, str] = {}
+        for raw, checked in zip(raw_records, self._check_all(raw_records, station_id, keys)):
+            if isinstance(checked, RecordError):
+                seq = raw.get("seq") if isinstance(raw, dict) else None
+                self._refuse(station_id, checked.reason, checked.detail)
+                # Only a well-numbered record can be acked as refused; a forged record
+                # must never make the station drop its genuine record of that number.
+                if isinstance(seq, int) and not isinstance(seq, bool) and checked.reason in ("malformed", "too_large", "bad_version", "bad_sealed"):
+                    refused[seq] = checked.reason
+                continue
+            good.append(checked)
+        result = self.storage.store_records(info, good)
+        for seq, reason in result.refused.items():
+            self._refuse(station_id, reason, f"seq {seq}")
+        refused.update(result.refused)
+        self.counters["stored"] += result.new
+        self.counters["duplicate"] += len(result.stored) - result.new
+        return protocol.Ack(result.stored, refused)
+
+    def _check_all(self, raw_records: list, station_id: str, keys: KeyHistory) -> list[dict | RecordError]:
+        """Validate, verify and open every record, in order. libsodium and the AEAD run
+        without the GIL, so a batch is split over a few threads: one bridge worker uses
+        the cores it has (docs/performance.md)."""
+        if self._pool is None or len(raw_records) < 2 * CHECK_CHUNK:
+            return self._check_chunk(raw_records, station_id, keys)
+        chunks = [raw_records[i:i + CHECK_CHUNK] for i in range(0, len(raw_records), CHECK_CHUNK)]
+        return [r for part in self._pool.map(lambda c: self._check_chunk(c, station_id, keys), chunks) for r in part]
+
+    def _check_chunk(self, raw_records: list, station_id: str, keys: KeyHistory) -> list[dict | RecordError]:
+        out: list[dict | RecordError] = []
         for raw in raw_records:
             try:
                 record = protocol.validate_record(raw)
@@ -113,22 +149,10 @@ class Bridge:
                 protocol.verify_record(record, keys.for_seq(record["seq"]))
                 if "sealed" in record:
                     record = {**record, "person": self._open(record, station_id)}
+                out.append(record)
             except RecordError as exc:
-                seq = raw.get("seq") if isinstance(raw, dict) else None
-                self._refuse(station_id, exc.reason, exc.detail)
-                # Only a well-numbered record can be acked as refused; a forged record
-                # must never make the station drop its genuine record of that number.
-                if isinstance(seq, int) and not isinstance(seq, bool) and exc.reason in ("malformed", "too_large", "bad_version", "bad_sealed"):
-                    refused[seq] = exc.reason
-                continue
-            good.append(record)
-        result = self.storage.store_records(info, good)
-        for seq, reason in result.refused.items():
-            self._refuse(station_id, reason, f"seq {seq}")
-        refused.update(result.refused)
-        self.counters["stored"] += result.new
-        self.counters["duplicate"] += len(result.stored) - result.new
-        return protocol.Ack(result.stored, refused)
+                out.append(exc)
+        return out
 
     def _open(self, record: dict, station_id: str) -> dict:
         if self.opener is None:
