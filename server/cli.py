@@ -92,12 +92,15 @@ def run(config: str) -> int:
     from server.bridge import Bridge
 
     bridge = Bridge(storage, cfg.mqtt, cfg.base, opener=open_sealing(cfg))
+    # Build the web app (which creates its tables) before the bridge starts writing:
+    # a schema change racing the bridge's first commits would be refused by SQLite.
+    app = web_app(cfg, storage, bridge) if cfg.web.enabled else None
     bridge.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     try:
-        if cfg.web.enabled:
-            serve_web(web_app(cfg, storage, bridge), cfg.web.host, cfg.web.port, stop, bridge)
+        if app is not None:
+            serve_web(app, cfg.web.host, cfg.web.port, stop, bridge)
         else:
             stop.wait()
     finally:
