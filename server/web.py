@@ -472,7 +472,7 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
         venue, role = _venue_for(who, venue_id, "venue.view")
         parent = services.venues.get(venue.parent_id) if venue.parent_id else None
         can = {action: allowed(role, action) for action in ("venue.edit", "poster.download", "checkins.export",
-                                                           "history.view", "members.view")}
+                                                           "history.view", "members.view", "stations.enrol")}
         can["share"] = any(may_share(role, r) for r in ROLES)
         members = services.venues.members(venue_id) if can["members.view"] else []
         pending = services.venues.pending_for_venue(venue_id) if can["members.view"] else []

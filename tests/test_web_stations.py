@@ -50,6 +50,7 @@ def test_owner_makes_a_setup_code_that_binds_a_station_once(site):
     site, broker = site
     owner = site.visitor().login("0912486419")
     venue = owner.create_venue(name="Xưởng may Tân Phú")
+    assert 'id="enrol-code"' in owner.http.get(f"/venues/{venue}").text  # the button on the venue page
     page = owner.form(f"/venues/{venue}/enrol-code", {})
     assert page.status_code == 200 and "<svg" in page.text and "Xưởng may Tân Phú" in page.text
     made = owner.api("POST", f"/api/venues/{venue}/enrol-code", {"minutes": 5})
