@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import base64
 import fcntl
-import json
 import logging
 import os
 import time
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.config import StationConfig
+from provisioning.enrol_client import post_json
 from qrgate import protocol
-from qrgate.errors import DriverError, UserError
+from qrgate.errors import UserError
 from qrgate.keyfiles import load_or_create_key
 
 logger = logging.getLogger(__name__)
@@ -69,21 +67,8 @@ def rotate_key(config: StationConfig, server_url: str, *, timeout: float = 20.0)
                 "new_public_key": protocol.public_key_to_text(new.public_key()),
                 "from_seq": from_seq, "ts_ms": int(time.time() * 1000)}
         sig = current.sign(protocol.ROTATE_SIGNING_CONTEXT + protocol.canonical_json(body))
-        request = urllib.request.Request(
-            server_url.rstrip("/") + "/api/rotate-key",
-            data=json.dumps({**body, "sig": base64.b64encode(sig).decode("ascii")}).encode(),
-            headers={"Content-Type": "application/json"}, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            try:
-                message = json.loads(exc.read()).get("error", exc.reason)
-            except ValueError:
-                message = exc.reason
-            raise UserError(f"the server refused the new key: {message}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise DriverError(f"cannot reach {server_url}: {getattr(exc, 'reason', exc)}") from None
+        post_json(server_url.rstrip("/") + "/api/rotate-key", {**body, "sig": base64.b64encode(sig).decode("ascii")},
+                  refused="the server refused the new key", timeout=timeout)
         os.replace(new_path, key_path)
         fd = os.open(state, os.O_RDONLY)
         try:

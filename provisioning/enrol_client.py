@@ -40,28 +40,32 @@ def parse_enrol_code(text: str) -> tuple[str, str]:
     return url, token
 
 
-def enrol(server_url: str, token: str, station_dir: Path, *, name: str = "", source: dict | None = None,
-          feedback: dict | None = None, timeout: float = 20.0) -> Path:
-    """Enrol this station; return the path of the station.toml written."""
-    station_dir = Path(station_dir).resolve()
-    public_key = station_public_key(station_dir)  # made here, on the device; never sent
-    request = urllib.request.Request(
-        server_url.rstrip("/") + "/api/enrol",
-        data=json.dumps({"v": HANDSHAKE_VERSION, "token": token, "public_key": public_key, "name": name}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
+def post_json(url: str, body: dict, *, refused: str, timeout: float = 20.0) -> dict:
+    """POST JSON to the server; UserError("<refused>: <server's reason>") when it says no,
+    DriverError when it cannot be reached."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            answer = json.loads(response.read())
+            return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         try:
             message = json.loads(exc.read()).get("error", exc.reason)
         except ValueError:
             message = exc.reason
-        raise UserError(f"the server refused the enrolment: {message}") from None
+        raise UserError(f"{refused}: {message}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise DriverError(f"cannot reach {server_url}: {getattr(exc, 'reason', exc)}") from None
+        raise DriverError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from None
+
+
+def enrol(server_url: str, token: str, station_dir: Path, *, name: str = "", source: dict | None = None,
+          feedback: dict | None = None, timeout: float = 20.0) -> Path:
+    """Enrol this station; return the path of the station.toml written."""
+    station_dir = Path(station_dir).resolve()
+    public_key = station_public_key(station_dir)  # made here, on the device; never sent
+    answer = post_json(server_url.rstrip("/") + "/api/enrol",
+                       {"v": HANDSHAKE_VERSION, "token": token, "public_key": public_key, "name": name},
+                       refused="the server refused the enrolment", timeout=timeout)
     try:
         mqtt = answer["mqtt"]
         ca_file = station_dir / "ca.crt"
