@@ -40,29 +40,8 @@ class Storage(Protocol):
 
     def add_venue(self, name: str, kind: str = "", address: str = "") -> int: ...
     def add_station(self, station_id: str, public_key: str, venue_id: int) -> None: ...
-    def station_keys(self, station_id: str) -> list[tuple[int, str]]:
-        """(from_seq, public key) of every key the station has had, oldest first."""
-        return [tuple(r) for r in self.db.execute(
-            "SELECT from_seq, public_key FROM station_keys WHERE station_id = ? ORDER BY from_seq", [station_id])]
-
-    def rotate_station_key(self, station_id: str, public_key: str, from_seq: int) -> None:
-        """From record ``from_seq`` on, the station signs with ``public_key``."""
-        conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            last = conn.execute("SELECT max(from_seq) FROM station_keys WHERE station_id = ?", [station_id]).fetchone()[0]
-            if last is not None and from_seq <= last:
-                raise UserError(f"a key rotation must start after seq {last}, not at {from_seq}")
-            used = conn.execute("SELECT 1 FROM station_keys WHERE public_key = ?", [public_key]).fetchone()
-            if used:
-                raise UserError("this key was already used by a station")
-            conn.execute("INSERT INTO station_keys VALUES (?, ?, ?, ?)", [station_id, from_seq, public_key, _now_ms()])
-            conn.execute("UPDATE stations SET public_key = ? WHERE station_id = ?", [public_key, station_id])
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-
+    def station_keys(self, station_id: str) -> list[tuple[int, str]]: ...
+    def rotate_station_key(self, station_id: str, public_key: str, from_seq: int) -> None: ...
     def station(self, station_id: str) -> StationInfo | None: ...
     def store_records(self, station: StationInfo, records: Iterable[Mapping[str, Any]]) -> StoreResult: ...
     def latest_checkins(self, limit: int = 50, before_id: int | None = None) -> list[dict[str, Any]]: ...
