@@ -1,5 +1,6 @@
-"""Kill -9 at random moments: the station many times over a scan run, the broker now and
-then. Every record whose green light was shown is stored by the server exactly once.
+"""Kill -9 at random moments: the station many times over a scan run, the server (bridge)
+and the broker now and then. Every record whose green light was shown is stored by the
+server exactly once.
 
 This is the short version CI runs (dozens of kills); `CHAOS_KILLS=1000` makes it long.
 """
@@ -16,12 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ServerProcess
 from edge.app import Station
 from edge.config import load_station_config
 from edge.drivers.fake import ListSource
 from qrgate.samples import cccd, write_qr_png
-from server.bridge import Bridge
-from server.cli import open_sealing
 
 KILLS = int(os.environ.get("CHAOS_KILLS", "24"))
 PEOPLE = 60
@@ -40,9 +40,8 @@ def test_station_killed_at_random_loses_nothing_it_showed_as_accepted(tmp_path, 
                                    mode="entry", station_options={"resend_after_s": 1.0})
     text = setup.config_path.read_text().replace("repeat_window_s = 30.0", "repeat_window_s = 3600.0")
     setup.config_path.write_text(text)
-    bridge = Bridge(server_env.storage, server_env.config.mqtt, server_env.config.base,
-                    opener=open_sealing(server_env.config))
-    bridge.start()
+    server = ServerProcess(server_env.config.path, tmp_path / "server.log")
+    server.start()
     rng = random.Random(20211)
     shown: set[int] = set()
     log = tmp_path / "station.log"
@@ -61,6 +60,9 @@ def test_station_killed_at_random_loses_nothing_it_showed_as_accepted(tmp_path, 
             if kill % 6 == 5:
                 server_env.broker.stop(kill=True)
                 server_env.broker.start()
+            if kill % 4 == 2:
+                server.kill()  # wherever it is: mid-batch, between a commit and its ack
+                server.start()
         assert shown, "the station never got far enough to record anything"
         # Finally let the station run to the end and deliver everything.
         station = Station(load_station_config(setup.config_path), source=ListSource([]))
@@ -70,7 +72,7 @@ def test_station_killed_at_random_loses_nothing_it_showed_as_accepted(tmp_path, 
         finally:
             station.close()
     finally:
-        bridge.close()
+        server.stop()
     stored = [r[0] for r in server_env.storage.db.execute(
         "SELECT seq FROM checkins WHERE station_id = 'gate-chaos'")]
     assert len(stored) == len(set(stored))  # exactly once
