@@ -32,6 +32,8 @@ ACTIONS = (
     "qrgate.station.enrol_code",
     "qrgate.station.retired",
     "qrgate.station.reassigned",
+    "qrgate.trace.run",
+    "qrgate.retention.deleted",
 )
 
 

@@ -77,6 +77,56 @@ def login_link(config: str, phone: str, base_url: str) -> int:
     return 0
 
 
+def _day_ms(text: str, option: str) -> int:
+    import datetime as dt
+
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise UserError(f"{option} must be a date like 2026-11-22, got {text!r}") from None
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp() * 1000)
+
+
+@app.command("trace", CONFIG, arg("--person", required=True, help="person key, e.g. cccd:024083123451"),
+             arg("--from", dest="start", required=True, help="first day, YYYY-MM-DD (UTC)"),
+             arg("--to", dest="end", required=True, help="last day, YYYY-MM-DD (UTC), included"),
+             arg("--margin-min", type=int, default=15, help="widen each visit by this much (default 15)"),
+             arg("--stay-min", type=int, default=60, help="a visit with one scan lasts this long (default 60)"))
+def trace(config: str, person: str, start: str, end: str, margin_min: int, stay_min: int) -> int:
+    """Contact tracing: the person's visits and everyone who overlapped them, as JSON.
+
+    The trace reads personal data in full; it is written to the audit trail.
+    """
+    from server.audit import AuditLog
+    from server.tracing import Tracer
+
+    if not 0 <= margin_min <= 24 * 60 or not 1 <= stay_min <= 24 * 60:
+        raise UserError("--margin-min must be 0-1440 and --stay-min 1-1440")
+    start_ms, end_ms = _day_ms(start, "--from"), _day_ms(end, "--to") + 86_400_000
+    if end_ms <= start_ms:
+        raise UserError("--to must not be before --from")
+    _, storage = open_storage(config)
+    result = Tracer(storage).trace(person, start_ms, end_ms, margin_s=margin_min * 60, default_stay_s=stay_min * 60)
+    AuditLog(storage).record("qrgate.trace.run", ip="cli", person=person, contacts=len(result["contacts"]))
+    print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+@app.command("retention", CONFIG, arg("--days", type=int, required=True, help="keep this many days"))
+def retention(config: str, days: int) -> int:
+    """Delete check-ins older than --days days (run it daily, e.g. from a systemd timer)."""
+    from server.audit import AuditLog
+    from server.tracing import delete_older_than
+
+    if days < 1:
+        raise UserError("--days must be at least 1")
+    _, storage = open_storage(config)
+    deleted = delete_older_than(storage, days)
+    AuditLog(storage).record("qrgate.retention.deleted", ip="cli", rows=deleted, days=days)
+    print(deleted)
+    return 0
+
+
 @app.command("stats", CONFIG)
 def stats(config: str) -> int:
     """Print check-in and refusal counts as JSON."""

@@ -158,6 +158,8 @@ HISTORY_TEXTS = {
                                   "Made a station setup code for {venue} ({minutes} min)"),
     "qrgate.station.retired": ("Ngừng trạm {station}", "Retired station {station}"),
     "qrgate.station.reassigned": ("Chuyển trạm {station} sang địa điểm {venue}", "Moved station {station} to venue {venue}"),
+    "qrgate.trace.run": ("Truy vết {person}: {contacts} người tiếp xúc", "Traced {person}: {contacts} contacts"),
+    "qrgate.retention.deleted": ("Xóa {rows} lượt ra vào cũ hơn {days} ngày", "Deleted {rows} check-ins older than {days} days"),
 }
 
 
