@@ -41,7 +41,7 @@ def venue_checkins(storage, venue_id: int, tz: ZoneInfo, limit: int = 100,
 
 
 def csv_cell(value: Any) -> str:
-    """A cell a spreadsheet will show as text: a leading =, +, -, @, tab or CR would
+    """A cell a spreadsheet will show as text: a leading =, +, -, @, tab, CR or NUL would
     make Excel or LibreOffice run it as a formula (OWASP CSV injection), so prefix '."""
     text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r", "\x00") else text

@@ -211,3 +211,11 @@ def test_english_is_one_click_away(site, owner):
     assert "My venues" in owner.http.get("/venues").text
     owner.http.get("/lang/vi")
     assert "Địa điểm của tôi" in owner.http.get("/venues").text
+
+
+def test_every_formula_trigger_is_neutralised_in_csv_cells():
+    from server.checkin_views import csv_cell
+
+    for trigger in ("=", "+", "-", "@", "\t", "\r", "\x00"):
+        assert csv_cell(trigger + "cmd|' /C calc'!A0").startswith("'")
+    assert csv_cell("Nguyễn Văn A") == "Nguyễn Văn A"
