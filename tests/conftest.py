@@ -19,6 +19,21 @@ from server.storage import SqliteStorage
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+QR_PHOTOS = SHARED / "data" / "qr-photos"
+
+
+def require_qr_photos() -> Path:
+    """The third-party photographed sample sets, which live beside the repository, not in it.
+
+    A developer's clone without them skips the tests that read them; CI (CI=true, run
+    with ../shared beside the clone) must have them, so there a missing folder fails.
+    """
+    if QR_PHOTOS.is_dir() and any(QR_PHOTOS.iterdir()):
+        return QR_PHOTOS
+    message = f"photographed QR sample sets not found at {QR_PHOTOS} (they sit beside the repository)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:

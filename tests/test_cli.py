@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED
+from conftest import require_qr_photos
 
 BIN = Path(sys.executable).parent
 SCRIPTS = ["qrgate-edge", "qrgate-server", "qrgate-provision", "qrgate-demo"]
@@ -81,9 +81,7 @@ def test_decode_tool_reports_text_kind_and_refusals(tmp_path):
 
 
 def test_decode_tool_reads_as_many_photographed_samples_as_raw_zxing_cpp():
-    photos = SHARED / "data" / "qr-photos"
-    if not photos.is_dir():
-        pytest.skip("the shared photographed sample sets are not beside this repository")
+    photos = require_qr_photos()
     import zxingcpp
     from PIL import Image
 

@@ -15,7 +15,8 @@ from edge.decoder import Decoded, get_decoder, load_gray
 from edge.decoder.zbar import recover_zbar_text
 from qrgate.errors import DriverUnavailable, UserError
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "qr-photos"
+from conftest import QR_PHOTOS as SAMPLES
+from conftest import require_qr_photos
 JAVA_SETS = [f"zxing-java-qrcode-{n}" for n in range(1, 7)]
 
 CCCD = (
@@ -254,8 +255,7 @@ def test_missing_zxing_library_names_the_package_to_install(monkeypatch):
 
 @pytest.fixture(scope="module")
 def java_samples():
-    if not SAMPLES.is_dir():
-        pytest.skip("photographed QR sample sets not found at ../shared/data/qr-photos")
+    require_qr_photos()
     samples = []
     for set_name in JAVA_SETS:
         for image_path in sorted((SAMPLES / set_name).glob("*")):
@@ -263,8 +263,7 @@ def java_samples():
             if image_path.suffix in (".png", ".jpg", ".webp") and expected_path.exists():
                 expected = expected_path.read_bytes().decode("utf-8")
                 samples.append((image_path.name, load_gray(image_path), expected))
-    if not samples:
-        pytest.skip("zxing-java sample sets are empty")
+    assert samples, f"no zxing-java images with expected texts under {SAMPLES}"
     return samples
 
 
@@ -289,9 +288,7 @@ def test_default_decoder_reads_at_least_as_many_photos_as_raw_zxing_cpp(java_sam
 def test_photo_whose_code_is_seen_but_not_read_at_first_is_read_on_retry(default_decoder, name):
     # Low-resolution photos with uneven light: zxing-cpp's default binarizer finds the
     # code but cannot correct it; zxing-cpp called raw gives up on them.
-    path = SAMPLES / "zxing-java-qrcode-4" / name
-    if not path.exists():
-        pytest.skip("photographed QR sample sets not found at ../shared/data/qr-photos")
+    path = require_qr_photos() / "zxing-java-qrcode-4" / name
     expected = path.with_suffix(".txt").read_bytes().decode("utf-8")
 
     assert [d.text for d in default_decoder.decode(load_gray(path))] == [expected]

@@ -24,8 +24,8 @@ from edge.payloads import (
 )
 from qrgate.errors import RecordError
 from qrgate.personal_pass import issue_pass, key_id
+from conftest import require_qr_photos
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 TODAY = date(2025, 6, 1)
 
 CCCD = (
@@ -545,9 +545,7 @@ def test_any_input_gives_a_person_or_a_documented_refusal(payload):
 
 
 def _third_party_texts() -> list[Path]:
-    folder = SHARED / "data" / "qr-photos"
-    if not folder.is_dir():
-        return []
+    folder = require_qr_photos()
     return [
         path
         for path in sorted(folder.rglob("*.txt"))
@@ -557,8 +555,7 @@ def _third_party_texts() -> list[Path]:
 
 def test_real_world_qr_texts_from_decoder_test_sets_are_refused_not_crashed():
     paths = _third_party_texts()
-    if not paths:
-        pytest.skip("shared/data/qr-photos is absent (it sits beside the repo root)")
+    assert paths, "the sample sets hold no expected texts"
     reasons = set()
     for path in paths:
         with pytest.raises(PayloadRefused) as caught:

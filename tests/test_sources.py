@@ -23,9 +23,9 @@ from edge.drivers.source_video import VideoSource
 from edge.drivers.source_webcam import WebcamSource
 from edge.drivers.sources import SOURCE_KINDS, open_source
 from qrgate.errors import DriverError, DriverUnavailable, UserError
+from conftest import require_qr_photos
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-QR_PHOTOS = SHARED / "data" / "qr-photos" / "zxing-java-qrcode-1"
+JAVA_SET_1 = "zxing-java-qrcode-1"
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -141,13 +141,11 @@ def test_missing_folder_is_a_user_error_naming_the_path(tmp_path):
         FolderSource(missing)
 
 
-@pytest.mark.skipif(
-    not QR_PHOTOS.is_dir(), reason="shared QR photo samples (../shared/data/qr-photos) not found"
-)
 def test_folder_plays_every_photo_of_the_shared_sample_set():
-    photos = sorted(p.name for p in QR_PHOTOS.iterdir() if p.suffix in {".jpg", ".png", ".webp"})
+    folder = require_qr_photos() / JAVA_SET_1
+    photos = sorted(p.name for p in folder.iterdir() if p.suffix in {".jpg", ".png", ".webp"})
 
-    frames = list(FolderSource(QR_PHOTOS).captures())
+    frames = list(FolderSource(folder).captures())
 
     assert [Path(f.origin).name for f in frames] == photos
     assert all(f.gray.ndim == 2 and f.gray.size > 0 for f in frames)
