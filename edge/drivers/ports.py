@@ -8,7 +8,8 @@ camera, stale frames are dropped, never queued.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -35,6 +36,20 @@ class ScannedText:
 
 
 Capture = Frame | ScannedText
+
+# A device that vanished is tried again after a pause that doubles up to this.
+RETRY_MAX_S = 5.0
+
+
+def retry_with_backoff(closed: threading.Event, first_delay_s: float, attempt: Callable[[], bool]) -> bool:
+    """Call ``attempt`` after growing pauses until it returns True (then True), or until
+    ``closed`` is set (then False at once, even mid-pause)."""
+    delay = first_delay_s
+    while not closed.wait(delay):
+        if attempt():
+            return True
+        delay = min(delay * 2, RETRY_MAX_S)
+    return False
 
 
 @runtime_checkable

@@ -16,13 +16,12 @@ from pathlib import Path
 import evdev
 from evdev import ecodes
 
-from edge.drivers.ports import ScannedText
+from edge.drivers.ports import ScannedText, retry_with_backoff
 from qrgate.errors import DriverError
 
 logger = logging.getLogger(__name__)
 
 MAX_CODE_CHARS = 4096
-RETRY_MAX_S = 5.0
 
 # Key -> (unshifted, shifted) on a US keyboard layout, the layout scanners default to.
 _US_KEYS: dict[int, tuple[str, str]] = {
@@ -268,17 +267,18 @@ class HidScannerSource:
 
     def _reopen(self) -> bool:
         """Wait for the device path to come back and reopen it; False once closed."""
-        delay = self.retry_s
-        while not self._closed.wait(delay):
-            if os.path.exists(self.device_path):
-                try:
-                    self._open()
-                    logger.info("HID scanner %s is back", self.device_path)
-                    return True
-                except DriverError as exc:
-                    logger.warning("%s; retrying", exc)
-            delay = min(delay * 2, RETRY_MAX_S)
-        return False
+        def attempt() -> bool:
+            if not os.path.exists(self.device_path):
+                return False
+            try:
+                self._open()
+            except DriverError as exc:
+                logger.warning("%s; retrying", exc)
+                return False
+            logger.info("HID scanner %s is back", self.device_path)
+            return True
+
+        return retry_with_backoff(self._closed, self.retry_s, attempt)
 
     def captures(self) -> Iterator[ScannedText]:
         """Yield each code the scanner types, until ``close()`` is called."""

@@ -9,13 +9,12 @@ from collections.abc import Iterator
 
 import serial
 
-from edge.drivers.ports import ScannedText
+from edge.drivers.ports import ScannedText, retry_with_backoff
 from qrgate.errors import DriverError, UserError
 
 logger = logging.getLogger(__name__)
 
 MAX_CODE_BYTES = 4096
-RETRY_MAX_S = 5.0
 UTF8_BOM = b"\xef\xbb\xbf"
 # How long one read may block; bounds how long close() takes to end captures().
 READ_TIMEOUT_S = 0.1
@@ -139,16 +138,16 @@ class SerialScannerSource:
 
     def _reopen(self) -> bool:
         """Reopen the port with growing back-off; False once ``close()`` is called."""
-        delay = self.retry_s
-        while not self._closed.wait(delay):
+        def attempt() -> bool:
             try:
                 self._port = self._open()
-                logger.info("serial scanner %s is back", self.url)
-                return True
             except DriverError as exc:
-                logger.debug("%s; retrying in %.1f s", exc, delay)
-            delay = min(delay * 2, RETRY_MAX_S)
-        return False
+                logger.debug("%s; retrying", exc)
+                return False
+            logger.info("serial scanner %s is back", self.url)
+            return True
+
+        return retry_with_backoff(self._closed, self.retry_s, attempt)
 
     def captures(self) -> Iterator[ScannedText]:
         """Yield each code the scanner sends, until ``close()`` is called."""

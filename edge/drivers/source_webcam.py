@@ -9,13 +9,12 @@ from collections.abc import Iterator
 
 import cv2
 
-from edge.drivers.ports import Frame
+from edge.drivers.ports import RETRY_MAX_S, Frame
 from edge.drivers.source_video import to_gray
 from qrgate.errors import DriverError
 
 logger = logging.getLogger(__name__)
 
-RETRY_MAX_S = 5.0
 
 
 class WebcamSource:
