@@ -33,6 +33,7 @@ if str(REPO_ROOT) not in sys.path:
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey  # noqa: E402
 
+from bench.table import print_ratio_table  # noqa: E402
 from edge.policy import Instant  # noqa: E402
 from edge.queue.outbox import Outbox  # noqa: E402
 from qrgate import protocol  # noqa: E402
@@ -273,10 +274,7 @@ def print_table(results: dict) -> None:
          f"raw broker round trip {d['raw_broker_per_s']:.0f}/s", f"{d['ratio_to_baseline']:.3f}"),
         ("  the same drain", "", f"raw libsodium verify {b['raw_verify_per_s']:.0f}/s", f"{d['ratio_to_raw_verify']:.2f}"),
     ]
-    widths = [max(len(r[i]) for r in rows + [("what", "ours", "baseline (same run)", "ratio")]) for i in range(4)]
-    header = ("what", "ours", "baseline (same run)", "ratio")
-    for r in [header, tuple("-" * w for w in widths), *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    print_ratio_table(rows)
 
 
 def main(argv=None) -> int:

@@ -31,6 +31,7 @@ import segno  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from bench.table import print_ratio_table  # noqa: E402
 from qrgate.samples import cccd  # noqa: E402
 from qrgate.sealing import x25519_public_to_text  # noqa: E402
 
@@ -181,10 +182,7 @@ def print_table(results: dict) -> None:
          "", ""),
         ("station process resident memory", f"{q['rss_mb']:.0f} MB", "", ""),
     ]
-    header = ("what", "ours", "baseline (same run)", "ratio")
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
-    for r in [header, tuple("-" * w for w in widths), *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    print_ratio_table(rows)
 
 
 def main(argv=None) -> int:
