@@ -17,7 +17,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-ACTIONS = (
+ACTIONS: list[str] = [
     "qrgate.account.login",
     "qrgate.account.logout",
     "qrgate.venue.created",
@@ -34,7 +34,16 @@ ACTIONS = (
     "qrgate.station.reassigned",
     "qrgate.trace.run",
     "qrgate.retention.deleted",
-)
+]
+
+
+def register_actions(*actions: str) -> None:
+    """A feature module adds its own action codes (with their words in server.i18n)."""
+    for action in actions:
+        if not action.startswith("qrgate."):
+            raise ValueError(f"audit action {action!r} must start with 'qrgate.'")
+        if action not in ACTIONS:
+            ACTIONS.append(action)
 
 
 @dataclass(frozen=True, slots=True)

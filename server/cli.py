@@ -13,7 +13,7 @@ import threading
 
 from qrgate.cli import App, arg
 from qrgate.errors import UserError
-from server.config import load_server_config
+from server.config import load_server_config, resolve
 
 logger = logging.getLogger(__name__)
 app = App("qrgate-server", __doc__)
@@ -60,6 +60,40 @@ def operator_add(config: str, phone: str) -> int:
     account = Accounts(storage, create_sender(cfg.auth.sms_sender)).set_operator(phone)
     print(account.phone)
     return 0
+
+
+def _officer_change(config: str, phone: str, area: str, grant: bool) -> int:
+    from server.accounts import Accounts
+    from server.areas import AreaDirectory
+    from server.audit import AuditLog
+    from server.officers import Officers
+    from server.sms import create_sender
+
+    cfg, storage = open_storage(config)
+    accounts = Accounts(storage, create_sender(cfg.auth.sms_sender))
+    officers = Officers(storage, AreaDirectory.load(resolve(cfg.base, cfg.web.areas_file)) if cfg.web.areas_file
+                        else AreaDirectory.load())
+    audit = AuditLog(storage)
+    if grant:
+        granted = officers.grant(accounts, phone, area, audit)
+        print(f"{accounts.account_for_phone(phone).phone} is a health officer for {granted.name} ({granted.level})")
+    elif not officers.revoke(accounts, phone, area, audit):
+        raise UserError(f"{phone} was not a health officer for area {area}")
+    return 0
+
+
+@app.command("officer-add", CONFIG, arg("--phone", required=True),
+             arg("--area", required=True, help="province, district or ward code from the areas file"))
+def officer_add(config: str, phone: str, area: str) -> int:
+    """Make the account of this phone number a health officer for an area: it sees
+    check-ins of the area's venues in full (audited), traces contacts and reads dashboards."""
+    return _officer_change(config, phone, area, True)
+
+
+@app.command("officer-remove", CONFIG, arg("--phone", required=True), arg("--area", required=True))
+def officer_remove(config: str, phone: str, area: str) -> int:
+    """Withdraw a health officer's role for an area."""
+    return _officer_change(config, phone, area, False)
 
 
 @app.command("login-link", CONFIG, arg("--phone", required=True),
@@ -171,7 +205,6 @@ def open_sealing(cfg):
 def web_app(cfg, storage, bridge=None):
     """The web app as the configuration describes it (``bridge`` feeds /metrics)."""
     from server.areas import AreaDirectory
-    from server.config import resolve
     from server.sms import create_sender
     from server.enrol import enrolment_for
     from server.web import create_app

@@ -163,6 +163,16 @@ HISTORY_TEXTS = {
 }
 
 
+def register(texts: dict[str, tuple[str, str]], history: dict[str, tuple[str, str]] | None = None) -> None:
+    """Add a feature module's words (and the sentences of its audit actions); a key that
+    is already taken with other words is a programming error."""
+    for table, new in ((TEXTS, texts), (HISTORY_TEXTS, history or {})):
+        for key, pair in new.items():
+            if table.get(key, pair) != pair:
+                raise ValueError(f"text {key!r} registered twice with different words")
+            table[key] = pair
+
+
 def translate(lang: str, key: str, **values) -> str:
     pair = TEXTS.get(key)
     text = key if pair is None else pair[1 if lang == "en" else 0]

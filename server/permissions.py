@@ -24,6 +24,10 @@ VENUE_PERMISSIONS: dict[str, frozenset[str]] = {
     "members.share.manager": frozenset({"owner"}),
     "members.share.controller": frozenset({"owner", "manager"}),
     "stations.enrol": frozenset({"owner", "manager"}),
+    "roster.view": frozenset({"owner", "manager", "controller"}),
+    "roster.manage": frozenset({"owner", "manager"}),
+    "passes.print": frozenset({"owner", "manager"}),
+    "reports.view": frozenset({"owner", "manager"}),
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import importlib
 import io
 import logging
 import secrets
@@ -42,6 +43,7 @@ from server.enrol import Enrolment, enrol_code_text
 from server.enrol import make_router as make_enrol_router
 from server.fleet import Fleet
 from server.metrics import make_metrics_router
+from server.officers import Officers
 from server.permissions import ROLES, allowed, may_share
 from server.poster import poster_pdf, poster_png
 from server.selfcheckin import SelfCheckin, SelfCheckinError, parse_declaration
@@ -114,6 +116,28 @@ class Services:
     cookie_secure: bool
     public_url: str
     public_feed: bool
+    officers: Officers
+
+
+@dataclass
+class WebKit:
+    """What a feature's router (server/web_*.py) gets from the app: the services and the
+    same visitor, login, CSRF and venue-permission checks and page renderer as here."""
+
+    services: Services
+    storage: Storage
+    tz: ZoneInfo
+    clock: Callable[[], float]
+    visitor: Callable[..., Visitor]          # FastAPI dependency: anyone
+    logged_in: Callable[..., Visitor]        # dependency: an account, else login
+    logged_in_csrf: Callable[..., Visitor]   # dependency: an account and a good CSRF token
+    operator: Callable[..., Visitor]         # dependency: an operator account, else 404
+    venue_for: Callable[[Visitor, int, str], tuple[Venue, str]]  # 404 non-member, 403 role lacks action
+    render: Callable[..., HTMLResponse]      # render(request, who, template, status_code=200, **context)
+
+
+# Feature routers: each module has make_router(kit: WebKit) -> fastapi.APIRouter.
+FEATURE_ROUTERS = ("server.web_history", "server.web_export", "server.web_dashboard", "server.web_roster")
 
 
 # -- JSON API bodies ---------------------------------------------------------------
@@ -187,6 +211,7 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
         storage=storage, accounts=accounts, venues=VenueDirectory(storage, accounts, areas, clock),
         audit=AuditLog(storage, clock), self_checkin=SelfCheckin(storage, clock), areas=areas, sender=sender,
         tz=tz, cookie_secure=auth.cookie_secure, public_url=public_url.rstrip("/"), public_feed=public_feed,
+        officers=Officers(storage, areas, clock),
     )
     app = FastAPI(title="QR gate server", version=__version__,
                   description="Accounts by phone, venues, posters, sharing by role, history, self check-in.")
@@ -891,6 +916,13 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
                     for m in outbox]
         return render(request, who, "operator_sms.html", messages=messages)
 
+    # -- feature routers -----------------------------------------------------------------
+
+    kit = WebKit(services=services, storage=storage, tz=tz, clock=clock, visitor=visitor, logged_in=logged_in,
+                 logged_in_csrf=logged_in_csrf, operator=operator, venue_for=_venue_for, render=render)
+    app.state.kit = kit
+    for module_name in FEATURE_ROUTERS:
+        app.include_router(importlib.import_module(module_name).make_router(kit))
     return app
 
 
