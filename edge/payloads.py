@@ -18,6 +18,7 @@ from types import MappingProxyType
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from qrgate import persons
 from qrgate.personal_pass import PASS_PREFIX, PayloadRefused, verify_pass
 
 __all__ = [
@@ -92,16 +93,7 @@ class Person:
     @property
     def person_key(self) -> str:
         """Stable text naming the person, for repeat-scan suppression and tracing."""
-        if self.kind == "bhyt":
-            # The last 10 digits are the lifelong social-insurance number; the prefix
-            # (group, benefit level, province) changes when a card is reissued.
-            return "bhxh:" + self.id_number[-10:]
-        if self.kind == "national":
-            if _CCCD_ID.fullmatch(self.id_number):
-                # Unmasked: the same number as the person's chip ID card.
-                return "cccd:" + self.id_number
-            return f"national:{self.id_number}|{self.name.upper()}|{self.birth}"
-        return f"{self.kind}:{self.id_number}"
+        return persons.person_key(self.kind, self.id_number, self.name, self.birth)
 
 
 def _clean_name(value: str) -> str:

@@ -1,5 +1,5 @@
-"""Check-ins of one venue as its members may see them: masked, newest first, with
-self-declared and clock-corrected records marked."""
+"""Check-ins as a role may see them: masked for venue roles and operators, in full for a
+health officer inside their area; self-declared and clock-corrected records marked."""
 
 from __future__ import annotations
 
@@ -45,3 +45,34 @@ def csv_cell(value: Any) -> str:
     make Excel or LibreOffice run it as a formula (OWASP CSV injection), so prefix '."""
     text = "" if value is None else str(value)
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r", "\x00") else text
+
+
+def _when(wall_ms: int, tz: ZoneInfo) -> tuple[str, str]:
+    when = dt.datetime.fromtimestamp(wall_ms / 1000, tz)
+    return when.isoformat(timespec="seconds"), when.strftime("%d/%m/%Y %H:%M:%S")
+
+
+def present_checkin(row: dict[str, Any], tz: ZoneInfo, full: bool) -> dict[str, Any]:
+    """A history row (server.history) for a screen or the API: personal fields in full
+    only when ``full`` (a health officer inside their area), else masked."""
+    time_iso, time_text = _when(row["wall_ms"], tz)
+    name, id_number, birth = row["name"] or "", row["id_number"] or "", row["birth"] or ""
+    if not full:
+        name, id_number, birth = mask_person_name(name), mask_id_number(id_number), mask_birth(birth)
+    return {
+        "id": row["id"], "venue_id": row["venue_id"], "venue": row.get("venue", ""),
+        "station_id": row["station_id"], "seq": row["seq"], "direction": row["direction"], "kind": row["kind"] or "",
+        "name": name, "id_number": id_number, "birth": birth, "full": full,
+        "time": time_iso, "time_text": time_text, "wall_ms": row["wall_ms"],
+        "clock_synced": bool(row["clock_synced"]), "time_corrected": bool(row["time_corrected"]),
+        "self_declared": bool(row.get("self_declared")),
+    }
+
+
+def present_visit(visit: dict[str, Any], tz: ZoneInfo, full: bool) -> dict[str, Any]:
+    """A visit (server.history.visits_for_rows) shown like a check-in, with its span."""
+    out = present_checkin(visit, tz, full)
+    out["start"], out["start_text"] = _when(visit["start_ms"], tz)
+    out["end"], out["end_text"] = _when(visit["end_ms"], tz)
+    out.update(minutes=visit["minutes"], start_scanned=visit["start_scanned"], end_scanned=visit["end_scanned"])
+    return out

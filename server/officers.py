@@ -115,3 +115,15 @@ class Officers:
                 parts.append(f"{alias}.{column} = ?")
                 params.append(a.code)
         return ("(" + " OR ".join(parts) + ")") if parts else "0", params
+
+    def venue_ids(self, account_id: int | None, area_code: str | None = None) -> list[int]:
+        """Ids of the venues this officer covers (only inside ``area_code``, which must be
+        one of their own areas, when given); empty for a non-officer or another area."""
+        if area_code is None:
+            cond, params = self.venue_filter(account_id, "v")
+        else:
+            area = next((a for a in self.areas_of(account_id) if a.code == area_code), None)
+            if area is None or area.level not in ("province", "district", "ward"):
+                return []
+            cond, params = f"v.{area.level} = ?", [area.code]
+        return [r[0] for r in self.storage.db.execute(f"SELECT v.id FROM venues v WHERE {cond} ORDER BY v.id", params)]

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import sqlite_utils
 
-from qrgate import protocol
+from qrgate import persons, protocol
 from qrgate.errors import UserError
 
 
@@ -124,6 +124,8 @@ class SqliteStorage:
             db["checkins"].create_index(["station_id", "seq"], unique=True)
             db["checkins"].create_index(["venue_id", "wall_ms"])
             db["checkins"].create_index(["person_key", "wall_ms"])
+        # The history of all venues and retention read check-ins in time order.
+        db.execute("CREATE INDEX IF NOT EXISTS idx_checkins_wall_ms ON checkins (wall_ms)")
         if "clock_bases" not in db.table_names():
             # Signed clock records: during (station, boot), wall time = mono + base_ms.
             db["clock_bases"].create(
@@ -257,7 +259,8 @@ class SqliteStorage:
             " wall_ms_station, received_ms, sig, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 station.station_id, rec["seq"], station.venue_id, rec["dir"], rec["kind"],
-                f"{rec['kind']}:{person['id']}", person["id"], person["name"], person["birth"], person["sex"],
+                persons.person_key(rec["kind"], person["id"], person["name"], person["birth"]),
+                person["id"], person["name"], person["birth"], person["sex"],
                 wall, rec["mono"], rec["boot"], rec["sync"], corrected, rec["ts"], received, rec["sig"],
                 self._as_received(rec),
             ),

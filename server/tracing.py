@@ -1,23 +1,32 @@
 """Contact tracing: a person's visits, and everyone whose presence overlapped them.
 
-Check-ins become visits per venue: an entry followed by an exit is one visit; an entry
-with no exit lasts ``default_stay_s``; an exit with no entry started ``default_stay_s``
+Check-ins become visits per venue: an entry followed by an exit (within a day) is one
+visit; an entry with no exit lasts ``default_stay_s``; an exit with no entry started ``default_stay_s``
 before it; a station that only records one direction makes visits of the default length.
 A vehicle is a venue, so a bus trip is one place. Two visits are contacts when they
 overlap at the same venue once the traced person's visit is widened by ``margin_s``.
 
-The queries use the (person_key, wall_ms) and (venue_id, wall_ms) indexes, so tracing
-touches only the days and venues it needs.
+The answer is the one a pairing of every check-in in the table would give, but the
+queries read only what can matter, through the (person_key, wall_ms) and
+(venue_id, wall_ms) indexes: the person's own scans around the range, and per visit the
+venue's scans in its window plus the few scans just outside it that complete a visit
+crossing the window's edges (see ``Tracer._scans_around``).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 DAY_MS = 86_400_000
+# An exit more than a day after an entry does not close it: the exit scan of that visit
+# was missed, and the entry lasts the default stay. (A 24-hour hospital shift still pairs.)
+MAX_VISIT_MS = DAY_MS
+CONTACT_COLUMNS = "person_key, venue_id, direction, wall_ms, name, id, kind, id_number, birth"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,20 +45,26 @@ class Contact:
     overlap_ms: int = 0
     venues: set[int] = field(default_factory=set)
     first_ms: int = 0
+    checkin_id: int = 0  # one of their check-ins at a shared venue: where a further trace starts
+    kind: str = ""
+    id_number: str = ""
+    birth: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {"person_key": self.person_key, "name": self.name, "overlap_minutes": round(self.overlap_ms / 60000, 1),
-                "venues": sorted(self.venues), "first_contact_ms": self.first_ms}
+                "venues": sorted(self.venues), "first_contact_ms": self.first_ms, "checkin_id": self.checkin_id,
+                "kind": self.kind, "id_number": self.id_number, "birth": self.birth}
 
 
 def visits_from_checkins(rows: list[tuple[str, int, str, int]], default_stay_ms: int) -> list[Visit]:
-    """Pair (person_key, venue_id, direction, wall_ms) rows, in time order, into visits."""
+    """Pair (person_key, venue_id, direction, wall_ms) rows into visits (see the module's
+    rules; scans at the same instant are taken entry first, whatever order they came in)."""
     by_place: dict[tuple[str, int], list[tuple[str, int]]] = defaultdict(list)
     for person, venue, direction, wall in rows:
         by_place[(person, venue)].append((direction, wall))
     visits: list[Visit] = []
     for (person, venue), scans in by_place.items():
-        scans.sort(key=lambda s: s[1])
+        scans.sort(key=lambda s: (s[1], s[0] != "in"))
         open_at: int | None = None
         for direction, wall in scans:
             if direction == "in":
@@ -57,9 +72,11 @@ def visits_from_checkins(rows: list[tuple[str, int, str, int]], default_stay_ms:
                     visits.append(Visit(person, venue, open_at, min(wall, open_at + default_stay_ms), True))
                 open_at = wall
             else:
-                if open_at is not None and wall - open_at <= 2 * DAY_MS:
+                if open_at is not None and wall - open_at <= MAX_VISIT_MS:
                     visits.append(Visit(person, venue, open_at, wall, False))
                 else:
+                    if open_at is not None:  # an exit days later is not this entry's
+                        visits.append(Visit(person, venue, open_at, open_at + default_stay_ms, True))
                     visits.append(Visit(person, venue, wall - default_stay_ms, wall, True))
                 open_at = None
         if open_at is not None:
@@ -83,32 +100,35 @@ class Tracer:
         self.storage = storage
 
     def trace(self, person_key: str, start_ms: int, end_ms: int, *, margin_s: int = 900,
-              default_stay_s: int = 3600) -> dict[str, Any]:
-        """The person's visits in [start, end) and their contacts, most overlap first."""
+              default_stay_s: int = 3600, venue_ids: Collection[int] | None = None) -> dict[str, Any]:
+        """The person's visits in [start, end) and their contacts, most overlap first.
+
+        ``venue_ids`` limits the trace to those venues (a health officer's area): visits
+        elsewhere are only counted (``visits_elsewhere``) and nobody met there is listed.
+        The answer is the one pairing every check-in of the table would give.
+        """
         stay, margin = default_stay_s * 1000, margin_s * 1000
-        db = self.storage.db
-        own = db.execute(
-            "SELECT person_key, venue_id, direction, wall_ms FROM checkins"
-            " WHERE person_key = ? AND wall_ms >= ? AND wall_ms < ? ORDER BY wall_ms",
-            [person_key, start_ms - stay, end_ms + stay],
-        ).fetchall()
+        # A visit touching [start, end) has its scans within MAX_VISIT_MS of it: read that
+        # much around, so every visit pairs as it would over the whole table.
+        own = self._person_scans(person_key, start_ms - stay - MAX_VISIT_MS, end_ms + stay + MAX_VISIT_MS)
         visits = [v for v in visits_from_checkins(own, stay) if v.end_ms > start_ms and v.start_ms < end_ms]
+        allowed = None if venue_ids is None else set(venue_ids)
+        elsewhere = sum(1 for v in visits if allowed is not None and v.venue_id not in allowed)
+        visits = [v for v in visits if allowed is None or v.venue_id in allowed]
         contacts: dict[str, Contact] = {}
-        names: dict[str, str] = {}
+        seen: dict[str, tuple] = {}
         for visit in visits:
-            lo, hi = visit.start_ms - margin - stay, visit.end_ms + margin + stay
-            rows = db.execute(
-                "SELECT person_key, venue_id, direction, wall_ms, name FROM checkins"
-                " WHERE venue_id = ? AND wall_ms >= ? AND wall_ms <= ? AND person_key != ?",
-                [visit.venue_id, lo, hi, person_key],
-            ).fetchall()
-            for r in rows:
-                names[r[0]] = r[4]
-            for other in visits_from_checkins([r[:4] for r in rows], stay):
+            scans = self._scans_around(visit, margin, stay, person_key, seen)
+            for other in visits_from_checkins(scans, stay):
                 shared = overlap_ms(visit, other, margin)
                 if shared <= 0:
                     continue
-                c = contacts.setdefault(other.person_key, Contact(other.person_key, names.get(other.person_key, "")))
+                c = contacts.get(other.person_key)
+                if c is None:
+                    last = seen[other.person_key]
+                    c = contacts[other.person_key] = Contact(other.person_key, last[4] or "", checkin_id=last[5],
+                                                             kind=last[6] or "", id_number=last[7] or "",
+                                                             birth=last[8] or "")
                 c.overlap_ms += shared
                 c.venues.add(visit.venue_id)
                 c.first_ms = min(c.first_ms or other.start_ms, other.start_ms)
@@ -121,14 +141,97 @@ class Tracer:
             "default_stay_s": default_stay_s,
             "visits": [{"venue_id": v.venue_id, "start_ms": v.start_ms, "end_ms": v.end_ms, "estimated": v.estimated}
                        for v in visits],
+            "visits_elsewhere": elsewhere,
             "contacts": [c.as_dict() for c in ranked],
         }
+
+    # -- the queries (server/storage_pg.py overrides these four for PostgreSQL) ---------
+
+    def _person_scans(self, person_key: str, lo: int, hi: int) -> list[tuple]:
+        """(person_key, venue_id, direction, wall_ms) of the person in [lo, hi], in time order."""
+        return self.storage.db.execute(
+            "SELECT person_key, venue_id, direction, wall_ms FROM checkins"
+            " WHERE person_key = ? AND wall_ms >= ? AND wall_ms <= ? ORDER BY wall_ms", [person_key, lo, hi]).fetchall()
+
+    def _venue_window(self, venue: int, lo: int, hi: int, person_key: str) -> list[tuple]:
+        """Everyone else's scans at the venue in [lo, hi] with CONTACT_COLUMNS, in time order."""
+        return self.storage.db.execute(
+            f"SELECT {CONTACT_COLUMNS} FROM checkins WHERE venue_id = ? AND wall_ms >= ? AND wall_ms <= ?"
+            " AND person_key != ? ORDER BY wall_ms, id", [venue, lo, hi, person_key]).fetchall()
+
+    def _last_scans(self, venue: int, lo: int, hi: int, person_key: str) -> list[tuple[str, str, int]]:
+        """Each other person's last scan at the venue in [lo, hi) as (person_key, direction,
+        wall_ms); at one instant an exit counts as later than an entry, as in the pairing."""
+        return [(k, d, w) for k, d, w, _ in self.storage.db.execute(
+            "SELECT person_key, direction, wall_ms, max(wall_ms * 2 + (direction = 'out')) FROM checkins"
+            " WHERE venue_id = ? AND wall_ms >= ? AND wall_ms < ? AND person_key != ? GROUP BY person_key",
+            [venue, lo, hi, person_key])]
+
+    def _nearest_scans(self, keys: list[str], venue: int, bounds: str, params: list[int],
+                       pick: str) -> list[tuple]:
+        """For each of ``keys``, its latest (``pick="max"``) or earliest (``"min"``) scan at the
+        venue within ``bounds`` (``"wall_ms < ? AND wall_ms >= ?"`` or ``"wall_ms > ? AND
+        wall_ms <= ?"``), with CONTACT_COLUMNS; ties as in the pairing."""
+        return [r[:9] for r in self.storage.db.execute(
+            f"SELECT {CONTACT_COLUMNS}, {pick}(wall_ms * 2 + (direction = 'out')) FROM checkins"
+            f" WHERE person_key IN (SELECT value FROM json_each(?)) AND +venue_id = ? AND {bounds}"
+            " GROUP BY person_key", [json.dumps(keys), venue, *params])]
+
+    def _scans_around(self, visit: Visit, margin: int, stay: int, person_key: str,
+                      seen: dict[str, tuple]) -> list[tuple]:
+        """Everyone else's scans at the visit's venue that make up the visits able to
+        overlap it, as (person_key, venue_id, direction, wall_ms) rows.
+
+        A visit overlapping [start - margin, end + margin] either has a scan in the window
+        [start - margin - stay, end + margin + stay], or it is an entry before the window
+        paired with an exit after it. So: the window's scans; for a person whose first scan
+        there is an exit, their scan just before (the entry it closes); for a person whose
+        last scan there is an entry, their scan just after (the exit); and for a person with
+        no scan in the window, an entry before it followed by an exit after it.
+        """
+        venue = visit.venue_id
+        lo, hi = visit.start_ms - margin - stay, visit.end_ms + margin + stay
+        rows = self._venue_window(venue, lo, hi, person_key)
+        first: dict[str, tuple] = {}
+        last: dict[str, tuple] = {}
+        for r in rows:
+            first.setdefault(r[0], r)
+            last[r[0]] = r
+            seen[r[0]] = r
+        scans = [r[:4] for r in rows]
+        before = [k for k, r in first.items() if r[2] == "out"]
+        after = [k for k, r in last.items() if r[2] == "in"]
+        # Each person's last scan before the window (an exit wins a tie, as in the
+        # pairing); an entry there, with no scan in the window, may still be open.
+        inside = {k: (direction, wall) for k, direction, wall in self._last_scans(venue, hi - MAX_VISIT_MS, lo,
+                                                                                   person_key)
+                  if k not in first and direction == "in"}
+        # The scan just before the window of those whose first scan in it is an exit, and
+        # the scan just after it of those whose last scan is an entry or who were inside
+        # (ties as in the pairing: at one instant the entry comes first).
+        for keys, bounds, params, pick in (
+                (before, "wall_ms < ? AND wall_ms >= ?", [lo, lo - MAX_VISIT_MS], "max"),
+                (after + list(inside), "wall_ms > ? AND wall_ms <= ?", [hi, hi + MAX_VISIT_MS], "min")):
+            if not keys:
+                continue
+            for r in self._nearest_scans(keys, venue, bounds, params, pick):
+                key = r[0]
+                if key in inside:
+                    if r[2] != "out":
+                        continue
+                    scans.append((key, venue, "in", inside[key][1]))
+                    seen[key] = r[:9]
+                scans.append(r[:4])
+        return scans
 
 
 def delete_older_than(storage, days: int, *, now_ms: int | None = None) -> int:
     """Retention: delete check-ins older than ``days`` days; return how many went."""
     if days < 1:
         raise ValueError("retention must keep at least one day")
+    own = getattr(storage, "delete_older_than", None)  # PostgreSQL drops whole partitions
+    if own is not None:
+        return own(days, now_ms=now_ms)
     cutoff = (now_ms or int(time.time() * 1000)) - days * DAY_MS
     conn = storage.db.conn
     conn.execute("BEGIN IMMEDIATE")
