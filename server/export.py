@@ -1,0 +1,393 @@
+"""Exports of check-ins to CSV and XLSX: streamed, safe to open in a spreadsheet, and for
+large exports written by a background worker that reports its progress.
+
+Formula injection: a spreadsheet runs a cell that starts with =, +, -, @ (and, after
+trimming, tab, CR or NUL) as a formula, so a visitor who types ``=cmd|' /C calc'!A0`` as
+their name could run a command on the computer of whoever opens the export. CSV has no
+cell types, so such a cell gets a leading apostrophe (shown as text, the OWASP advice).
+XLSX has types: every text cell is written as a string (never a formula) and a cell that
+starts with one of those characters also carries Excel's "quote prefix" style, so editing
+it later keeps it text; control characters XML cannot carry become U+FFFD.
+
+XLSX is written with XlsxWriter in ``constant_memory`` mode: each row goes to a temporary
+file as soon as the next one starts, so memory does not grow with the row count, and
+``write_string`` stores a text cell as text whatever it looks like. (openpyxl's write-only
+mode streams too, but turns any string starting with "=" into a formula unless every cell
+is typed by hand, and needs more memory per row.)
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import logging
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import xlsxwriter
+
+from qrgate.errors import UserError
+from qrgate.masking import mask_birth, mask_id_number, mask_person_name
+
+logger = logging.getLogger(__name__)
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\x00")
+# C0 controls other than tab and line feed, and DEL: not allowed (or not safe) in XLSX text.
+XML_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f\ufffe\uffff]")
+CHUNK_ROWS = 500  # rows per yielded CSV chunk and between progress reports
+XLSX_MAX_ROWS = 1_048_576 - 1  # a sheet's limit, less the header
+
+FORMATS = ("csv", "xlsx")
+MEDIA_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+
+# The columns of a venue's check-in export; the rows come from venue_export_rows.
+CHECKIN_COLUMNS = ("time", "direction", "name", "id_number", "birth", "kind", "station", "self_declared",
+                   "clock_corrected")
+
+
+def neutralise(value: Any) -> Any:
+    """A CSV cell value a spreadsheet shows as it is: text that would start a formula gets
+    a leading apostrophe; numbers stay numbers; None is empty; datetimes are ISO text."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ", timespec="seconds")
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def csv_stream(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[bytes]:
+    """CSV as UTF-8 chunks: a byte order mark first (so Excel reads Vietnamese as UTF-8),
+    then the header and the rows, every text cell neutralised. Holds one chunk at a time."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([neutralise(c) for c in columns])
+    yield ("\ufeff" + buffer.getvalue()).encode("utf-8")
+    buffer.seek(0)
+    buffer.truncate()
+    pending = 0
+    for row in rows:
+        writer.writerow([neutralise(v) for v in row])
+        pending += 1
+        if pending >= CHUNK_ROWS:
+            yield buffer.getvalue().encode("utf-8")
+            buffer.seek(0)
+            buffer.truncate()
+            pending = 0
+    if pending:
+        yield buffer.getvalue().encode("utf-8")
+
+
+def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
+              progress: Callable[[int], None] | None = None) -> int:
+    """Write csv_stream's output to ``path``; return the number of data rows."""
+    counted = _Counted(rows, progress)
+    with open(path, "wb") as fh:
+        for chunk in csv_stream(columns, counted):
+            fh.write(chunk)
+    counted.report()
+    return counted.count
+
+
+def xlsx_text(value: str) -> str:
+    return XML_UNSAFE.sub("\ufffd", value)
+
+
+def write_xlsx(path: str | Path, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, sheet: str = "checkins",
+               progress: Callable[[int], None] | None = None) -> int:
+    """Stream rows into an XLSX file in constant memory; return the number of data rows.
+
+    Text is written as text (a quote-prefixed string where it looks like a formula),
+    numbers as numbers, datetimes as dates (shown in the time they carry, without zone).
+    ``progress`` is called with the rows written so far every CHUNK_ROWS rows and at the end.
+    """
+    path = Path(path)
+    workbook = xlsxwriter.Workbook(str(path), {
+        "constant_memory": True, "tmpdir": str(path.parent), "strings_to_formulas": False,
+        "strings_to_numbers": False, "strings_to_urls": False,
+    })
+    try:
+        sheet_obj = workbook.add_worksheet(sheet)
+        quoted = workbook.add_format({"quote_prefix": True})
+        bold = workbook.add_format({"bold": True})
+        when = workbook.add_format({"num_format": "dd/mm/yyyy hh:mm:ss"})
+        for col, name in enumerate(columns):
+            sheet_obj.write_string(0, col, xlsx_text(str(name)), bold)
+        sheet_obj.set_column(0, 0, 20)
+        count = 0
+        for count, row in enumerate(rows, start=1):
+            if count > XLSX_MAX_ROWS:
+                raise UserError(f"an XLSX sheet holds at most {XLSX_MAX_ROWS} rows; export a shorter period")
+            for col, value in enumerate(row):
+                _write_cell(sheet_obj, count, col, value, quoted, when)
+            if progress is not None and count % CHUNK_ROWS == 0:
+                progress(count)
+    finally:
+        workbook.close()
+    if progress is not None:
+        progress(count)
+    return count
+
+
+def _write_cell(sheet, row: int, col: int, value: Any, quoted, when) -> None:
+    if value is None or value == "":
+        return
+    if isinstance(value, bool):
+        sheet.write_number(row, col, int(value))
+    elif isinstance(value, (int, float)):
+        sheet.write_number(row, col, value)
+    elif isinstance(value, dt.datetime):
+        sheet.write_datetime(row, col, value.replace(tzinfo=None), when)
+    else:
+        text = str(value)
+        sheet.write_string(row, col, xlsx_text(text), quoted if text.startswith(FORMULA_STARTS) else None)
+
+
+class _Counted:
+    """Pass rows through, counting them and reporting progress every CHUNK_ROWS rows."""
+
+    def __init__(self, rows: Iterable[Sequence[Any]], progress: Callable[[int], None] | None):
+        self.rows = rows
+        self.progress = progress
+        self.count = 0
+
+    def __iter__(self) -> Iterator[Sequence[Any]]:
+        for row in self.rows:
+            self.count += 1
+            if self.progress is not None and self.count % CHUNK_ROWS == 0:
+                self.progress(self.count)
+            yield row
+
+    def report(self) -> None:
+        if self.progress is not None:
+            self.progress(self.count)
+
+
+# -- a venue's check-ins ----------------------------------------------------------------
+
+def _venue_sql(db) -> tuple[str, str]:
+    has_self = "self_stations" in db.table_names()
+    return (("(s.station_id IS NOT NULL)", "LEFT JOIN self_stations s ON s.station_id = c.station_id")
+            if has_self else ("0", ""))
+
+
+def count_venue_rows(storage, venue_id: int, start_ms: int, end_ms: int) -> int:
+    return storage.db.execute(
+        "SELECT count(*) FROM checkins WHERE venue_id = ? AND wall_ms >= ? AND wall_ms < ?",
+        [venue_id, start_ms, end_ms]).fetchone()[0]
+
+
+def venue_export_rows(storage, venue_id: int, tz: ZoneInfo, start_ms: int, end_ms: int,
+                      batch: int = 2000) -> Iterator[tuple]:
+    """The venue's check-ins in [start_ms, end_ms), oldest first, personal fields masked,
+    as CHECKIN_COLUMNS tuples. Read in batches by (wall_ms, id), each batch on the calling
+    thread's connection, so the iterator may be resumed from any thread and holds at most
+    one batch in memory."""
+    self_flag, join = _venue_sql(storage.db)
+    after: tuple[int, int] = (start_ms - 1, 2 ** 62)
+    while True:
+        rows = storage.db.execute(
+            f"SELECT c.id, c.wall_ms, c.direction, c.name, c.id_number, c.birth, c.kind, c.station_id, c.seq,"
+            f" {self_flag}, c.time_corrected FROM checkins c {join}"
+            " WHERE c.venue_id = ? AND c.wall_ms >= ? AND c.wall_ms < ? AND (c.wall_ms, c.id) > (?, ?)"
+            " ORDER BY c.wall_ms, c.id LIMIT ?",
+            [venue_id, start_ms, end_ms, after[0], after[1], batch]).fetchall()
+        for (cid, wall_ms, direction, name, id_number, birth, kind, station_id, seq, self_declared,
+             corrected) in rows:
+            yield (dt.datetime.fromtimestamp(wall_ms / 1000, tz), direction, mask_person_name(name or ""),
+                   mask_id_number(id_number or ""), mask_birth(birth or ""), kind, f"{station_id}#{seq}",
+                   int(bool(self_declared)), int(bool(corrected)))
+        if len(rows) < batch:
+            return
+        after = (rows[-1][1], rows[-1][0])
+
+
+def export_filename(venue_id: int, start: dt.date, end: dt.date, fmt: str) -> str:
+    return f"venue-{venue_id}-checkins-{start:%Y%m%d}-{end:%Y%m%d}.{fmt}"
+
+
+# -- background export jobs ----------------------------------------------------------------
+
+class ExportRefused(UserError):
+    """An export job that cannot start (too many running for the account, bad format)."""
+
+
+@dataclass
+class ExportJob:
+    id: str
+    account_id: int
+    venue_id: int
+    fmt: str
+    filename: str
+    start_ms: int
+    end_ms: int
+    total: int
+    created_s: float
+    state: str = "queued"  # queued, running, done, failed, downloaded, expired
+    rows_done: int = 0
+    finished_s: float | None = None
+    error: str = ""
+    path: Path | None = field(default=None, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("queued", "running")
+
+    def percent(self) -> int:
+        if self.state in ("done", "downloaded"):
+            return 100
+        if self.total <= 0:
+            return 0
+        return min(99, self.rows_done * 100 // self.total)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "venue_id": self.venue_id, "format": self.fmt, "state": self.state,
+                "rows_done": self.rows_done, "total": self.total, "percent": self.percent(),
+                "filename": self.filename, "error": self.error}
+
+
+class ExportJobs:
+    """Runs large exports on a small pool of worker threads.
+
+    Files go to a private folder (mode 0700) and are deleted after their one download or
+    ``ttl_s`` after they were finished, whichever comes first: they hold personal data,
+    masked or not. Jobs live in memory; files left by a previous run are removed at start.
+    Each account may have ``per_account`` jobs queued or running at once.
+    """
+
+    def __init__(self, storage, tz: ZoneInfo, folder: str | Path | None = None, *, workers: int = 2,
+                 per_account: int = 2, ttl_s: float = 3600, clock: Callable[[], float] = time.time):
+        if folder is None:
+            base = getattr(storage, "path", None)
+            folder = Path(base).parent / "exports" if base else Path(tempfile.mkdtemp(prefix="qrgate-exports-"))
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.folder, 0o700)
+        for stale in self.folder.iterdir():
+            _remove(stale)
+        self.storage = storage
+        self.tz = tz
+        self.per_account = per_account
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._jobs: dict[str, ExportJob] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="export")
+
+    def start(self, account_id: int, venue_id: int, fmt: str, start_ms: int, end_ms: int,
+              filename: str) -> ExportJob:
+        """Queue an export of the venue's masked check-ins in [start_ms, end_ms)."""
+        if fmt not in FORMATS:
+            raise ExportRefused(f"unknown export format {fmt!r} (csv or xlsx)")
+        self.sweep()
+        total = count_venue_rows(self.storage, venue_id, start_ms, end_ms)
+        if fmt == "xlsx" and total > XLSX_MAX_ROWS:
+            raise ExportRefused(f"{total} rows do not fit in one XLSX sheet; choose CSV or a shorter period")
+        with self._lock:
+            running = sum(1 for j in self._jobs.values() if j.account_id == account_id and j.active)
+            if running >= self.per_account:
+                raise ExportRefused(f"{running} exports are already running for this account; wait for one to finish")
+            job = ExportJob(secrets.token_urlsafe(16), account_id, venue_id, fmt, filename, start_ms, end_ms,
+                            total, self.clock())
+            self._jobs[job.id] = job
+        self._pool.submit(self._run, job)
+        return job
+
+    def get(self, job_id: str, account_id: int) -> ExportJob | None:
+        """The job if this account started it; None otherwise (the caller answers 404)."""
+        self.sweep()
+        job = self._jobs.get(job_id)
+        return job if job is not None and job.account_id == account_id else None
+
+    def for_account(self, account_id: int, venue_id: int | None = None) -> list[ExportJob]:
+        self.sweep()
+        return sorted((j for j in self._jobs.values() if j.account_id == account_id
+                       and (venue_id is None or j.venue_id == venue_id)), key=lambda j: -j.created_s)
+
+    def take(self, job_id: str, account_id: int) -> ExportJob | None:
+        """Hand a finished file over once: the job becomes 'downloaded' and the caller must
+        call ``discard`` once the file is sent. None if there is nothing to download."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.account_id != account_id or job.state != "done" or job.path is None:
+                return None
+            job.state = "downloaded"
+            return job
+
+    def discard(self, job: ExportJob) -> None:
+        if job.path is not None:
+            _remove(job.path)
+
+    def sweep(self, now: float | None = None) -> int:
+        """Delete files finished more than ttl_s ago and forget old jobs; return files removed."""
+        now = self.clock() if now is None else now
+        removed = 0
+        with self._lock:
+            for job in list(self._jobs.values()):
+                if job.state == "done" and job.finished_s is not None and now - job.finished_s >= self.ttl_s:
+                    if job.path is not None and _remove(job.path):
+                        removed += 1
+                    job.state = "expired"
+                if not job.active and now - job.created_s >= 24 * 3600:
+                    del self._jobs[job.id]
+        return removed
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _run(self, job: ExportJob) -> None:
+        job.state = "running"
+        final = self.folder / f"{job.id}.{job.fmt}"
+        partial = self.folder / f"{job.id}.part"
+
+        def progress(rows: int) -> None:
+            job.rows_done = rows
+
+        try:
+            rows = venue_export_rows(self.storage, job.venue_id, self.tz, job.start_ms, job.end_ms)
+            if job.fmt == "xlsx":
+                job.rows_done = write_xlsx(partial, CHECKIN_COLUMNS, rows, sheet="checkins", progress=progress)
+            else:
+                job.rows_done = write_csv(partial, CHECKIN_COLUMNS, rows, progress=progress)
+            os.replace(partial, final)
+            job.path = final
+            job.total = max(job.total, job.rows_done)
+            job.state = "done"
+        except Exception as exc:  # the job reports failure; the server goes on
+            logger.exception("export %s of venue %s failed", job.id, job.venue_id)
+            _remove(partial)
+            job.error = str(exc) if isinstance(exc, UserError) else "export failed"
+            job.state = "failed"
+        finally:
+            job.finished_s = self.clock()
+
+
+def _remove(path: Path) -> bool:
+    try:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        return True
+    except FileNotFoundError:
+        return False

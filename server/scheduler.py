@@ -1,0 +1,161 @@
+"""The server's scheduled jobs: the weekly report of every venue and the daily retention.
+
+When a job is due is decided here, from the time of its last run kept in the database
+(table ``scheduled_runs``), so ``run_due(now)`` is the whole schedule: a test calls it
+with any time, and a server that was down at Friday 15:00 makes the missed report once
+when it comes back (a run that was missed several times is made once, not repeated).
+APScheduler 3 (its CronTrigger for the calendar arithmetic in the server's time zone,
+its BackgroundScheduler for the waiting thread) only wakes ``run_due`` at those times;
+its own job stores would either forget missed runs (memory) or pickle callables into
+the database (SQLAlchemy), which is why the last runs are kept here instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from server.audit import AuditLog
+from server.config import ReportsSection, RetentionSection
+from server.reports import ReportArchive
+from server.tracing import delete_older_than
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    name: str
+    trigger: CronTrigger
+    run: Callable[[dt.datetime], Any]
+
+
+class ServerScheduler:
+    """Weekly reports ([reports]) and retention ([retention]) for one server database.
+
+    ``start()`` runs the jobs in a background thread at their times (and once at start
+    for anything missed while the server was down); ``shutdown()`` stops it.
+    """
+
+    def __init__(self, storage, timezone: str, *, reports: ReportsSection = ReportsSection(),
+                 retention: RetentionSection = RetentionSection(), clock: Callable[[], float] = time.time,
+                 archive: ReportArchive | None = None):
+        self.storage = storage
+        self.tz = ZoneInfo(timezone)
+        self.clock = clock
+        self.audit = AuditLog(storage, clock)
+        self.archive = archive or ReportArchive(storage)
+        self.retention = retention
+        self._lock = threading.Lock()
+        self._background: BackgroundScheduler | None = None
+        self.jobs: list[ScheduledJob] = []
+        if reports.enabled:
+            self.jobs.append(ScheduledJob("weekly_reports", CronTrigger(
+                day_of_week=reports.weekday, hour=reports.hour, minute=reports.minute, timezone=self.tz),
+                self._weekly_reports))
+        if retention.days > 0:
+            self.jobs.append(ScheduledJob("retention", CronTrigger(hour=retention.hour, minute=0, timezone=self.tz),
+                                          self._retention))
+        storage.db.conn.execute(
+            "CREATE TABLE IF NOT EXISTS scheduled_runs (job TEXT PRIMARY KEY, last_ms INTEGER NOT NULL)")
+
+    # -- the schedule -----------------------------------------------------------------
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.clock(), self.tz)
+
+    def next_time(self, job: ScheduledJob, after: dt.datetime) -> dt.datetime | None:
+        """The job's first time strictly after ``after``."""
+        return job.trigger.get_next_fire_time(None, after + dt.timedelta(microseconds=1))
+
+    def last_run(self, name: str) -> dt.datetime | None:
+        row = self.storage.db.execute("SELECT last_ms FROM scheduled_runs WHERE job = ?", [name]).fetchone()
+        return dt.datetime.fromtimestamp(row[0] / 1000, self.tz) if row else None
+
+    def due(self, now: dt.datetime) -> list[ScheduledJob]:
+        """Jobs whose time came after their last run and by ``now``. A job never run
+        before is not due: a new server does not make reports for weeks it never saw."""
+        out = []
+        for job in self.jobs:
+            last = self.last_run(job.name)
+            if last is None:
+                self._remember(job.name, now)
+                continue
+            upcoming = self.next_time(job, last)
+            if upcoming is not None and upcoming <= now:
+                out.append(job)
+        return out
+
+    def run_due(self, now: dt.datetime | None = None) -> dict[str, Any]:
+        """Run every job due at ``now`` (default: the clock) once; return their results."""
+        now = now or self.now()
+        if now.tzinfo is None:
+            raise ValueError("run_due needs an aware datetime")
+        now = now.astimezone(self.tz)
+        results: dict[str, Any] = {}
+        with self._lock:
+            for job in self.due(now):
+                try:
+                    results[job.name] = job.run(now)
+                except Exception:  # the job is retried at its next time; the others still run
+                    logger.exception("scheduled job %s failed", job.name)
+                    continue
+                self._remember(job.name, now)
+        return results
+
+    def _remember(self, name: str, when: dt.datetime) -> None:
+        self.storage.db.execute(
+            "INSERT INTO scheduled_runs (job, last_ms) VALUES (?, ?)"
+            " ON CONFLICT (job) DO UPDATE SET last_ms = excluded.last_ms", [name, int(when.timestamp() * 1000)])
+
+    # -- the jobs -----------------------------------------------------------------------
+
+    def _weekly_reports(self, now: dt.datetime) -> int:
+        return len(self.archive.generate_week(now, self.audit))
+
+    def _retention(self, now: dt.datetime) -> int:
+        deleted = delete_older_than(self.storage, self.retention.days, now_ms=int(now.timestamp() * 1000))
+        self.audit.record("qrgate.retention.deleted", ip="scheduler", rows=deleted, days=self.retention.days)
+        logger.info("retention: deleted %d check-ins older than %d days", deleted, self.retention.days)
+        return deleted
+
+    # -- the background thread ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Wake run_due at each job's time, and once now for what was missed."""
+        if self._background is not None:
+            return
+        background = BackgroundScheduler(timezone=self.tz, job_defaults={
+            "coalesce": True, "max_instances": 1, "misfire_grace_time": 6 * 3600})
+        for job in self.jobs:
+            background.add_job(self._wake, job.trigger, id=job.name, name=job.name)
+        background.add_job(self._wake, id="catch_up", name="catch up at start")
+        background.start()
+        self._background = background
+        logger.info("scheduler: %s", ", ".join(f"{j.name} next at {self.next_time(j, self.now()):%a %d/%m %H:%M}"
+                                                for j in self.jobs) or "no jobs")
+
+    def _wake(self) -> None:
+        # The timer may wake a few milliseconds before the minute it was set for; a run
+        # judged at "14:59:59.998" would skip Friday's report until next week.
+        self.run_due(self.now() + dt.timedelta(seconds=2))
+
+    def next_runs(self) -> dict[str, dt.datetime]:
+        """When the background scheduler will next wake each job (after start)."""
+        if self._background is None:
+            return {}
+        return {j.id: j.next_run_time for j in self._background.get_jobs() if j.id != "catch_up"}
+
+    def shutdown(self) -> None:
+        if self._background is not None:
+            self._background.shutdown(wait=True)
+            self._background = None
