@@ -1,0 +1,396 @@
+"""Area dashboards: venues registered, venues with scans and scans per local day, per
+province / district / ward and per venue, read from a daily roll-up of the check-ins.
+
+Counting 10 million check-ins on every request is too slow for a page, so the module
+keeps ``dashboard_daily``: one row per (venue, local day) with the number of scans.
+SQLite triggers on ``checkins`` keep it in step with every INSERT and with the UPDATEs
+that correct a station's clock (or move a check-in to another venue), whichever
+connection or process writes; ``ensure_rollup`` creates it once, counting the rows
+already stored, inside one write transaction so no check-in is missed or counted twice.
+
+Deleting check-ins (retention) does not change the roll-up: its counts are not personal
+data, and a dashboard keeps showing how busy an area was after the people's rows are
+gone. The local day is the UTC time plus one fixed offset, the configured time zone's
+offset when the roll-up was made (Asia/Ho_Chi_Minh: +07:00, no daylight saving time);
+it is stored in ``dashboard_meta`` and baked into the triggers. See docs/dashboards.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from qrgate.errors import UserError
+from server.areas import Area, AreaDirectory
+
+logger = logging.getLogger(__name__)
+
+DAY_MS = 86_400_000
+EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+MAX_PERIOD_DAYS = 366
+EARLIEST_DAY = dt.date(2000, 1, 1)
+MAX_VENUE_ROWS = 1000  # venues listed on one ward's dashboard (the busiest first)
+ROLLUP_VERSION = "1"
+LEVELS = ("country", "province", "district", "ward", "venue")
+
+
+class DashboardError(UserError):
+    """A request the dashboards cannot answer: an unknown area or a period out of bounds."""
+
+
+class UnknownArea(DashboardError, LookupError):
+    """No area with this code in the areas file (or no such venue)."""
+
+
+class DashboardUnavailable(DashboardError, RuntimeError):
+    """The storage keeps its check-ins outside the SQLite file (PostgreSQL): the roll-up
+    and its triggers are not made there yet."""
+
+
+# -- the roll-up -------------------------------------------------------------------
+
+
+def utc_offset_s(tz: ZoneInfo, at: float | None = None) -> int:
+    """The zone's offset from UTC in seconds at ``at`` (default: now)."""
+    when = dt.datetime.fromtimestamp(time.time() if at is None else at, tz)
+    return int(when.utcoffset().total_seconds())
+
+
+def _day_sql(column: str, offset_ms: int) -> str:
+    # floor((wall + offset) / day) for negative values too: SQLite's integer division
+    # truncates toward zero, so a wall clock before 1970 is moved down one day first.
+    shifted = f"({column} + {offset_ms})"
+    return f"(({shifted} - ({shifted} < 0) * {DAY_MS - 1}) / {DAY_MS})"
+
+
+def _meta(conn) -> dict[str, str]:
+    have = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dashboard_meta'").fetchone()
+    if not have:
+        return {}
+    return dict(conn.execute("SELECT key, value FROM dashboard_meta").fetchall())
+
+
+def _in_place(conn, meta: dict[str, str], offset_s: int) -> bool:
+    """Roll-up made for this offset, its triggers there, and the venues' area index
+    (once the venue columns exist: server.venues adds them)."""
+    if meta.get("utc_offset_s") != str(offset_s) or meta.get("version") != ROLLUP_VERSION:
+        return False
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('trigger', 'index')"
+                                        " AND tbl_name IN ('checkins', 'venues')")}
+    if not {"dashboard_checkin_insert", "dashboard_checkin_update"} <= names:
+        return False
+    return "dashboard_venues_area" in names or not _venues_have_areas(conn)
+
+
+def _venues_have_areas(conn) -> bool:
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(venues)")}
+    return {"province", "district", "ward"} <= columns
+
+
+def rollup_supported(storage) -> bool:
+    """Are the check-ins in the storage's SQLite file, where the triggers can count them?"""
+    conn = storage.db.conn
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'checkins'").fetchone() is not None
+
+
+def rollup_offset_s(storage) -> int | None:
+    """The UTC offset the roll-up counts local days with (None: no roll-up yet)."""
+    value = _meta(storage.db.conn).get("utc_offset_s")
+    return int(value) if value is not None else None
+
+
+def ensure_rollup(storage, tz: ZoneInfo) -> int:
+    """Make the daily roll-up and its triggers if they are missing or were made for
+    another UTC offset; return the offset used. Cheap when all is in place: call it at
+    start, before the bridge stores anything, and before each dashboard."""
+    offset_s = utc_offset_s(tz)
+    conn = storage.db.conn
+    if _in_place(conn, _meta(conn), offset_s):
+        return offset_s
+    if not rollup_supported(storage):
+        raise DashboardUnavailable("area dashboards need the check-ins in the SQLite database")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        meta = _meta(conn)  # another process may have done it while we waited
+        if not _in_place(conn, meta, offset_s):
+            _build(conn, offset_s, meta)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return offset_s
+
+
+def _build(conn, offset_s: int, meta: dict[str, str]) -> None:
+    offset_ms = offset_s * 1000
+    started = time.perf_counter()
+    conn.execute("CREATE TABLE IF NOT EXISTS dashboard_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS dashboard_daily (venue_id INTEGER NOT NULL, day INTEGER NOT NULL,"
+        " scans INTEGER NOT NULL, PRIMARY KEY (venue_id, day)) WITHOUT ROWID")
+    if _venues_have_areas(conn):
+        conn.execute("CREATE INDEX IF NOT EXISTS dashboard_venues_area ON venues (province, district, ward)")
+    conn.execute("DROP TRIGGER IF EXISTS dashboard_checkin_insert")
+    conn.execute("DROP TRIGGER IF EXISTS dashboard_checkin_update")
+    day = _day_sql("wall_ms", offset_ms)
+    old_offset = meta.get("utc_offset_s")
+    if old_offset == str(offset_s) and meta.get("version") == ROLLUP_VERSION:
+        pass  # only the venues' index (or a dropped trigger) was missing: the counts stand
+    elif old_offset is None or conn.execute("SELECT count(*) FROM dashboard_daily").fetchone()[0] == 0:
+        conn.execute("DELETE FROM dashboard_daily")
+        conn.execute(
+            f"INSERT INTO dashboard_daily (venue_id, day, scans) SELECT venue_id, {day}, count(*) FROM checkins"
+            " WHERE wall_ms IS NOT NULL GROUP BY venue_id, 2")
+        logger.info("dashboard roll-up made from the stored check-ins (UTC offset %+d s)", offset_s)
+    else:
+        # The offset changed (the configured zone did): days whose check-ins are still
+        # stored are counted again with the new offset; older days, whose rows retention
+        # has deleted, keep the counts made with the old one.
+        first = conn.execute("SELECT min(wall_ms) FROM checkins").fetchone()[0]
+        if first is not None:
+            keep_before = _floor_day(first + offset_ms) + 1
+            conn.execute("DELETE FROM dashboard_daily WHERE day >= ?", [keep_before])
+            conn.execute(
+                f"INSERT INTO dashboard_daily (venue_id, day, scans) SELECT venue_id, {day}, count(*) FROM checkins"
+                " WHERE wall_ms >= ? GROUP BY venue_id, 2", [keep_before * DAY_MS - offset_ms])
+        logger.warning("dashboard roll-up recounted for UTC offset %+d s (was %s s)", offset_s, old_offset)
+    new_day, old_day = _day_sql("NEW.wall_ms", offset_ms), _day_sql("OLD.wall_ms", offset_ms)
+    conn.execute(
+        "CREATE TRIGGER dashboard_checkin_insert AFTER INSERT ON checkins WHEN NEW.wall_ms IS NOT NULL BEGIN"
+        f" INSERT INTO dashboard_daily (venue_id, day, scans) VALUES (NEW.venue_id, {new_day}, 1)"
+        " ON CONFLICT (venue_id, day) DO UPDATE SET scans = scans + 1; END")
+    # A clock correction moves a check-in to its true day; most stay on the same day
+    # and cost nothing more than the WHEN.
+    conn.execute(
+        "CREATE TRIGGER dashboard_checkin_update AFTER UPDATE OF wall_ms, venue_id ON checkins"
+        f" WHEN OLD.venue_id IS NOT NEW.venue_id OR {old_day} IS NOT {new_day} BEGIN"
+        f" UPDATE dashboard_daily SET scans = scans - 1 WHERE venue_id = OLD.venue_id AND day = {old_day};"
+        f" DELETE FROM dashboard_daily WHERE venue_id = OLD.venue_id AND day = {old_day} AND scans <= 0;"
+        f" INSERT INTO dashboard_daily (venue_id, day, scans) SELECT NEW.venue_id, {new_day}, 1"
+        " WHERE NEW.wall_ms IS NOT NULL ON CONFLICT (venue_id, day) DO UPDATE SET scans = scans + 1; END")
+    conn.executemany("INSERT OR REPLACE INTO dashboard_meta (key, value) VALUES (?, ?)",
+                     [("utc_offset_s", str(offset_s)), ("version", ROLLUP_VERSION),
+                      ("built_ms", str(int(time.time() * 1000)))])
+    logger.info("dashboard roll-up ready in %.1f s", time.perf_counter() - started)
+
+
+def _floor_day(ms: int) -> int:
+    return ms // DAY_MS  # Python's // floors, like _day_sql
+
+
+def day_number(day: dt.date) -> int:
+    """The roll-up's number for a local day (days since 1970-01-01)."""
+    return day.toordinal() - EPOCH_ORDINAL
+
+
+def day_of_number(number: int) -> dt.date:
+    return dt.date.fromordinal(number + EPOCH_ORDINAL)
+
+
+# -- periods -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """Local days ``since`` to ``until``, both included."""
+
+    since: dt.date
+    until: dt.date
+
+    def __post_init__(self):
+        if self.until < self.since:
+            raise DashboardError("the period ends before it starts")
+        if self.since < EARLIEST_DAY:
+            raise DashboardError(f"the period must not start before {EARLIEST_DAY.isoformat()}")
+        if self.length > MAX_PERIOD_DAYS:
+            raise DashboardError(f"the period is at most {MAX_PERIOD_DAYS} days, not {self.length}")
+
+    @property
+    def length(self) -> int:
+        return (self.until - self.since).days + 1
+
+    @property
+    def first(self) -> int:
+        return day_number(self.since)
+
+    @property
+    def last(self) -> int:
+        return day_number(self.until)
+
+    def end_ms(self, offset_s: int) -> int:
+        """UTC ms of the local midnight that ends the period."""
+        return (self.last + 1) * DAY_MS - offset_s * 1000
+
+    def as_dict(self) -> dict:
+        return {"since": self.since.isoformat(), "until": self.until.isoformat(), "days": self.length}
+
+
+# -- areas ---------------------------------------------------------------------------
+
+
+def area_level(areas: AreaDirectory, code: str) -> str | None:
+    for level, table in (("province", areas.provinces), ("district", areas.districts), ("ward", areas.wards)):
+        if code in table:
+            return level
+    return None
+
+
+def area_path(areas: AreaDirectory, code: str) -> list[tuple[str, Area]]:
+    """(level, area) from the province down to ``code``; UnknownArea if not in the file."""
+    level = area_level(areas, code)
+    if level is None:
+        raise UnknownArea(f"no area with code {code[:40]!r}")
+    path: list[tuple[str, Area]] = []
+    current: str | None = code
+    while current:
+        level = area_level(areas, current)
+        if level is None or len(path) > 3:
+            break
+        area = {"province": areas.provinces, "district": areas.districts, "ward": areas.wards}[level][current]
+        path.append((level, area))
+        current = area.parent
+    return list(reversed(path))
+
+
+def _children(areas: AreaDirectory, level: str, code: str | None) -> tuple[str, list[Area]]:
+    """The child level's venue column and its areas in the file's order."""
+    if level == "country":
+        return "province", list(areas.provinces.values())
+    if level == "province":
+        districts = areas.districts_of(code)
+        return ("district", districts) if districts else ("ward", areas.wards_of(code))
+    if level == "district":
+        return "ward", areas.wards_of(code)
+    return "venue", []
+
+
+def _describe(level: str, area: Area | None) -> dict:
+    return {"code": area.code if area else None, "level": level, "name": area.name if area else ""}
+
+
+# -- the dashboards ------------------------------------------------------------------
+
+
+def area_dashboard(storage, areas: AreaDirectory, area_code: str | None, since_day: dt.date,
+                   until_day: dt.date, tz: ZoneInfo) -> dict:
+    """One area's dashboard over local days ``since_day`` to ``until_day`` (included).
+
+    ``area_code`` None is the whole country, one child per province. The answer (plain
+    JSON types) has ``area``, ``path`` (province down to the area), ``period``,
+    ``child_level`` (province / district / ward / venue), ``totals`` and ``children``
+    (each: venues registered by the end of the period, venues with at least one scan in
+    it, scans in it) and ``days`` (scans and venues with scans per local day, every day
+    of the period). Venues whose code is not in the areas file are one child with code
+    None. Raises UnknownArea or DashboardError.
+    """
+    period = Period(since_day, until_day)
+    if area_code is None:
+        level, path = "country", []
+    else:
+        path = area_path(areas, area_code)
+        level = path[-1][0]
+    offset_s = ensure_rollup(storage, tz)
+    area = path[-1][1] if path else None
+    where, params = ("1", []) if area is None else (f"v.{level} = ?", [area.code])
+    child_level, child_areas = _children(areas, level, area.code if area else None)
+    db = storage.db.conn
+    end_ms = period.end_ms(offset_s)
+
+    if child_level == "venue":
+        children = _venue_children(db, where, params, period, end_ms)
+    else:
+        registered = dict(db.execute(
+            f"SELECT v.{child_level}, count(*) FROM venues v WHERE {where} AND coalesce(v.created_ms, 0) < ?"
+            f" GROUP BY v.{child_level}", [*params, end_ms]).fetchall())
+        activity = {r[0]: (r[1], r[2]) for r in db.execute(
+            f"SELECT v.{child_level}, count(DISTINCT d.venue_id), sum(d.scans) FROM venues v"
+            " JOIN dashboard_daily d ON d.venue_id = v.id AND d.day BETWEEN ? AND ? AND d.scans > 0"
+            f" WHERE {where} GROUP BY v.{child_level}", [period.first, period.last, *params])}
+        children = []
+        known = set()
+        for child in child_areas:
+            known.add(child.code)
+            active, scans = activity.get(child.code, (0, 0))
+            children.append({"code": child.code, "name": child.name, "venues_registered": registered.get(child.code, 0),
+                             "venues_with_scans": active, "scans": scans or 0})
+        stray_codes = (set(registered) | set(activity)) - known
+        if stray_codes:
+            children.append({
+                "code": None, "name": "",
+                "venues_registered": sum(registered.get(c, 0) for c in stray_codes),
+                "venues_with_scans": sum(activity.get(c, (0, 0))[0] for c in stray_codes),
+                "scans": sum(activity.get(c, (0, 0))[1] or 0 for c in stray_codes),
+            })
+    per_day = {r[0]: (r[1], r[2]) for r in db.execute(
+        "SELECT d.day, sum(d.scans), count(*) FROM dashboard_daily d JOIN venues v ON v.id = d.venue_id"
+        f" WHERE d.day BETWEEN ? AND ? AND d.scans > 0 AND {where} GROUP BY d.day",
+        [period.first, period.last, *params])}
+    totals = {key: sum(c[key] for c in children) for key in ("venues_registered", "venues_with_scans", "scans")}
+    listed = len(children)
+    children = children[:MAX_VENUE_ROWS]
+    return {
+        "area": _describe(level, area),
+        "path": [_describe(lvl, a) for lvl, a in path],
+        "period": period.as_dict(),
+        "time_zone": tz.key,
+        "utc_offset_s": offset_s,
+        "child_level": child_level,
+        "totals": totals,
+        "children": children,
+        "children_total": listed,  # before the cut at MAX_VENUE_ROWS venues
+        "days": _days(period, per_day),
+    }
+
+
+def _venue_children(db, where: str, params: list, period: Period, end_ms: int) -> list[dict]:
+    rows = db.execute(
+        "SELECT id, name, kind, scans, registered FROM (SELECT v.id, v.name, v.kind,"
+        " (SELECT coalesce(sum(d.scans), 0) FROM dashboard_daily d WHERE d.venue_id = v.id"
+        "  AND d.day BETWEEN ? AND ? AND d.scans > 0) AS scans, coalesce(v.created_ms, 0) < ? AS registered"
+        f" FROM venues v WHERE {where}) WHERE registered OR scans > 0"
+        " ORDER BY scans DESC, name COLLATE NOCASE, id",
+        [period.first, period.last, end_ms, *params]).fetchall()
+    # A venue made after the period but with scans in it (clock trouble, generated
+    # data) is listed, yet not counted as registered by the period's end.
+    return [{"venue_id": r[0], "name": r[1] or "", "kind": r[2] or "", "venues_registered": int(r[4]),
+             "venues_with_scans": 1 if r[3] > 0 else 0, "scans": r[3]} for r in rows]
+
+
+def _days(period: Period, per_day: dict[int, tuple[int, int]]) -> list[dict]:
+    return [{"day": day_of_number(n).isoformat(), "scans": per_day.get(n, (0, 0))[0],
+             "venues_with_scans": per_day.get(n, (0, 0))[1]} for n in range(period.first, period.last + 1)]
+
+
+def venue_dashboard(storage, areas: AreaDirectory, venue_id: int, since_day: dt.date, until_day: dt.date,
+                    tz: ZoneInfo) -> dict:
+    """One venue's scans per local day, with the path of its area; UnknownArea if no
+    such venue."""
+    period = Period(since_day, until_day)
+    offset_s = ensure_rollup(storage, tz)
+    db = storage.db.conn
+    row = db.execute("SELECT id, name, kind, province, district, ward FROM venues WHERE id = ?",
+                     [venue_id]).fetchone()
+    if row is None:
+        raise UnknownArea(f"no venue {venue_id}")
+    path = []
+    for code in (row[5], row[4], row[3]):
+        if code and area_level(areas, code):
+            path = area_path(areas, code)
+            break
+    per_day = {r[0]: (r[1], 1) for r in db.execute(
+        "SELECT day, scans FROM dashboard_daily WHERE venue_id = ? AND day BETWEEN ? AND ? AND scans > 0",
+        [venue_id, period.first, period.last])}
+    days = _days(period, per_day)
+    return {
+        "venue": {"id": row[0], "name": row[1] or "", "kind": row[2] or "", "province": row[3] or "",
+                  "district": row[4] or "", "ward": row[5] or ""},
+        "path": [_describe(lvl, a) for lvl, a in path],
+        "period": period.as_dict(),
+        "time_zone": tz.key,
+        "utc_offset_s": offset_s,
+        "totals": {"scans": sum(d["scans"] for d in days), "days_with_scans": len(per_day)},
+        "days": days,
+    }
