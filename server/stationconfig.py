@@ -6,7 +6,9 @@ signed with the server's Ed25519 key (the one stations already trust for persona
 passes) under its own context, so nothing but the server can change a station's mind.
 
 The block list is sent as salted SHA-256 hashes of person keys (e.g. "cccd:0240..."),
-never the ids themselves.
+never the ids themselves. An entry may end (``until_ms``): a revoked personal pass is
+refused by its own expiry date after that, so its entry leaves the list and the list
+stays small over the years.
 """
 
 from __future__ import annotations
@@ -67,7 +69,10 @@ class StationConfigStore:
                 {"station_id": str, "settings": str, "version": int, "updated_ms": int}, pk="station_id"
             )
         if "blocklist" not in db.table_names():
-            db["blocklist"].create({"person_key": str, "reason": str, "added_ms": int}, pk="person_key")
+            db["blocklist"].create({"person_key": str, "reason": str, "added_ms": int, "until_ms": int},
+                                   pk="person_key")
+        elif "until_ms" not in db["blocklist"].columns_dict:
+            db["blocklist"].add_column("until_ms", int)
 
     def settings(self, station_id: str) -> tuple[StationSettings, int]:
         row = self.storage.db.execute(
@@ -89,18 +94,36 @@ class StationConfigStore:
         )
         return version + 1
 
-    def block(self, person_key: str, reason: str = "") -> None:
+    def block(self, person_key: str, reason: str = "", until_ms: int | None = None) -> None:
+        """Put a person on every station's block list; ``until_ms`` (None: for good) is when
+        the entry may leave it."""
         if ":" not in person_key:
             raise UserError(f"person key must look like cccd:<12 digits>, bhxh:<10 digits> or pass:<id>, got {person_key!r}")
         self.storage.db["blocklist"].upsert(
-            {"person_key": person_key, "reason": reason, "added_ms": int(time.time() * 1000)}, pk="person_key"
+            {"person_key": person_key, "reason": reason, "added_ms": int(time.time() * 1000), "until_ms": until_ms},
+            pk="person_key",
         )
 
     def unblock(self, person_key: str) -> bool:
         return bool(self.storage.db.execute("DELETE FROM blocklist WHERE person_key = ?", [person_key]).rowcount)
 
-    def blocked_keys(self) -> list[str]:
-        return [r[0] for r in self.storage.db.execute("SELECT person_key FROM blocklist ORDER BY person_key")]
+    def blocked_keys(self, at_ms: int | None = None) -> list[str]:
+        """Keys on the list at ``at_ms`` (default: now); ended entries are left out."""
+        at_ms = at_ms if at_ms is not None else int(time.time() * 1000)
+        return [r[0] for r in self.storage.db.execute(
+            "SELECT person_key FROM blocklist WHERE until_ms IS NULL OR until_ms > ? ORDER BY person_key", [at_ms])]
+
+    def stations_of(self, venue_ids: list[int]) -> list[str]:
+        """Active stations bound to any of the venues."""
+        if not venue_ids:
+            return []
+        marks = ",".join("?" * len(venue_ids))
+        # The server's own self check-in "stations" are not devices: nothing listens for a config.
+        not_self = (" AND station_id NOT IN (SELECT station_id FROM self_stations)"
+                    if "self_stations" in self.storage.db.table_names() else "")
+        return [r[0] for r in self.storage.db.execute(
+            f"SELECT station_id FROM stations WHERE status = 'active' AND venue_id IN ({marks}){not_self}"
+            " ORDER BY station_id", list(venue_ids))]
 
     def build(self, station_id: str, key: Ed25519PrivateKey, *, now_ms: int | None = None) -> dict[str, Any]:
         """The signed config message for one station."""
@@ -120,7 +143,7 @@ class StationConfigStore:
             "venue": venue[0] if venue else "",
             **asdict(settings),
             "blocked_salt": base64.b64encode(salt).decode("ascii"),
-            "blocked": sorted(blocked_hash(salt, k) for k in self.blocked_keys()),
+            "blocked": sorted(blocked_hash(salt, k) for k in self.blocked_keys(now_ms)),
         }
         return sign_config(body, key)
 
@@ -155,3 +178,24 @@ def publish_configs(store: StationConfigStore, key: Ed25519PrivateKey, mqtt_sett
         client.loop_stop()
     logger.info("published config to %d station(s)", len(messages))
     return len(messages)
+
+
+class ConfigPublisher:
+    """Publishes signed configs with the server's key and broker settings; the web UI
+    calls it after a change that stations must learn at once (a revoked pass)."""
+
+    def __init__(self, store: StationConfigStore, key: Ed25519PrivateKey, mqtt_settings, base: Path,
+                 timeout: float = 15.0):
+        self.store = store
+        self.key = key
+        self.mqtt_settings = mqtt_settings
+        self.base = base
+        self.timeout = timeout
+
+    def publish(self, station_ids: list[str]) -> int:
+        """Publish to these stations; UserError when the broker cannot be reached."""
+        try:
+            return publish_configs(self.store, self.key, self.mqtt_settings, self.base, station_ids, self.timeout)
+        except OSError as exc:
+            raise UserError(f"cannot reach the broker at {self.mqtt_settings.host}:{self.mqtt_settings.port}: "
+                            f"{exc.strerror or exc}") from None
