@@ -44,6 +44,12 @@ pattern write {protocol.TOPIC_ROOT}/%u/status
 pattern read {protocol.TOPIC_ROOT}/%u/acks
 pattern read {protocol.TOPIC_ROOT}/%u/config
 
+# The server account (every bridge worker) reads records and status and writes acks and
+# config. Workers subscribe through a shared subscription,
+# $share/qrgate-bridge-<hash>/{protocol.TOPIC_ROOT}/+/records. Mosquitto checks what a
+# subscription delivers against these lines, by real topic, never the subscription
+# itself: a share gives the server nothing more than these two topics, and the group's
+# name is kept from stations so none can join it (server/bridge.py, share_group_for).
 user {SERVER_USER}
 topic read {protocol.TOPIC_ROOT}/+/records
 topic read {protocol.TOPIC_ROOT}/+/status

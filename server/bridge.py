@@ -4,10 +4,20 @@ Subscribes to every station's records topic with a persistent session, so batche
 while the bridge is down wait in the broker. A record is acked only after the database
 commit; a record refused for good (forged, conflicting) is acked as refused so the
 station stops sending it; records from unknown stations get no ack at all.
+
+Several bridges (worker processes, server/workers.py) share the load through one MQTT v5
+shared subscription, ``$share/qrgate-bridge-<hash>/...`` (a name kept from the stations:
+share_group_for): the broker hands each batch to one member of the group. Each member
+keeps its own persistent session under a stable client id, so a batch handed to a member
+that is restarting waits for it in the broker, and a batch it was handling when it died
+is delivered to it again (its PUBACK is sent only after the commit). Storing is
+idempotent by (station, seq) whichever member stores it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import threading
@@ -30,6 +40,28 @@ from server.storage import StationInfo, Storage
 logger = logging.getLogger(__name__)
 
 CHECK_CHUNK = 50  # records a verification thread takes at a time
+SHARE_GROUP_PREFIX = "qrgate-bridge"
+DERIVED = "derived"  # share_group: the name share_group_for() gives the server's settings
+
+
+def share_group_for(settings: MqttSettings, base: Path) -> str:
+    """The shared subscription group of this server's bridges.
+
+    Its name is derived from the server's broker password, which every bridge has and no
+    station has. Mosquitto's ACL file does not check subscriptions, only what they
+    deliver: a station that knew the name could join the group, be handed its round-robin
+    share of every station's records, and have the ACL drop them (the stations would
+    resend, but a few such members would starve the real bridges).
+    """
+    secret = (settings.password(base) or "").encode("utf-8")
+    digest = hmac.new(secret, b"qrgate bridge share group v1", hashlib.sha256).hexdigest()[:16]
+    return f"{SHARE_GROUP_PREFIX}-{digest}"
+
+
+def records_filter(share_group: str | None) -> str:
+    """The records subscription: shared by the group, or (None) a plain one."""
+    plain = protocol.records_topic("+")
+    return f"$share/{share_group}/{plain}" if share_group else plain
 
 
 class RecordVerifier:
@@ -77,7 +109,13 @@ class Bridge:
 
     def __init__(self, storage: Storage, settings: MqttSettings | None = None, base: Path = Path("."), *,
                  client_id: str = "qrgate-bridge", opener: PersonOpener | None = None,
-                 check_threads: int | None = None):
+                 check_threads: int | None = None, share_group: str | None = DERIVED,
+                 follow_status: bool = True):
+        """``client_id`` must be stable across restarts and unique in the group (it names
+        the broker session holding this bridge's queue); ``share_group`` is the group's
+        name (DERIVED: from the settings, see share_group_for; None: a plain subscription);
+        ``follow_status`` subscribes to the stations' status too (one member of a group
+        is enough: see workers.py)."""
         self.storage = storage
         self.opener = opener
         self.fleet = Fleet(storage)
@@ -87,9 +125,14 @@ class Bridge:
         self.settings = settings
         self.counters: Counter[str] = Counter()
         self._connected = threading.Event()
+        self._subscribed = threading.Event()
         self._client: mqtt.Client | None = None
         self._client_id = client_id
         self._base = base
+        if share_group == DERIVED:
+            share_group = share_group_for(settings, base) if settings is not None else None
+        self.share_group = share_group
+        self.follow_status = follow_status
 
     def handle(self, topic: str, payload: bytes) -> protocol.Ack | None:
         """Process one records message; return the ack to send (None: send nothing)."""
@@ -175,11 +218,19 @@ class Bridge:
         if self.settings is None:
             raise RuntimeError("Bridge.start() needs MQTT settings")
         client, props = make_client(self._client_id, self.settings, self._base, persistent=True)
+        # PUBACK only once the batch is committed and its ack published: a bridge killed
+        # before that gets the batch again from its session when it reconnects.
+        client.manual_ack_set(True)
         client.on_connect = self._on_connect
-        client.on_disconnect = lambda *a: self._connected.clear()
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         self._client = client
         connect_async(client, self.settings, props, persistent=True)
+
+    @property
+    def client_id(self) -> str:
+        return self._client_id
 
     def alive(self) -> bool:
         """The network loop thread runs (it reconnects by itself while it does).
@@ -192,20 +243,60 @@ class Bridge:
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
+    def wait_subscribed(self, timeout: float) -> bool:
+        """True once the broker confirmed this connection's subscriptions."""
+        return self._subscribed.wait(timeout)
+
     def close(self) -> None:
         if self._client is not None:
             self._client.disconnect()
             self._client.loop_stop()
 
+    def subscriptions(self) -> list[tuple[str, int]]:
+        topics = [(records_filter(self.share_group), 1)]
+        if self.follow_status:
+            # Not shared: one consumer sees each station's status messages in order (an
+            # "online" and the "offline" after it, handled by two workers, could be
+            # written the wrong way round).
+            topics.append((protocol.status_topic("+"), 1))
+        return topics
+
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
             logger.error("broker refused the bridge: %s", reason_code)
             return
-        client.subscribe([(protocol.records_topic("+"), 1), (protocol.status_topic("+"), 1)])
-        logger.info("bridge connected to %s:%d", self.settings.host, self.settings.port)
+        wanted = self.subscriptions()
+        if flags.session_present:
+            # A session kept from an older setup (a plain subscription before the group,
+            # status followed by another member now) would deliver twice: drop it.
+            stale = {records_filter(None), protocol.status_topic("+")} - {t for t, _ in wanted}
+            client.unsubscribe(sorted(stale))
+        client.subscribe(wanted)
+        logger.info("bridge %s connected to %s:%d", self._client_id, self.settings.host, self.settings.port)
         self._connected.set()
 
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        failed = [str(rc) for rc in reason_codes if rc.is_failure]
+        if failed:
+            logger.error("broker refused the bridge's subscriptions: %s", ", ".join(failed))
+            return
+        logger.info("bridge %s subscribed: %s", self._client_id, ", ".join(t for t, _ in self.subscriptions()))
+        self._subscribed.set()
+
+    def _on_disconnect(self, *args):
+        self._connected.clear()
+        self._subscribed.clear()
+
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage):
+        try:
+            self._deliver(client, message)
+        finally:
+            # Also after a failure: the broker would only hand a message back on the next
+            # connection, while the station sends again within resend_after_s anyway.
+            if message.qos:
+                client.ack(message.mid, message.qos)
+
+    def _deliver(self, client, message: mqtt.MQTTMessage) -> None:
         station_id = protocol.station_from_topic(message.topic)
         if station_id and message.topic == protocol.status_topic(station_id):
             try:
@@ -221,6 +312,5 @@ class Bridge:
             logger.exception("could not store batch from %s", message.topic)
             return
         if ack is not None:
-            station_id = protocol.station_from_topic(message.topic)
             client.publish(protocol.acks_topic(station_id), ack.to_bytes(), qos=1)
         logger.debug("batch on %s handled in %.1f ms", message.topic, (time.perf_counter() - started) * 1000)

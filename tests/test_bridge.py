@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -13,6 +14,8 @@ from qrgate import protocol
 from qrgate.sealing import PersonOpener, PersonSealer
 from server.bridge import Bridge
 from server.storage import SqliteStorage
+
+pytestmark = pytest.mark.timeout(60)
 
 
 def make_record(key, seq, name="Trần Thu Hà", station="gate-1"):
@@ -154,3 +157,34 @@ def test_hostile_names_are_stored_exactly_and_safely(env, name):
     row = storage.latest_checkins(1)[0]
     assert row["name"] == name
     assert json.loads(storage.db.execute("SELECT record FROM checkins").fetchone()[0])["person"]["name"] == name
+
+
+def test_two_workers_storing_the_same_batches_at_once_store_each_record_once(tmp_path):
+    """A redelivered batch and the station's resend can reach two workers together: both
+    must ack every record as stored, and neither may see a conflict."""
+    path = tmp_path / "shared.sqlite3"
+    setup = SqliteStorage(path)
+    key = Ed25519PrivateKey.generate()
+    setup.add_station("gate-1", protocol.public_key_to_text(key.public_key()), setup.add_venue("Cảng Cát Lái"))
+    opener = PersonOpener(SEALING)
+    workers = [Bridge(SqliteStorage(path), opener=opener, check_threads=1) for _ in range(2)]
+    batches = [batch(*(sealed_record(key, seq) for seq in range(first, first + 20))) for first in range(1, 401, 20)]
+    acks: list[list] = [[], []]
+    start = threading.Barrier(2)
+
+    def work(n: int) -> None:
+        for payload in batches:
+            start.wait(timeout=30)  # both take the same batch at the same moment
+            acks[n].append(workers[n].handle(TOPIC, payload))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for n in (0, 1):
+        assert [a.stored for a in acks[n]] == [tuple(range(f, f + 20)) for f in range(1, 401, 20)]
+        assert all(not a.refused for a in acks[n])
+    assert setup.count_checkins("gate-1") == 400
+    assert setup.refusal_counts() == {}
+    assert workers[0].counters["stored"] + workers[1].counters["stored"] == 400
