@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what qrgate needs on Debian or Raspberry Pi OS: apt packages, then a venv in .venv.
 # Sourced by scripts/demo and scripts/test; usage: bootstrap <pip extras> [extra apt packages...]
+# The "dev" extra (the test suite) also installs PostgreSQL and starts it: see postgresql_ready.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -8,7 +9,8 @@ VENV="$ROOT/.venv"
 
 bootstrap() {
     local extras=$1; shift
-    local apt_wanted=(mosquitto libzbar0 fonts-dejavu-core python3-venv python3-dev gcc "$@")
+    local apt_wanted=(mosquitto libzbar0 fonts-dejavu-core python3-venv python3-dev gcc "$@") with_pg=0
+    case ",$extras," in *,dev,*) with_pg=1; apt_wanted+=(postgresql) ;; esac
     local missing=()
     for pkg in "${apt_wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
@@ -20,6 +22,7 @@ bootstrap() {
         $sudo apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
     fi
+    [ $with_pg -eq 0 ] || postgresql_ready
 
     if [ ! -x "$VENV/bin/python" ]; then
         local site=()
@@ -43,5 +46,35 @@ bootstrap() {
         "$VENV/bin/python" -m pip install -q --upgrade pip >&2
         "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" -e "${ROOT}[${all}]" >&2
         echo "$hash $(echo "$have_extras" | xargs)" > "$VENV/.qrgate-installed"
+    fi
+}
+
+# The server's tests store check-ins in a real PostgreSQL too: they need a running
+# cluster and a role named after this user that may create (and drop) its own test
+# databases, reached through the local socket (peer authentication, Debian's default).
+postgresql_ready() {
+    local as_root="" as_postgres=(sudo -u postgres)
+    [ "$(id -u)" -eq 0 ] || as_root="sudo"
+    [ "$(id -u)" -ne 0 ] || as_postgres=(runuser -u postgres --)
+    if [ -z "$(pg_lsclusters -h 2>/dev/null)" ]; then
+        local newest
+        newest=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n 1)
+        echo "Creating the PostgreSQL cluster $newest/main" >&2
+        $as_root pg_createcluster "$newest" main >&2
+    fi
+    local version cluster status
+    # Containers and fresh images often have the cluster but no service manager running it.
+    while read -r version cluster _ status _; do
+        case "$status" in
+            online*) ;;
+            *) echo "Starting the PostgreSQL cluster $version/$cluster" >&2
+               $as_root pg_ctlcluster "$version" "$cluster" start >&2 ;;
+        esac
+    done < <(pg_lsclusters -h)
+    local me
+    me=$(id -un)
+    if ! (cd / && "${as_postgres[@]}" psql -XtAc "SELECT 1 FROM pg_roles WHERE rolname = '$me'") | grep -q 1; then
+        echo "Creating the PostgreSQL role $me (may create databases)" >&2
+        (cd / && "${as_postgres[@]}" createuser --createdb "$me")
     fi
 }

@@ -1,0 +1,56 @@
+"""PostgreSQL for the tests: a fresh database per test on the machine's server, dropped after.
+
+The server is found at $QRGATE_TEST_PG (a libpq connection string or URL to a database
+the test role may connect to, with the right to create databases), else through the
+local socket as this user (what scripts/bootstrap.sh sets up), else as ``postgres`` on
+127.0.0.1:5432. Nothing is installed here: scripts/test's bootstrap installs and starts
+PostgreSQL. Without a server the PostgreSQL tests are skipped on a developer's machine
+and fail in CI (CI=true), like the sample-set tests.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import psycopg
+import pytest
+from psycopg import sql
+
+CANDIDATES = ("dbname=postgres", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def admin_dsn() -> str:
+    """The first server DSN that answers; skip (fail in CI) when none does."""
+    wanted = os.environ.get("QRGATE_TEST_PG")
+    errors = []
+    for dsn in (wanted,) if wanted else CANDIDATES:
+        try:
+            with psycopg.connect(dsn, connect_timeout=3):
+                return dsn
+        except psycopg.OperationalError as exc:
+            errors.append(f"{dsn}: {str(exc).strip().splitlines()[-1]}")
+    message = "no PostgreSQL server for the tests (scripts/test installs and starts one): " + "; ".join(errors)
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def database_dsn(admin: str, name: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(admin)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**info)
+
+
+@pytest.fixture
+def pg_dsn():
+    """A new, empty database for this test; dropped afterwards even if connections remain."""
+    admin = admin_dsn()
+    name = f"qrgate_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield database_dsn(admin, name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
