@@ -16,6 +16,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,15 +62,29 @@ class Appended:
     body: bytes
 
 
+def connect_sqlite(path: Path) -> sqlite3.Connection:
+    """The outbox's usual connection: the standard library's SQLite, autocommit."""
+    return sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+
+
 class Outbox:
     """Signed records waiting for the server, in one SQLite file.
 
     ``path`` is created with mode 0600. ``person_secret`` keys the hash under which
-    presence is remembered.
+    presence is remembered. ``connect`` opens the file; anything with the
+    ``sqlite3.Connection`` methods the outbox uses will do (the power-cut simulation in
+    bench/powercut.py passes one that runs through a VFS that loses unsynced writes).
     """
 
-    def __init__(self, path: str | Path, *, station_id: str, key: Ed25519PrivateKey, person_secret: bytes):
+    # Chosen by the power-cut simulation (docs/reliability.md): with WAL, only FULL
+    # keeps every record whose green light was shown.
+    JOURNAL_MODE = "WAL"
+    SYNCHRONOUS = "FULL"
+
+    def __init__(self, path: str | Path, *, station_id: str, key: Ed25519PrivateKey, person_secret: bytes,
+                 connect: Callable[[Path], sqlite3.Connection] = connect_sqlite):
         self.path = Path(path)
+        self._connect = connect
         self.station_id = station_id
         self._key = key
         self._secret = person_secret
@@ -94,12 +109,12 @@ class Outbox:
     def _open(self) -> sqlite3.Connection:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         os.close(fd)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db = self._connect(self.path)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA journal_mode={self.JOURNAL_MODE}")
             # FULL: the WAL is fsync'd at every commit, so a power cut after the green
             # light cannot take the record with it.
-            db.execute("PRAGMA synchronous=FULL")
+            db.execute(f"PRAGMA synchronous={self.SYNCHRONOUS}")
             db.execute("PRAGMA busy_timeout=5000")
             verdict = db.execute("PRAGMA quick_check").fetchone()[0]
             if verdict != "ok":
