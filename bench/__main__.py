@@ -1,6 +1,8 @@
 """Run every benchmark: `python -m bench [--quick] [--json PATH]`.
 
-Prints each benchmark's table and writes one JSON document with all results.
+Prints each benchmark's table and writes one JSON document with all results. The full
+run includes the 10-million-row query figures (the generated database is kept in
+`.bench-cache/` and reused); `--quick` uses 1 million rows and fewer records.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import bench_decode, bench_ingest, bench_station
+from bench import bench_decode, bench_ingest, bench_pg, bench_queries, bench_station
 
 
 def machine() -> dict:
@@ -32,6 +34,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer records and repeats (a smoke run)")
     parser.add_argument("--json", type=Path, help="write all results here")
+    parser.add_argument("--cache", type=Path, default=Path(".bench-cache"), help="where generated databases are kept")
+    parser.add_argument("--skip-postgresql", action="store_true", help="leave out the PostgreSQL figures")
     args = parser.parse_args(argv)
     results = {"machine": machine()}
     print("== decoding ==", flush=True)
@@ -43,6 +47,19 @@ def main(argv=None) -> int:
     ingest = bench_ingest.run(2000 if args.quick else 20000)
     bench_ingest.print_table(ingest)
     results.update(ingest)
+    print("\n== bridge workers (shared subscription) ==", flush=True)
+    scaling = bench_ingest.run_workers(2000 if args.quick else 20000)
+    bench_ingest.print_workers_table(scaling)
+    results["scaling"] = scaling
+    print("\n== server queries ==", flush=True)
+    queries = bench_queries.run(1_000_000 if args.quick else 10_000_000, args.cache)
+    bench_queries.print_table(queries)
+    results["queries"] = queries
+    if not args.skip_postgresql:
+        print("\n== PostgreSQL ==", flush=True)
+        pg = bench_pg.run(2000 if args.quick else 20000, 1_000_000 if args.quick else 10_000_000)
+        bench_pg.print_table(pg)
+        results["postgresql"] = pg
     print("\n== station ==", flush=True)
     station = bench_station.run(50 if args.quick else 200)
     bench_station.print_table(station)

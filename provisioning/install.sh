@@ -108,6 +108,8 @@ fi
 run install -m 0644 "$SRC/systemd/$UNIT" "/etc/systemd/system/$UNIT"
 if [ "$ROLE" = server ]; then
     run install -m 0644 "$SRC/systemd/qrgate-broker.service" /etc/systemd/system/qrgate-broker.service
+    # Extra bridge workers (docs/scaling.md): installed, not enabled.
+    run install -m 0644 "$SRC/systemd/qrgate-bridge@.service" "/etc/systemd/system/qrgate-bridge@.service"
 fi
 run systemctl daemon-reload
 run systemctl enable "$UNIT"

@@ -2,14 +2,19 @@
 
 Typical use: `qrgate-server run --config server.toml`. Stations are registered with
 `qrgate-provision station` (or `qrgate-server station-add` with a public key).
+To share the ingest over several processes: `qrgate-server run --no-bridge` for the web
+UI and `qrgate-server bridge --worker-id N` for each bridge worker (docs/scaling.md).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import signal
 import threading
+from pathlib import Path
 
 from qrgate.cli import App, arg
 from qrgate.errors import UserError
@@ -21,10 +26,36 @@ app = App("qrgate-server", __doc__)
 CONFIG = arg("--config", "-c", required=True, help="path to server.toml")
 
 
+@contextlib.contextmanager
+def startup_lock(config_path: str):
+    """Let one server process at a time open the database and create its tables.
+
+    The web process and the bridge workers start together under systemd; SQLite refuses
+    ("database is locked", without waiting) a connection whose read turns into a write
+    while another process is creating the same tables, so their start-ups take turns.
+    """
+    config = load_server_config(config_path)
+    lock_path = Path(f"{config.database}.startup-lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def open_storage(config_path: str):
+    """The configuration and the storage it names: SQLite by default, PostgreSQL when
+    ``[server] database`` is a postgresql:// URL (docs/postgresql.md)."""
+    config = load_server_config(config_path)
+    url = config.server.database
+    if url:
+        from server.storage_pg import open_storage_url
+
+        return config, open_storage_url(url, web_db=config.database)
     from server.storage import SqliteStorage
 
-    config = load_server_config(config_path)
     return config, SqliteStorage(config.database)
 
 
@@ -132,7 +163,7 @@ def trace(config: str, person: str, start: str, end: str, margin_min: int, stay_
     The trace reads personal data in full; it is written to the audit trail.
     """
     from server.audit import AuditLog
-    from server.tracing import Tracer
+    from server.storage_pg import tracer_for
 
     if not 0 <= margin_min <= 24 * 60 or not 1 <= stay_min <= 24 * 60:
         raise UserError("--margin-min must be 0-1440 and --stay-min 1-1440")
@@ -140,7 +171,7 @@ def trace(config: str, person: str, start: str, end: str, margin_min: int, stay_
     if end_ms <= start_ms:
         raise UserError("--to must not be before --from")
     _, storage = open_storage(config)
-    result = Tracer(storage).trace(person, start_ms, end_ms, margin_s=margin_min * 60, default_stay_s=stay_min * 60)
+    result = tracer_for(storage).trace(person, start_ms, end_ms, margin_s=margin_min * 60, default_stay_s=stay_min * 60)
     AuditLog(storage).record("qrgate.trace.run", ip="cli", person=person, contacts=len(result["contacts"]))
     print(json.dumps(result, ensure_ascii=False))
     return 0
@@ -169,17 +200,27 @@ def stats(config: str) -> int:
     return 0
 
 
-@app.command("run", CONFIG)
-def run(config: str) -> int:
+@app.command("run", CONFIG,
+             arg("--no-bridge", action="store_true",
+                 help="web UI only: the records are stored by `qrgate-server bridge` workers"))
+def run(config: str, no_bridge: bool = False) -> int:
     """Run the MQTT bridge and the web UI until SIGTERM or Ctrl-C."""
-    cfg, storage = open_storage(config)
     from server.bridge import Bridge
+    from server.scheduler import ServerScheduler
 
-    bridge = Bridge(storage, cfg.mqtt, cfg.base, opener=open_sealing(cfg))
-    # Build the web app (which creates its tables) before the bridge starts writing:
-    # a schema change racing the bridge's first commits would be refused by SQLite.
-    app = web_app(cfg, storage, bridge) if cfg.web.enabled else None
-    bridge.start()
+    with startup_lock(config):
+        cfg, storage = open_storage(config)
+        if no_bridge and not cfg.web.enabled:
+            raise UserError(f"{cfg.path}: [web] is disabled and --no-bridge leaves nothing to run")
+        bridge = None if no_bridge else Bridge(storage, cfg.mqtt, cfg.base, opener=open_sealing(cfg))
+        # Build the web app (which creates its tables) before the bridge starts writing:
+        # a schema change racing the bridge's first commits would be refused by SQLite.
+        app = web_app(cfg, storage, bridge) if cfg.web.enabled else None
+        ensure_dashboard_rollup(cfg, storage)
+        scheduler = ServerScheduler(storage, cfg.web.timezone, reports=cfg.reports, retention=cfg.retention)
+    if bridge is not None:
+        bridge.start()
+    scheduler.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     try:
@@ -188,7 +229,69 @@ def run(config: str) -> int:
         else:
             stop.wait()
     finally:
+        scheduler.shutdown()
+        if bridge is not None:
+            bridge.close()
+    return 0
+
+
+def ensure_dashboard_rollup(cfg, storage) -> None:
+    """The dashboards' per-day counts are kept by triggers on the check-ins table: they
+    must be in place before the first check-in is stored."""
+    from zoneinfo import ZoneInfo
+
+    from server.dashboard import ensure_rollup, rollup_supported
+
+    if rollup_supported(storage):
+        ensure_rollup(storage, ZoneInfo(cfg.web.timezone))
+
+
+WORKER_ID = arg("--worker-id", type=int, required=True, help="1, 2, 3 ...: stable and unique per worker")
+
+
+@app.command("bridge", CONFIG, WORKER_ID,
+             arg("--metrics-port", type=int, default=0, help="serve this worker's /metrics on 127.0.0.1:PORT"))
+def bridge_worker(config: str, worker_id: int, metrics_port: int = 0) -> int:
+    """Run one bridge worker (no web UI) until SIGTERM or Ctrl-C.
+
+    Workers share the stations' records through an MQTT v5 shared subscription; each
+    keeps its own broker session under its id, so restart a worker with the same id.
+    Worker 1 also records the stations' status. Pair with `run --no-bridge`.
+    """
+    from server.workers import make_worker, run_worker, worker_client_id
+
+    worker_client_id(worker_id)  # refuse a bad id before opening anything
+    if not 0 <= metrics_port <= 65535:
+        raise UserError(f"--metrics-port must be 1-65535 (0: none), got {metrics_port}")
+    with startup_lock(config):
+        cfg, storage = open_storage(config)
+        bridge = make_worker(storage, cfg.mqtt, cfg.base, worker_id, opener=open_sealing(cfg))
+        ensure_dashboard_rollup(cfg, storage)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    bridge.start()
+    logger.info("bridge worker %d started", worker_id)
+    try:
+        run_worker(bridge, stop, metrics_port=metrics_port or None, storage=storage)
+    finally:
         bridge.close()
+    return 0
+
+
+@app.command("bridge-retire", CONFIG, WORKER_ID)
+def bridge_retire(config: str, worker_id: int) -> int:
+    """End a stopped worker's broker session for good (a worker that will not come back).
+
+    The broker keeps handing a share of the records to a worker whose session exists,
+    even while it is down; retiring it stops that. Stations send again what it held.
+    """
+    from server.workers import retire_worker, worker_client_id
+
+    worker_client_id(worker_id)
+    cfg = load_server_config(config)
+    retire_worker(cfg.mqtt, cfg.base, worker_id)
+    print(f"{worker_client_id(worker_id)}: session ended")
     return 0
 
 
@@ -211,9 +314,19 @@ def web_app(cfg, storage, bridge=None):
 
     enrolment = enrolment_for(cfg, storage)
     areas = AreaDirectory.load(resolve(cfg.base, cfg.web.areas_file)) if cfg.web.areas_file else None
-    return create_app(storage, cfg.web.timezone, auth=cfg.auth, sender=create_sender(cfg.auth.sms_sender),
-                      areas=areas, public_url=cfg.web.public_url, public_feed=cfg.web.public_feed,
-                      enrolment=enrolment, bridge=bridge, broker_files=enrolment.broker)
+    app = create_app(storage, cfg.web.timezone, auth=cfg.auth, sender=create_sender(cfg.auth.sms_sender),
+                     areas=areas, public_url=cfg.web.public_url, public_feed=cfg.web.public_feed,
+                     enrolment=enrolment, bridge=bridge, broker_files=enrolment.broker)
+    # Personal passes are signed with the key stations get at enrolment; a revocation is
+    # pushed to the venue's stations at once (server/passes.py).
+    from qrgate.keyfiles import load_or_create_key
+    from server.passes import PassOffice
+    from server.stationconfig import ConfigPublisher, StationConfigStore
+
+    pass_key = load_or_create_key(cfg.pass_key_file)
+    app.state.pass_office = PassOffice(storage, pass_key, ConfigPublisher(StationConfigStore(storage), pass_key,
+                                                                          cfg.mqtt, cfg.base))
+    return app
 
 
 def serve_web(app, host: str, port: int, stop: threading.Event, bridge=None) -> None:
@@ -222,15 +335,15 @@ def serve_web(app, host: str, port: int, stop: threading.Event, bridge=None) -> 
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     watcher = threading.Thread(target=lambda: (stop.wait(), setattr(server, "should_exit", True)), daemon=True)
     watcher.start()
-    if bridge is not None:
-        threading.Thread(target=notify_systemd, args=(server, bridge, stop), name="watchdog", daemon=True).start()
+    threading.Thread(target=notify_systemd, args=(server, bridge, stop), name="watchdog", daemon=True).start()
     logger.info("web UI on http://%s:%d/", host, port)
     server.run()
 
 
 def notify_systemd(server, bridge, stop: threading.Event) -> None:
     """READY once the web UI listens; the watchdog fed only while the bridge's network
-    loop and the web server both live (Type=notify, WatchdogSec in the unit)."""
+    loop (if this process has the bridge) and the web server both live (Type=notify,
+    WatchdogSec in the unit)."""
     import os
 
     import sdnotify
@@ -243,8 +356,9 @@ def notify_systemd(server, bridge, stop: threading.Event) -> None:
     if not usec:
         return
     while not stop.wait(int(usec) / 2_000_000):
-        if bridge.alive() and server.started and not server.should_exit:
-            notifier.notify(f"WATCHDOG=1\nSTATUS=stored {bridge.counters['stored']}")
+        if (bridge is None or bridge.alive()) and server.started and not server.should_exit:
+            status = "serving (records stored by bridge workers)" if bridge is None else f"stored {bridge.counters['stored']}"
+            notifier.notify(f"WATCHDOG=1\nSTATUS={status}")
         else:
             logger.error("not feeding the watchdog: the bridge or the web server stopped")
 

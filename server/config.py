@@ -14,6 +14,9 @@ from qrgate.errors import ConfigError
 @dataclass(frozen=True)
 class ServerSection:
     data_dir: str = option("data")  # database and the pass-signing key live here
+    # Check-ins in PostgreSQL: "postgresql://user@host/db" (docs/postgresql.md); empty keeps
+    # everything in the SQLite file under data_dir.
+    database: str = option("")
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,27 @@ class BrokerSection:
     public_port: int = option(0, min=0, max=65535)  # 0 = [mqtt] port
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class ReportsSection:
+    """When the weekly report of every venue is made (in [web] timezone)."""
+
+    enabled: bool = option(True)
+    weekday: str = option("fri", choices=WEEKDAYS)  # Bac Kan: reports are due every Friday before 16:00
+    hour: int = option(15, min=0, max=23)
+    minute: int = option(0, min=0, max=59)
+
+
+@dataclass(frozen=True)
+class RetentionSection:
+    """Check-ins older than ``days`` days are deleted once a day at ``hour`` (0 days: kept)."""
+
+    days: int = option(0, min=0, max=3650)
+    hour: int = option(3, min=0, max=23)
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     path: Path
@@ -56,6 +80,8 @@ class ServerConfig:
     mqtt: MqttSettings
     auth: AuthSection = AuthSection()
     broker: BrokerSection = BrokerSection()
+    reports: ReportsSection = ReportsSection()
+    retention: RetentionSection = RetentionSection()
 
     @property
     def broker_dir(self) -> Path | None:
@@ -83,10 +109,18 @@ class ServerConfig:
         return self.data_dir / "record-sealing.key"
 
 
+def _checked_server(section: ServerSection, path) -> ServerSection:
+    url = section.database
+    if url and not url.startswith(("postgresql://", "postgres://", "sqlite:///")):
+        raise ConfigError(f"{path}: section [server]: option 'database' must be postgresql://..., sqlite:///path"
+                          " or empty")
+    return section
+
+
 def load_server_config(path: str | Path) -> ServerConfig:
     path = Path(path).resolve()
     data = read_toml(path)
-    check_sections(data, ("server", "web", "mqtt", "broker"), path)
+    check_sections(data, ("server", "web", "mqtt", "broker", "auth", "reports", "retention"), path)
     web = load_section(data, "web", WebSection, path)
     try:
         ZoneInfo(web.timezone)
@@ -94,8 +128,11 @@ def load_server_config(path: str | Path) -> ServerConfig:
         raise ConfigError(f"{path}: section [web]: option 'timezone' is not a known time zone: {web.timezone!r}") from None
     return ServerConfig(
         path=path,
-        server=load_section(data, "server", ServerSection, path),
+        server=_checked_server(load_section(data, "server", ServerSection, path), path),
         web=web,
         mqtt=load_section(data, "mqtt", MqttSettings, path),
         broker=load_section(data, "broker", BrokerSection, path),
+        auth=load_section(data, "auth", AuthSection, path),
+        reports=load_section(data, "reports", ReportsSection, path),
+        retention=load_section(data, "retention", RetentionSection, path),
     )

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.reliability import ServerProcess  # `qrgate-server run` as a killable child (used by tests)
 from provisioning.broker import SERVER_USER, BrokerFiles, BrokerProcess, free_port
 from provisioning.station import enroll_local, server_public_keys, write_server_config
 from server.config import ServerConfig, load_server_config
@@ -85,32 +84,3 @@ def server_env(tmp_path, broker) -> ServerEnv:
     pass_key, sealing_key = server_public_keys(cfg)
     return ServerEnv(cfg, storage, venue, pass_key, sealing_key, broker)
 
-
-class ServerProcess:
-    """`qrgate-server run` as a child process, so tests can kill it."""
-
-    def __init__(self, config_path: Path, log: Path):
-        self.config_path = config_path
-        self.log = log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from server.cli import main; raise SystemExit(main())",
-                 "-v", "run", "--config", str(self.config_path)],
-                stdout=log, stderr=log, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()

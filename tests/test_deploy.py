@@ -46,13 +46,15 @@ def test_install_refuses_an_unknown_role():
     assert out.returncode == 1 and "--role must be station or server" in out.stderr
 
 
-@pytest.mark.parametrize("unit", ["qrgate-edge.service", "qrgate-server.service", "qrgate-broker.service"])
+@pytest.mark.parametrize("unit", ["qrgate-edge.service", "qrgate-server.service", "qrgate-broker.service",
+                                  "qrgate-bridge@.service"])
 def test_systemd_units_verify(unit, tmp_path):
     tool = shutil.which("systemd-analyze")
     if tool is None:
         pytest.skip("systemd-analyze is not on this machine (Debian: apt install systemd)")
     # Point ExecStart at this checkout's console scripts: verify insists the program exists.
     text = (REPO / "systemd" / unit).read_text().replace("/opt/qrgate/venv/bin", str(Path(sys.executable).parent))
+    unit = unit.replace("@.", "@2.")  # a template is verified as one of its instances
     (tmp_path / unit).write_text(text)
     out = subprocess.run([tool, "verify", str(tmp_path / unit)], capture_output=True, text=True, timeout=60)
     problems = [line for line in (out.stdout + out.stderr).splitlines()

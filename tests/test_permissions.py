@@ -62,6 +62,15 @@ def request_for(action: str, visitor, venue_id: int):
                            {"phones": f"0922{next(_fresh):06d}", "role": target})
     if action == "stations.enrol":
         return visitor.api("POST", f"/api/venues/{venue_id}/enrol-code", {"minutes": 5})
+    if action == "roster.view":
+        return visitor.http.get(f"/api/venues/{venue_id}/roster/absent")
+    if action == "roster.manage":
+        return visitor.http.post(f"/api/venues/{venue_id}/roster", headers={"X-CSRF-Token": visitor.csrf()},
+                                 files={"file": ("r.csv", "ma_nv,ho_ten\nNV1,Lê Văn Tám\n".encode(), "text/csv")})
+    if action == "passes.print":
+        return visitor.http.get(f"/api/venues/{venue_id}/passes")
+    if action == "reports.view":
+        return visitor.http.get(f"/api/venues/{venue_id}/reports/2026-W47")
     raise AssertionError(action)
 
 
