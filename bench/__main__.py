@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from bench import bench_decode, bench_ingest, bench_pg, bench_queries, bench_station
+from bench import bench_decode, bench_ingest, bench_pg, bench_queries, bench_station, bench_web
 
 
 def machine() -> dict:
@@ -55,6 +56,13 @@ def main(argv=None) -> int:
     queries = bench_queries.run(1_000_000 if args.quick else 10_000_000, args.cache)
     bench_queries.print_table(queries)
     results["queries"] = queries
+    print("\n== web under load ==", flush=True)
+    if shutil.which("wrk"):
+        web = bench_web.run(1_000_000 if args.quick else 10_000_000, args.cache, 5 if args.quick else 10)
+        bench_web.print_table(web)
+        results["web"] = web
+    else:
+        print("  skipped: needs wrk (apt install wrk)")
     if not args.skip_postgresql:
         print("\n== PostgreSQL ==", flush=True)
         pg = bench_pg.run(2000 if args.quick else 20000, 1_000_000 if args.quick else 10_000_000)

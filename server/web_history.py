@@ -313,8 +313,11 @@ def make_router(kit) -> APIRouter:
                                 date_to=date_to, q=q, order=order, after=after, before=before, view=view, limit=limit)
         except HistoryError as exc:
             raise HTTPException(422, str(exc)) from None
-        return {"rows": data["items"], "next_cursor": data["next_cursor"], "prev_cursor": data["prev_cursor"],
-                "unmasked_rows": data["unmasked_rows"], "partial_search": data["partial_search"]}
+        # Plain JSON types already: answering directly spares FastAPI's generic encoder,
+        # which took half of this endpoint's time.
+        return JSONResponse({"rows": data["items"], "next_cursor": data["next_cursor"],
+                             "prev_cursor": data["prev_cursor"], "unmasked_rows": data["unmasked_rows"],
+                             "partial_search": data["partial_search"]})
 
     # -- officers: areas ------------------------------------------------------------------------
 
