@@ -609,7 +609,7 @@ class PostgresStorage:
 
 class PostgresTracer(Tracer):
     """Contact tracing on PostgreSQL with the answers of :class:`server.tracing.Tracer`:
-    the same pairing, windows and ranking; only its four queries are written again.
+    the same pairing, windows and ranking; only its five queries are written again.
     Every query bounds ``wall_ms`` by constants, so only the months in question are read."""
 
     def __init__(self, storage: PostgresStorage):
@@ -631,9 +631,16 @@ class PostgresTracer(Tracer):
 
     def _last_scans(self, venue: int, lo: int, hi: int, person_key: str) -> list[tuple[str, str, int]]:
         return self._rows(
-            "SELECT DISTINCT ON (person_key) person_key, direction, wall_ms FROM checkins"
+            "SELECT * FROM (SELECT DISTINCT ON (person_key) person_key, direction, wall_ms FROM checkins"
             " WHERE venue_id = %s AND wall_ms >= %s AND wall_ms < %s AND person_key <> %s"
-            " ORDER BY person_key, wall_ms DESC, (direction = 'out') DESC", [venue, lo, hi, person_key])
+            " ORDER BY person_key, wall_ms DESC, (direction = 'out') DESC) AS last WHERE direction = 'in'",
+            [venue, lo, hi, person_key])
+
+    def _checkin_details(self, ids: list[int]) -> dict[int, tuple[str, str, str, str]]:
+        if not ids:
+            return {}
+        return {r[0]: tuple(r[1:]) for r in self._rows(
+            "SELECT id, name, kind, id_number, birth FROM checkins WHERE id = ANY(%s)", [ids])}
 
     def _nearest_scans(self, keys: list[str], venue: int, bounds: str, params: list[int],
                        pick: str) -> list[tuple]:

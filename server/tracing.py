@@ -26,7 +26,9 @@ DAY_MS = 86_400_000
 # An exit more than a day after an entry does not close it: the exit scan of that visit
 # was missed, and the entry lasts the default stay. (A 24-hour hospital shift still pairs.)
 MAX_VISIT_MS = DAY_MS
-CONTACT_COLUMNS = "person_key, venue_id, direction, wall_ms, name, id, kind, id_number, birth"
+# What a trace reads of the scans around a visit; a contact's name and card are read once
+# at the end, for the contacts only (at a big factory most rows read are not contacts' last).
+CONTACT_COLUMNS = "person_key, venue_id, direction, wall_ms, id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +127,14 @@ class Tracer:
                     continue
                 c = contacts.get(other.person_key)
                 if c is None:
-                    last = seen[other.person_key]
-                    c = contacts[other.person_key] = Contact(other.person_key, last[4] or "", checkin_id=last[5],
-                                                             kind=last[6] or "", id_number=last[7] or "",
-                                                             birth=last[8] or "")
+                    c = contacts[other.person_key] = Contact(other.person_key, "", checkin_id=seen[other.person_key][4])
                 c.overlap_ms += shared
                 c.venues.add(visit.venue_id)
-                c.first_ms = min(c.first_ms or other.start_ms, other.start_ms)
+                began = max(visit.start_ms - margin, other.start_ms)  # when they were first together
+                c.first_ms = min(c.first_ms or began, began)
+        details = self._checkin_details([c.checkin_id for c in contacts.values()])
+        for c in contacts.values():
+            c.name, c.kind, c.id_number, c.birth = (value or "" for value in details.get(c.checkin_id, ("",) * 4))
         ranked = sorted(contacts.values(), key=lambda c: (-c.overlap_ms, c.person_key))
         return {
             "person_key": person_key,
@@ -145,7 +148,7 @@ class Tracer:
             "contacts": [c.as_dict() for c in ranked],
         }
 
-    # -- the queries (server/storage_pg.py overrides these four for PostgreSQL) ---------
+    # -- the queries (server/storage_pg.py overrides these five for PostgreSQL) ---------
 
     def _person_scans(self, person_key: str, lo: int, hi: int) -> list[tuple]:
         """(person_key, venue_id, direction, wall_ms) of the person in [lo, hi], in time order."""
@@ -160,22 +163,31 @@ class Tracer:
             " AND person_key != ? ORDER BY wall_ms, id", [venue, lo, hi, person_key]).fetchall()
 
     def _last_scans(self, venue: int, lo: int, hi: int, person_key: str) -> list[tuple[str, str, int]]:
-        """Each other person's last scan at the venue in [lo, hi) as (person_key, direction,
-        wall_ms); at one instant an exit counts as later than an entry, as in the pairing."""
+        """The other people whose last scan at the venue in [lo, hi) is an entry, as
+        (person_key, "in", wall_ms); at one instant an exit counts as later than an entry,
+        as in the pairing."""
         return [(k, d, w) for k, d, w, _ in self.storage.db.execute(
             "SELECT person_key, direction, wall_ms, max(wall_ms * 2 + (direction = 'out')) FROM checkins"
-            " WHERE venue_id = ? AND wall_ms >= ? AND wall_ms < ? AND person_key != ? GROUP BY person_key",
-            [venue, lo, hi, person_key])]
+            " WHERE venue_id = ? AND wall_ms >= ? AND wall_ms < ? AND person_key != ? GROUP BY person_key"
+            " HAVING direction = 'in'", [venue, lo, hi, person_key])]
 
     def _nearest_scans(self, keys: list[str], venue: int, bounds: str, params: list[int],
                        pick: str) -> list[tuple]:
         """For each of ``keys``, its latest (``pick="max"``) or earliest (``"min"``) scan at the
         venue within ``bounds`` (``"wall_ms < ? AND wall_ms >= ?"`` or ``"wall_ms > ? AND
         wall_ms <= ?"``), with CONTACT_COLUMNS; ties as in the pairing."""
-        return [r[:9] for r in self.storage.db.execute(
+        return [r[:5] for r in self.storage.db.execute(
             f"SELECT {CONTACT_COLUMNS}, {pick}(wall_ms * 2 + (direction = 'out')) FROM checkins"
             f" WHERE person_key IN (SELECT value FROM json_each(?)) AND +venue_id = ? AND {bounds}"
             " GROUP BY person_key", [json.dumps(keys), venue, *params])]
+
+    def _checkin_details(self, ids: list[int]) -> dict[int, tuple[str, str, str, str]]:
+        """(name, kind, id_number, birth) of these check-ins, by id."""
+        if not ids:
+            return {}
+        return {r[0]: tuple(r[1:]) for r in self.storage.db.execute(
+            "SELECT id, name, kind, id_number, birth FROM checkins WHERE id IN (SELECT value FROM json_each(?))",
+            [json.dumps(ids)])}
 
     def _scans_around(self, visit: Visit, margin: int, stay: int, person_key: str,
                       seen: dict[str, tuple]) -> list[tuple]:
@@ -199,8 +211,11 @@ class Tracer:
             last[r[0]] = r
             seen[r[0]] = r
         scans = [r[:4] for r in rows]
-        before = [k for k, r in first.items() if r[2] == "out"]
-        after = [k for k, r in last.items() if r[2] == "in"]
+        # An exit whose entry is before the window: that entry only changes the overlap
+        # (against the default stay before the exit) when the exit is late enough; the
+        # same for an entry whose exit is after the window. Look up only those.
+        before = [k for k, r in first.items() if r[2] == "out" and r[3] - stay > visit.start_ms - margin]
+        after = [k for k, r in last.items() if r[2] == "in" and r[3] + stay < visit.end_ms + margin]
         # Each person's last scan before the window (an exit wins a tie, as in the
         # pairing); an entry there, with no scan in the window, may still be open.
         inside = {k: (direction, wall) for k, direction, wall in self._last_scans(venue, hi - MAX_VISIT_MS, lo,
@@ -220,7 +235,7 @@ class Tracer:
                     if r[2] != "out":
                         continue
                     scans.append((key, venue, "in", inside[key][1]))
-                    seen[key] = r[:9]
+                    seen[key] = r[:5]
                 scans.append(r[:4])
         return scans
 
