@@ -239,7 +239,10 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
             response.headers.setdefault("Cache-Control", "no-store")
         return response
 
-    def visitor(request: Request) -> Visitor:
+    # The dependencies below are cheap (one indexed read at most) and run on the event
+    # loop: as plain functions each would be a hop through the thread pool, and under
+    # load those hops, not the pages, were most of a request's time.
+    def visitor_of(request: Request) -> Visitor:
         token = request.cookies.get(SESSION_COOKIE)
         account = accounts.session_account(token)
         binding = token if account else request.state.pre
@@ -247,6 +250,9 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
         lang = lang if lang in i18n.LANGUAGES else "vi"
         ip = request.client.host if request.client else ""
         return Visitor(account, token if account else None, binding, lang, ip, accounts.csrf_token(binding))
+
+    async def visitor(request: Request) -> Visitor:
+        return visitor_of(request)
 
     async def csrf_checked(request: Request, who: Visitor = Depends(visitor)) -> Visitor:
         token = request.headers.get("x-csrf-token")
@@ -256,17 +262,17 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
             raise HTTPException(403, "csrf")
         return who
 
-    def logged_in(who: Visitor = Depends(visitor)) -> Visitor:
+    async def logged_in(who: Visitor = Depends(visitor)) -> Visitor:
         if who.account is None:
             raise LoginRequired()
         return who
 
-    def logged_in_csrf(who: Visitor = Depends(csrf_checked)) -> Visitor:
+    async def logged_in_csrf(who: Visitor = Depends(csrf_checked)) -> Visitor:
         if who.account is None:
             raise LoginRequired()
         return who
 
-    def operator(who: Visitor = Depends(logged_in)) -> Visitor:
+    async def operator(who: Visitor = Depends(logged_in)) -> Visitor:
         if not who.account.is_operator:
             raise HTTPException(404)
         return who
@@ -323,7 +329,7 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
     async def http_error(request: Request, exc: StarletteHTTPException):
         if request.url.path.startswith("/api/") or exc.status_code not in (403, 404):
             return JSONResponse({"detail": exc.detail}, exc.status_code, headers=getattr(exc, "headers", None))
-        who = visitor(request)
+        who = visitor_of(request)
         message = "error.csrf" if exc.detail == "csrf" else "error.forbidden" if exc.status_code == 403 else "error.not_found"
         return render(request, who, "error.html", exc.status_code, message=message)
 
