@@ -83,18 +83,20 @@ class ServerRig:
 
 
 class ServerProcess:
-    """`qrgate-server run` as a child process, so it can be killed."""
+    """`qrgate-server run` (or another ``command`` of it) as a child process, so it can be
+    killed."""
 
-    def __init__(self, config_path: Path, log: Path):
+    def __init__(self, config_path: Path, log: Path, command: tuple[str, ...] = ("run",)):
         self.config_path = config_path
         self.log = log
+        self.command = command
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", "from server.cli import main; raise SystemExit(main())",
-                 "-v", "run", "--config", str(self.config_path)],
+                 "-v", *self.command, "--config", str(self.config_path)],
                 stdout=log, stderr=log, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
     def kill(self) -> None:

@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from conftest import REPO, wait_until
+from conftest import REPO, ServerProcess, wait_until
 from edge.policy import Instant
 from edge.queue.outbox import Outbox
 from edge.queue.publisher import Publisher
@@ -338,40 +338,21 @@ def test_server_account_reads_only_records_and_status_even_through_a_share(tmp_p
         spy.loop_stop()
 
 
-class WorkerProcess:
+class WorkerProcess(ServerProcess):
     """`qrgate-server bridge --worker-id N` as a child process, so the test can kill it."""
 
     def __init__(self, config_path: Path, worker_id: int, log: Path):
-        self.config_path = config_path
+        super().__init__(config_path, log, ("bridge", "--worker-id", str(worker_id)))
         self.worker_id = worker_id
-        self.log = log
-        self.proc: subprocess.Popen | None = None
         self.starts = 0
 
     def start(self) -> None:
         self.starts += 1
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from server.cli import main; raise SystemExit(main())",
-                 "-v", "bridge", "--config", str(self.config_path), "--worker-id", str(self.worker_id)],
-                stdout=log, stderr=log, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        super().start()
 
     def connected_times(self) -> int:
         """How many times it joined the group (the broker confirmed its subscriptions)."""
         return self.log.read_bytes().count(f"bridge qrgate-bridge-{self.worker_id} subscribed".encode())
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 class Feeder:
