@@ -100,3 +100,32 @@ def test_decode_tool_reads_as_many_photographed_samples_as_raw_zxing_cpp():
     ours = sum(1 for line in map(json.loads, out.stdout.splitlines()) if line["text"] == expected[line["path"]])
     assert len(expected) == 179
     assert ours >= raw, f"station decoder read {ours}, raw zxing-cpp {raw}"
+
+
+def test_operators_make_and_withdraw_health_officers_by_area_and_it_is_audited(tmp_path):
+    from server.accounts import Accounts
+    from server.areas import AreaDirectory
+    from server.officers import Officers
+    from server.sms import DevSmsSender
+    from server.storage import SqliteStorage
+
+    config = tmp_path / "server.toml"
+    config.write_text('[server]\ndata_dir = "data"\n')
+    out = run("qrgate-server", "officer-add", "--config", str(config), "--phone", "0912 486 419", "--area", "79")
+    assert out.returncode == 0, out.stderr
+    assert "is a health officer for" in out.stdout and "(province)" in out.stdout
+    out = run("qrgate-server", "officer-add", "--config", str(config), "--phone", "0912486419", "--area", "=cmd|x")
+    assert out.returncode == 1 and "no area with code '=cmd|x'" in out.stderr and "Traceback" not in out.stderr
+
+    storage = SqliteStorage(tmp_path / "data" / "qrgate.sqlite3")
+    accounts = Accounts(storage, DevSmsSender())
+    officers = Officers(storage, AreaDirectory.load())
+    account = accounts.account_for_phone("0912486419")
+    assert [a.code for a in officers.areas_of(account.id)] == ["79"]
+    out = run("qrgate-server", "officer-remove", "--config", str(config), "--phone", "0912486419", "--area", "79")
+    assert out.returncode == 0, out.stderr
+    assert officers.areas_of(account.id) == []
+    out = run("qrgate-server", "officer-remove", "--config", str(config), "--phone", "0912486419", "--area", "79")
+    assert out.returncode == 1 and "was not a health officer for area 79" in out.stderr
+    actions = [r[0] for r in storage.db.execute("SELECT action FROM audit_log ORDER BY id")]
+    assert actions.count("qrgate.officer.granted") == 1 and actions.count("qrgate.officer.revoked") == 1
