@@ -27,7 +27,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 import segno
 
 from qrgate import __version__
@@ -116,6 +118,45 @@ class Services:
     public_url: str
     public_feed: bool
     officers: Officers
+
+
+class VisitorCookies:
+    """Every response: the security headers, `no-store` outside /static/, and the
+    pre-session cookie a visitor's CSRF token is bound to before logging in (its value is
+    in ``request.state.pre``). Plain ASGI: the decorator form of a Starlette middleware
+    runs each request through extra tasks and streams, a cost every page paid."""
+
+    def __init__(self, app, secure: bool):
+        self.app = app
+        self.secure = secure
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        pre = HTTPConnection(scope).cookies.get(PRE_COOKIE)
+        new_cookie = None
+        if not pre or len(pre) > 100:
+            pre = secrets.token_urlsafe(24)
+            carrier = Response()
+            carrier.set_cookie(PRE_COOKIE, pre, httponly=True, samesite="lax", secure=self.secure)
+            new_cookie = carrier.headers["set-cookie"]
+        scope.setdefault("state", {})["pre"] = pre
+        static = scope["path"].startswith("/static/")
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                if new_cookie:
+                    headers.append("set-cookie", new_cookie)
+                for name, value in SECURITY_HEADERS.items():
+                    if name not in headers:
+                        headers[name] = value
+                if not static and "cache-control" not in headers:
+                    headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 @dataclass
@@ -223,21 +264,7 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
 
     # -- plumbing ----------------------------------------------------------------
 
-    @app.middleware("http")
-    async def visitor_cookies(request: Request, call_next):
-        pre = request.cookies.get(PRE_COOKIE)
-        if not pre or len(pre) > 100:
-            pre = secrets.token_urlsafe(24)
-            request.state.new_pre = pre
-        request.state.pre = pre
-        response = await call_next(request)
-        if getattr(request.state, "new_pre", None):
-            response.set_cookie(PRE_COOKIE, pre, httponly=True, samesite="lax", secure=services.cookie_secure)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if not request.url.path.startswith("/static/"):
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    app.add_middleware(VisitorCookies, secure=services.cookie_secure)
 
     # The dependencies below are cheap (one indexed read at most) and run on the event
     # loop: as plain functions each would be a hop through the thread pool, and under

@@ -266,3 +266,23 @@ def test_login_link_may_open_a_page_of_this_site_but_not_another_site(site):
     second = site.services.accounts.issue_login_link(PHONE)
     response = site.visitor().http.get(f"/login/link?token={second}&next=https://evil.example/")
     assert response.headers["location"] == "/venues"
+
+
+def test_every_answer_carries_the_security_headers_and_a_first_visit_gets_its_csrf_cookie(tmp_path):
+    site = Site.create(tmp_path)
+    visitor = site.visitor()
+    first = visitor.http.get("/login")
+    assert first.status_code == 200
+    cookie = first.headers["set-cookie"]
+    assert cookie.startswith("qrgate_pre=") and "HttpOnly" in cookie and "SameSite=lax" in cookie
+    again = visitor.http.get("/login")
+    assert "set-cookie" not in again.headers  # the same browser keeps its cookie
+    for path in ("/login", "/api/session", "/venues/999", "/api/nothing-here", "/static/style.css"):
+        answer = visitor.http.get(path, follow_redirects=False)
+        assert "script-src 'self'" in answer.headers["content-security-policy"], path
+        assert answer.headers["x-frame-options"] == "DENY" and answer.headers["referrer-policy"] == "no-referrer"
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert (answer.headers.get("cache-control") == "no-store") == (not path.startswith("/static/")), path
+    # A cookie too long to be ours is replaced, not trusted.
+    visitor.http.cookies.set("qrgate_pre", "x" * 101)
+    assert visitor.http.get("/login").headers["set-cookie"].startswith("qrgate_pre=")
