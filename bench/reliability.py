@@ -217,7 +217,9 @@ def chaos_run(env, workdir: Path, kills: int, *, people: int = 60, seed: int = 2
     return ChaosResult(kills, bridge_kills, broker_kills, shown, stored, names)
 
 
-class _WeekClock:
+class WeekClock:
+    """Wall and monotonic time a test or benchmark moves: one boot, clock synced."""
+
     def __init__(self):
         self.t = 0.0
         self.boot_id = "bus-boot"
@@ -244,7 +246,7 @@ def broker_gone_for_a_week(env, workdir: Path, *, workers: int = 150, days: int 
     started = time.monotonic()
     setup = env.add_station("bus-51b12345", workdir / "bus", source={"kind": "list"},
                             feedback={"indicators": "none", "panel": "none"}, station_options={"resend_after_s": 5.0})
-    clock = _WeekClock()
+    clock = WeekClock()
     station = Station(load_station_config(setup.config_path), source=ListSource([]), decoder=object(), clock=clock)
     people = [cccd(f"0791{i:08d}", "", f"Phạm Thị Lụa {i}", "01011990", "Nữ", "Thủ Đức", "01012022")
               for i in range(workers)]
@@ -302,7 +304,7 @@ tls = false
 [source]
 kind = "list"
 """)
-    clock = _WeekClock()
+    clock = WeekClock()
     station = Station(load_station_config(cfg), clock=clock, source=ListSource([]), decoder=object())
     accepted = faults = 0
     person = 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,10 +31,32 @@ def require_qr_photos() -> Path:
     """
     if QR_PHOTOS.is_dir() and any(QR_PHOTOS.iterdir()):
         return QR_PHOTOS
-    message = f"photographed QR sample sets not found at {QR_PHOTOS} (they sit beside the repository)"
+    unavailable(f"photographed QR sample sets not found at {QR_PHOTOS} (they sit beside the repository)")
+
+
+def unavailable(message: str):
+    """Something a test needs is not on this machine: a developer's machine skips the test
+    with ``message``; CI (CI=true), where `scripts/test` installed everything, fails it."""
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+@contextlib.contextmanager
+def serve_app(app, what: str = "web server start"):
+    """An ASGI app served by uvicorn on a free local port in a thread; yields its base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 15, what)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from bench.reliability import WeekClock
 from edge.app import Station
 from edge.config import load_station_config
 from edge.drivers.fake import ListSource
 from edge.outcome import Result
-from edge.policy import Instant
 from qrgate.samples import cccd
 from server.bridge import Bridge
 from server.cli import open_sealing
@@ -18,20 +18,6 @@ pytestmark = pytest.mark.timeout(240)
 
 WORKERS = 150
 DAYS = 7
-
-
-class WeekClock:
-    """Wall and monotonic time that the test moves: one boot, clock synced."""
-
-    def __init__(self):
-        self.t = 0.0
-        self.boot_id = "bus-boot"
-
-    def now(self):
-        return Instant(1_790_000_000.0 + self.t, 100.0 + self.t, self.boot_id)
-
-    def synced(self):
-        return True
 
 
 def test_a_week_offline_then_every_record_arrives_once_and_in_order(tmp_path, server_env):

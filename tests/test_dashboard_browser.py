@@ -11,15 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import sync_playwright
 
-from conftest import wait_until
-from provisioning.broker import free_port
+from conftest import serve_app
 from test_dashboard import HOSTILE_NAME, TODAY, direct_counts, expected, generate_checkins, make_world
 from test_web_flows import login
 
@@ -35,14 +32,8 @@ def site(tmp_path):
     generate_checkins(world)
     services = world.site.services
     services.officers.grant(services.accounts, OFFICER, "79")
-    port = free_port()
-    web = uvicorn.Server(uvicorn.Config(world.site.app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=web.run, daemon=True)
-    thread.start()
-    wait_until(lambda: web.started, 15, "web server start")
-    yield f"http://127.0.0.1:{port}", world
-    web.should_exit = True
-    thread.join(timeout=10)
+    with serve_app(world.site.app, "web server start") as base:
+        yield base, world
 
 
 @pytest.fixture

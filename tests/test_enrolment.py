@@ -8,21 +8,18 @@ import os
 import stat
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
-from conftest import wait_until
+from conftest import serve_app, wait_until
 from edge.app import Station
 from edge.config import load_station_config
 from edge.drivers.fake import ListSource
 from edge.outcome import Result
-from provisioning.broker import free_port
 from qrgate.samples import demo_samples, write_qr_png
 from server.bridge import Bridge
 from server.cli import open_sealing
@@ -37,18 +34,12 @@ def enrol_server(server_env):
     app = FastAPI()
     enrolment = enrolment_for(server_env.config, server_env.storage)
     app.include_router(make_router(enrolment))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 15, "enrolment endpoint")
-    bridge = Bridge(server_env.storage, server_env.config.mqtt, server_env.config.base,
-                    opener=open_sealing(server_env.config))
-    bridge.start()
-    yield f"http://127.0.0.1:{port}", enrolment
-    bridge.close()
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_app(app, "enrolment endpoint") as base:
+        bridge = Bridge(server_env.storage, server_env.config.mqtt, server_env.config.base,
+                        opener=open_sealing(server_env.config))
+        bridge.start()
+        yield base, enrolment
+        bridge.close()
 
 
 def run(*args):

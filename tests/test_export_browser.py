@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import threading
 import time
 from pathlib import Path
 
 import openpyxl
 import pytest
-import uvicorn
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import wait_until
-from provisioning.broker import free_port
+from conftest import serve_app
 from qrgate.masking import mask_person_name
 from server.sms import DevSmsSender
 from server.storage import SqliteStorage
@@ -39,14 +36,8 @@ def server(tmp_path):
     storage = SqliteStorage(tmp_path / "server.sqlite3")
     sender = DevSmsSender()
     app = create_app(storage, sender=sender)
-    port = free_port()
-    web = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=web.run, daemon=True)
-    thread.start()
-    wait_until(lambda: web.started, 15, "web server start")
-    yield f"http://127.0.0.1:{port}", sender, app
-    web.should_exit = True
-    thread.join(timeout=10)
+    with serve_app(app, "web server start") as base:
+        yield base, sender, app
 
 
 @pytest.fixture

@@ -5,15 +5,12 @@ area in full and traces a person from a history row; hostile names stay text."""
 from __future__ import annotations
 
 import shutil
-import threading
 
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from playwright.sync_api import sync_playwright
 
-from conftest import wait_until
-from provisioning.broker import free_port
+from conftest import serve_app
 from qrgate import protocol
 from qrgate.masking import mask_person_name
 from server.accounts import normalise_phone
@@ -50,14 +47,8 @@ def served(tmp_path):
     scan("079190000003", HOSTILE, "in", T0 + 5 * H)
     scan("079190000002", "Đồng Nghiệp", "out", T0 + 8 * H)
     scan("024083123451", "Ca Bệnh", "out", T0 + 9 * H)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(site.app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 15, "web server start")
-    yield f"http://127.0.0.1:{port}", site
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_app(site.app, "web server start") as base:
+        yield base, site
 
 
 def login(page, base: str, site, phone: str) -> None:

@@ -5,17 +5,14 @@ PDF's codes decode and verify), and revoking one."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import time
 
 import pypdfium2
 import pytest
-import uvicorn
 import zxingcpp
 from playwright.sync_api import sync_playwright
 
-from conftest import wait_until
-from provisioning.broker import free_port
+from conftest import serve_app
 from qrgate.keyfiles import load_or_create_key
 from qrgate.personal_pass import key_id, verify_pass
 from server.sms import DevSmsSender
@@ -49,14 +46,8 @@ def server(tmp_path):
                                               province="79", district="760", ward="26743", parent_id=None, plate=""),
                                    owner)
     services.venues.add_member(venue.id, services.accounts.account_for_phone(MANAGER), "manager")
-    port = free_port()
-    web = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=web.run, daemon=True)
-    thread.start()
-    wait_until(lambda: web.started, 15, "web server start")
-    yield f"http://127.0.0.1:{port}", sender, storage, venue.id, tmp_path
-    web.should_exit = True
-    thread.join(timeout=10)
+    with serve_app(app, "web server start") as base:
+        yield base, sender, storage, venue.id, tmp_path
 
 
 def test_a_manager_uploads_sees_who_is_missing_prints_and_revokes(server):

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import threading
 
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from playwright.sync_api import sync_playwright
 
-from conftest import wait_until
-from provisioning.broker import free_port
+from conftest import serve_app
 from qrgate import protocol
 from server.bridge import Bridge
 from server.storage import SqliteStorage
@@ -37,14 +34,8 @@ def web(tmp_path):
         for i, name in enumerate(names)
     ]
     Bridge(storage).handle(protocol.records_topic("gate-1"), protocol.encode_batch(records))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(storage, public_feed=True), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 15, "web server start")
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_app(create_app(storage, public_feed=True), "web server start") as base:
+        yield base + "/"
 
 
 def test_checkins_page_shows_masked_rows_and_never_runs_hostile_text(web):
