@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import unavailable
+
 REPO = Path(__file__).resolve().parents[1]
 INSTALL = REPO / "provisioning" / "install.sh"
 SCRIPTS = [INSTALL, REPO / "scripts" / "bootstrap.sh", REPO / "scripts" / "demo", REPO / "scripts" / "test",
@@ -51,7 +53,7 @@ def test_install_refuses_an_unknown_role():
 def test_systemd_units_verify(unit, tmp_path):
     tool = shutil.which("systemd-analyze")
     if tool is None:
-        pytest.skip("systemd-analyze is not on this machine (Debian: apt install systemd)")
+        unavailable("systemd-analyze is not on this machine (Debian: apt install systemd)")
     # Point ExecStart at this checkout's console scripts: verify insists the program exists.
     text = (REPO / "systemd" / unit).read_text().replace("/opt/qrgate/venv/bin", str(Path(sys.executable).parent))
     unit = unit.replace("@.", "@2.")  # a template is verified as one of its instances
