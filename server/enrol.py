@@ -84,7 +84,9 @@ class Enrolment:
             raise UserError(f"an enrolment code lives 1-{MAX_MINUTES} minutes, not {minutes}")
         if self.storage.db["venues"].count_where("id = ?", [venue_id]) == 0:
             raise UserError(f"no venue with id {venue_id}")
-        token = secrets.token_urlsafe(24)
+        # Hex: a technician may type it into a shell, where a token starting with '-' (one
+        # in 64 of URL-safe base64) reads as an option (`enroll --token -x...` failed).
+        token = secrets.token_hex(24)
         now_ms = now_ms or int(time.time() * 1000)
         self.storage.db["enrol_tokens"].insert({
             "token_hash": _hash(token), "venue_id": venue_id, "created_ms": now_ms,

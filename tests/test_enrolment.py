@@ -169,3 +169,10 @@ def test_rotating_the_key_keeps_queued_records_valid_and_refuses_forgeries(tmp_p
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(request, timeout=10)
     assert err.value.code == 403
+
+
+def test_enrolment_codes_can_be_typed_after_an_option_on_a_command_line(server_env):
+    enrolment = enrolment_for(server_env.config, server_env.storage)
+    tokens = [enrolment.create_token(server_env.venue_id) for _ in range(200)]
+    assert len(set(tokens)) == 200
+    assert not [t for t in tokens if t.startswith("-")]  # argparse would read it as an option
