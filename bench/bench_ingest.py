@@ -284,7 +284,7 @@ def _bench_storage(backend: str, cfg, admin_dsn: str | None, purpose: str):
     from server.storage_pg import PostgresStorage
 
     with scratch_database(admin_dsn, purpose) as dsn:
-        storage = PostgresStorage(dsn, web_db=cfg.database)
+        storage = PostgresStorage(dsn, data_dir=cfg.data_dir)
         try:
             yield storage, dsn
         finally:
@@ -304,7 +304,7 @@ def worker_main(config: str, worker_id: int, dsn: str) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     cfg = load_server_config(config)
     with startup_lock(config):
-        storage = PostgresStorage(dsn, web_db=cfg.database)
+        storage = PostgresStorage(dsn, data_dir=cfg.data_dir)
         bridge = make_worker(storage, cfg.mqtt, cfg.base, worker_id, opener=open_sealing(cfg))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
@@ -510,7 +510,7 @@ def bench_store(workdir: Path, n: int, batch: int = 200, backend: str = "sqlite"
             from server.storage_pg import PostgresStorage
 
             run_dsn = stack.enter_context(scratch_database(admin_dsn(dsn), "store"))
-            storage = PostgresStorage(run_dsn, web_db=workdir / "store-web.sqlite3")
+            storage = PostgresStorage(run_dsn, data_dir=workdir)
             stack.callback(storage.pool.close)
         venue = storage.add_venue("Bench")
         storage.add_station("bench-s", protocol.public_key_to_text(key.public_key()), venue)

@@ -106,7 +106,7 @@ def bench_ingest(admin: str, n: int, rounds: int = 3) -> dict:
     with tempfile.TemporaryDirectory(prefix="qrgate-bench-") as tmp, scratch_database(admin, "ingest") as dsn:
         out["postgresql_settings"] = server_settings(dsn)
         backends = {"sqlite": SqliteStorage(Path(tmp) / "server.sqlite3"),
-                    "postgresql": PostgresStorage(dsn, web_db=Path(tmp) / "web.sqlite3")}
+                    "postgresql": PostgresStorage(dsn, data_dir=Path(tmp))}
         try:
             venues = {label: storage.add_venue("Bench") for label, storage in backends.items()}
             for r in range(rounds):
@@ -208,7 +208,7 @@ def bench_tracing(admin: str, rows: int, days: int = 60, repeat: int = 5) -> dic
 
     end_ms = int(time.time() * 1000) // DAY_MS * DAY_MS  # today, 00:00 UTC
     with scratch_database(admin, "trace") as dsn, tempfile.TemporaryDirectory(prefix="qrgate-bench-") as tmp:
-        storage = PostgresStorage(dsn, web_db=Path(tmp) / "web.sqlite3")
+        storage = PostgresStorage(dsn, data_dir=Path(tmp))
         try:
             data = generate(storage, rows, days, end_ms)
             person = f"cccd:{4242 % data['people']:012d}"

@@ -211,9 +211,8 @@ def chaos_run(env, workdir: Path, kills: int, *, people: int = 60, seed: int = 2
             station.close()
     finally:
         server.stop()
-    stored = [r[0] for r in env.storage.db.execute("SELECT seq FROM checkins WHERE station_id = 'gate-chaos'")]
-    names = env.storage.db.execute(
-        "SELECT count(DISTINCT name) FROM checkins WHERE station_id = 'gate-chaos'").fetchone()[0]
+    stored = [r[0] for r in env.storage.sql.rows("SELECT seq FROM checkins WHERE station_id = 'gate-chaos'")]
+    names = env.storage.sql.value("SELECT count(DISTINCT name) FROM checkins WHERE station_id = 'gate-chaos'")
     return ChaosResult(kills, bridge_kills, broker_kills, shown, stored, names)
 
 
@@ -271,7 +270,7 @@ def broker_gone_for_a_week(env, workdir: Path, *, workers: int = 150, days: int 
             bridge.close()
     finally:
         station.close()
-    rows = [r[0] for r in env.storage.db.execute("SELECT seq FROM checkins WHERE station_id = 'bus-51b12345'")]
+    rows = [r[0] for r in env.storage.sql.rows("SELECT seq FROM checkins WHERE station_id = 'bus-51b12345'")]
     stored = len(set(rows) & set(range(1, accepted + 1)))
     return FaultRow("broker unreachable for a week (accelerated clock), then back", f"{days} days",
                     accepted, stored, accepted - stored, len(rows) - len(set(rows)),

@@ -56,10 +56,10 @@ def station(server_config: str, broker_dir: str, station_id: str, venue: int, di
     from provisioning.broker import BrokerFiles
     from provisioning.station import enroll_local, server_public_keys
     from server.config import load_server_config
-    from server.storage import SqliteStorage
+    from server.storage_pg import open_configured
 
     cfg = load_server_config(server_config)
-    storage = SqliteStorage(cfg.database)
+    storage = open_configured(cfg)
     pass_key, sealing_key = server_public_keys(cfg)
     setup = enroll_local(
         storage=storage, broker=BrokerFiles.open(broker_dir), station_id=station_id, venue_id=venue,
@@ -96,10 +96,10 @@ def _push(server_config: str, stations: list[str] | None) -> int:
     from qrgate.keyfiles import load_or_create_key
     from server.config import load_server_config
     from server.stationconfig import StationConfigStore, publish_configs
-    from server.storage import SqliteStorage
+    from server.storage_pg import open_configured
 
     cfg = load_server_config(server_config)
-    store = StationConfigStore(SqliteStorage(cfg.database))
+    store = StationConfigStore(open_configured(cfg))
     return publish_configs(store, load_or_create_key(cfg.pass_key_file), cfg.mqtt, cfg.base, stations)
 
 
@@ -114,9 +114,9 @@ def configure(server_config: str, station: str, mode: str, repeat_window: float,
     """Change a station's settings and push them to it (applied at once, kept offline)."""
     from server.config import load_server_config
     from server.stationconfig import StationConfigStore, StationSettings
-    from server.storage import SqliteStorage
+    from server.storage_pg import open_configured
 
-    store = StationConfigStore(SqliteStorage(load_server_config(server_config).database))
+    store = StationConfigStore(open_configured(load_server_config(server_config)))
     version = store.set_settings(station, StationSettings(mode, repeat_window, anti_passback, auto_checkout_hours * 3600))
     _push(server_config, [station])
     print(f"{station}: settings version {version} pushed")
@@ -130,9 +130,9 @@ def block(server_config: str, person: str, reason: str, remove: bool) -> int:
     """Add a person to (or remove from) the block list every station applies offline."""
     from server.config import load_server_config
     from server.stationconfig import StationConfigStore
-    from server.storage import SqliteStorage
+    from server.storage_pg import open_configured
 
-    store = StationConfigStore(SqliteStorage(load_server_config(server_config).database))
+    store = StationConfigStore(open_configured(load_server_config(server_config)))
     if remove:
         if not store.unblock(person):
             raise UserError(f"{person} is not on the block list")
@@ -145,9 +145,9 @@ def block(server_config: str, person: str, reason: str, remove: bool) -> int:
 def _fleet(server_config: str):
     from server.config import load_server_config
     from server.fleet import Fleet
-    from server.storage import SqliteStorage
+    from server.storage_pg import open_configured
 
-    return Fleet(SqliteStorage(load_server_config(server_config).database))
+    return Fleet(open_configured(load_server_config(server_config)))
 
 
 @app.command("fleet", arg("--server-config", required=True), arg("--json", action="store_true"))
@@ -204,10 +204,10 @@ def enrol_code(server_config: str, venue: int, minutes: float, url: str, png: st
     """Make a single-use enrolment code for a venue; show it to a new station."""
     from server.config import load_server_config
     from server.enrol import Enrolment, enrol_code_text
-    from server.storage import SqliteStorage
+    from server.storage_pg import open_configured
 
     cfg = load_server_config(server_config)
-    token = Enrolment(SqliteStorage(cfg.database)).create_token(venue, minutes=minutes, created_by="cli")
+    token = Enrolment(open_configured(cfg)).create_token(venue, minutes=minutes, created_by="cli")
     text = enrol_code_text(url or f"http://{cfg.web.host}:{cfg.web.port}", token)
     if png:
         import segno

@@ -160,8 +160,9 @@ def server_public_keys(server_config) -> tuple[str, str]:
 
 
 def write_server_config(path: Path, *, broker: BrokerFiles, password: str, web_port: int,
-                        data_dir: str = "data", web_host: str = "127.0.0.1") -> Path:
-    """Write server.toml and the server's broker password file beside it."""
+                        data_dir: str = "data", web_host: str = "127.0.0.1", database: str = "") -> Path:
+    """Write server.toml and the server's broker password file beside it; ``database``
+    (a postgresql:// URL) puts the server's tables on PostgreSQL instead of SQLite."""
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_private(path.parent / "mqtt.password", password + "\n")
@@ -170,6 +171,7 @@ def write_server_config(path: Path, *, broker: BrokerFiles, password: str, web_p
 # Server configuration: written by qrgate-provision.
 [server]
 data_dir = {_toml_str(data_dir)}
+{f"database = {_toml_str(database)}" if database else ""}
 
 [web]
 host = {_toml_str(web_host)}

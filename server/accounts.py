@@ -98,11 +98,14 @@ class Account:
 
 
 def server_secret(storage, name: str, nbytes: int = 32) -> bytes:
-    """A random secret kept in the database, made on first use (HMAC keys, server keys)."""
-    db = storage.db
-    db.execute("CREATE TABLE IF NOT EXISTS server_secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)")
-    db.execute("INSERT OR IGNORE INTO server_secrets (name, value) VALUES (?, ?)", [name, secrets.token_bytes(nbytes)])
-    return bytes(db.execute("SELECT value FROM server_secrets WHERE name = ?", [name]).fetchone()[0])
+    """A random secret kept in the database, made on first use (HMAC keys, server keys).
+    Two processes starting together agree on one: the first insert wins."""
+    db = storage.sql
+    if not db.has_table("server_secrets"):
+        db.schema("CREATE TABLE IF NOT EXISTS server_secrets (name TEXT PRIMARY KEY, value {blob} NOT NULL)")
+    db.execute("INSERT INTO server_secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+               [name, secrets.token_bytes(nbytes)])
+    return bytes(db.value("SELECT value FROM server_secrets WHERE name = ?", [name]))
 
 
 def _token_hash(token: str) -> str:
@@ -110,7 +113,7 @@ def _token_hash(token: str) -> str:
 
 
 class Accounts:
-    """Accounts, one-time codes and sessions, on the server's SQLite file.
+    """Accounts, one-time codes and sessions, in the server's database (``storage.sql``).
 
     ``clock`` returns seconds since the epoch; tests pass a fake one to step over expiry.
     """
@@ -125,22 +128,22 @@ class Accounts:
         self._key = server_secret(storage, "auth-hmac")
 
     def _create(self) -> None:
-        self.storage.db.conn.executescript(
+        self.storage.sql.schema(
             """
             CREATE TABLE IF NOT EXISTS accounts (
-                id INTEGER PRIMARY KEY, phone TEXT NOT NULL UNIQUE, is_operator INTEGER NOT NULL DEFAULT 0,
-                created_ms INTEGER NOT NULL, last_login_ms INTEGER);
+                id {pk}, phone TEXT NOT NULL UNIQUE, is_operator BIGINT NOT NULL DEFAULT 0,
+                created_ms BIGINT NOT NULL, last_login_ms BIGINT);
             CREATE TABLE IF NOT EXISTS otp_codes (
-                id INTEGER PRIMARY KEY, phone TEXT NOT NULL, purpose TEXT NOT NULL, code_hash TEXT NOT NULL,
-                created_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL, wrong INTEGER NOT NULL DEFAULT 0,
+                id {pk}, phone TEXT NOT NULL, purpose TEXT NOT NULL, code_hash TEXT NOT NULL,
+                created_ms BIGINT NOT NULL, expires_ms BIGINT NOT NULL, wrong BIGINT NOT NULL DEFAULT 0,
                 state TEXT NOT NULL DEFAULT 'active');
             CREATE INDEX IF NOT EXISTS otp_codes_lookup ON otp_codes (phone, purpose, state);
             CREATE INDEX IF NOT EXISTS otp_codes_hash ON otp_codes (code_hash);
-            CREATE TABLE IF NOT EXISTS auth_events (key TEXT NOT NULL, ts_ms INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS auth_events (key TEXT NOT NULL, ts_ms BIGINT NOT NULL);
             CREATE INDEX IF NOT EXISTS auth_events_key ON auth_events (key, ts_ms);
             CREATE TABLE IF NOT EXISTS sessions (
-                token_hash TEXT PRIMARY KEY, account_id INTEGER NOT NULL REFERENCES accounts(id),
-                created_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL);
+                token_hash TEXT PRIMARY KEY, account_id BIGINT NOT NULL REFERENCES accounts(id),
+                created_ms BIGINT NOT NULL, expires_ms BIGINT NOT NULL)
             """
         )
 
@@ -154,13 +157,11 @@ class Accounts:
 
     def _count(self, key: str, window_s: int) -> int:
         since = self._now_ms() - window_s * 1000
-        return self.storage.db.execute(
-            "SELECT count(*) FROM auth_events WHERE key = ? AND ts_ms > ?", [key, since]
-        ).fetchone()[0]
+        return self.storage.sql.value("SELECT count(*) FROM auth_events WHERE key = ? AND ts_ms > ?", [key, since])
 
     def _event(self, key: str) -> None:
         now = self._now_ms()
-        db = self.storage.db
+        db = self.storage.sql
         db.execute("INSERT INTO auth_events (key, ts_ms) VALUES (?, ?)", [key, now])
         # Events older than a day never count again: keep the table small.
         db.execute("DELETE FROM auth_events WHERE ts_ms < ?", [now - 86_400_000])
@@ -172,23 +173,26 @@ class Accounts:
         ``phone``; earlier codes for the same purpose stop working."""
         phone = normalise_phone(phone)
         s = self.settings
-        if self._count(f"send:phone:{phone}", s.send_window_s) >= s.codes_per_phone:
-            raise AuthRefused("rate_limited", "Đã gửi quá nhiều mã tới số này. Vui lòng thử lại sau 15 phút.",
-                              s.send_window_s)
-        if self._count(f"send:ip:{ip}", s.send_window_s) >= s.codes_per_ip:
-            raise AuthRefused("rate_limited", "Quá nhiều yêu cầu từ địa chỉ này. Vui lòng thử lại sau.",
-                              s.send_window_s)
-        self._event(f"send:phone:{phone}")
-        self._event(f"send:ip:{ip}")
         code = f"{secrets.randbelow(1_000_000):06d}"
-        now = self._now_ms()
-        db = self.storage.db
-        db.execute("UPDATE otp_codes SET state = 'superseded' WHERE phone = ? AND purpose = ? AND state = 'active'",
-                   [phone, purpose])
-        db.execute(
-            "INSERT INTO otp_codes (phone, purpose, code_hash, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?)",
-            [phone, purpose, self._code_hash(purpose, phone, code), now, now + s.code_ttl_s * 1000],
-        )
+        db = self.storage.sql
+        # Counted and recorded as one step: requests arriving together, even at
+        # different server workers, cannot all pass under the limit.
+        with db.transaction(serial="auth:send"):
+            if self._count(f"send:phone:{phone}", s.send_window_s) >= s.codes_per_phone:
+                raise AuthRefused("rate_limited", "Đã gửi quá nhiều mã tới số này. Vui lòng thử lại sau 15 phút.",
+                                  s.send_window_s)
+            if self._count(f"send:ip:{ip}", s.send_window_s) >= s.codes_per_ip:
+                raise AuthRefused("rate_limited", "Quá nhiều yêu cầu từ địa chỉ này. Vui lòng thử lại sau.",
+                                  s.send_window_s)
+            self._event(f"send:phone:{phone}")
+            self._event(f"send:ip:{ip}")
+            now = self._now_ms()
+            db.execute("UPDATE otp_codes SET state = 'superseded' WHERE phone = ? AND purpose = ? AND state = 'active'",
+                       [phone, purpose])
+            db.execute(
+                "INSERT INTO otp_codes (phone, purpose, code_hash, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?)",
+                [phone, purpose, self._code_hash(purpose, phone, code), now, now + s.code_ttl_s * 1000],
+            )
         minutes = max(1, s.code_ttl_s // 60)
         text = (message or "Mã xác thực QR gate của bạn là {code}").format(code=code)
         self.sender.send(phone, f"{text}. Mã hết hạn sau {minutes} phút. Không đưa mã này cho ai.")
@@ -198,10 +202,10 @@ class Accounts:
         """Seconds until ``phone`` may try a code again (0: not locked)."""
         s = self.settings
         since = self._now_ms() - s.lockout_s * 1000
-        rows = self.storage.db.execute(
+        rows = self.storage.sql.rows(
             "SELECT ts_ms FROM auth_events WHERE key = ? AND ts_ms > ? ORDER BY ts_ms DESC",
             [f"fail:phone:{phone}", since],
-        ).fetchall()
+        )
         if len(rows) < s.max_failures:
             return 0
         return max(1, (rows[s.max_failures - 1][0] + s.lockout_s * 1000 - self._now_ms()) // 1000)
@@ -210,46 +214,56 @@ class Accounts:
         """Consume the code if it is right; return the normalised phone. Raises
         AuthRefused (``locked``, ``rate_limited``, ``expired``, ``bad_code``)."""
         phone = normalise_phone(phone)
+        code = re.sub(r"\s", "", str(code or ""))
+        # One check at a time: guesses sent together cannot slip past the lock-out or the
+        # per-code limit, and a code is consumed once. The refusal is raised after the
+        # commit, so the failure it counted stays counted.
+        with self.storage.sql.transaction(serial="auth:check"):
+            refusal = self._check_code(phone, purpose, code, ip)
+        if refusal is not None:
+            raise refusal
+        return phone
+
+    def _check_code(self, phone: str, purpose: str, code: str, ip: str) -> AuthRefused | None:
         s = self.settings
         wait = self.locked_for_s(phone)
         if wait:
-            raise AuthRefused("locked", f"Số này tạm bị khóa do nhập sai nhiều lần. Thử lại sau {wait // 60 + 1} phút.",
-                              wait)
+            return AuthRefused("locked", f"Số này tạm bị khóa do nhập sai nhiều lần. Thử lại sau {wait // 60 + 1} phút.",
+                               wait)
         if self._count(f"fail:ip:{ip}", s.lockout_s) >= s.failures_per_ip:
-            raise AuthRefused("rate_limited", "Quá nhiều lần nhập sai từ địa chỉ này. Vui lòng thử lại sau.", s.lockout_s)
-        code = re.sub(r"\s", "", str(code or ""))
-        db = self.storage.db
-        row = db.execute(
+            return AuthRefused("rate_limited", "Quá nhiều lần nhập sai từ địa chỉ này. Vui lòng thử lại sau.",
+                               s.lockout_s)
+        db = self.storage.sql
+        row = db.one(
             "SELECT id, code_hash, expires_ms, wrong FROM otp_codes WHERE phone = ? AND purpose = ? AND state = 'active'"
             " ORDER BY id DESC LIMIT 1", [phone, purpose],
-        ).fetchone()
+        )
         if row is None:
             self._fail(phone, ip)
-            raise AuthRefused("bad_code", "Mã không đúng hoặc đã được dùng. Hãy yêu cầu mã mới.")
+            return AuthRefused("bad_code", "Mã không đúng hoặc đã được dùng. Hãy yêu cầu mã mới.")
         code_id, code_hash, expires_ms, wrong = row
         if self._now_ms() >= expires_ms:
-            db.execute("UPDATE otp_codes SET state = 'expired' WHERE id = ?", [code_id])
+            db.execute("UPDATE otp_codes SET state = 'expired' WHERE id = ? AND state = 'active'", [code_id])
             self._fail(phone, ip)
-            raise AuthRefused("expired", "Mã đã hết hạn. Hãy yêu cầu mã mới.")
+            return AuthRefused("expired", "Mã đã hết hạn. Hãy yêu cầu mã mới.")
         if not hmac.compare_digest(code_hash, self._code_hash(purpose, phone, code)):
             burned = wrong + 1 >= s.max_wrong_per_code
-            db.execute("UPDATE otp_codes SET wrong = wrong + 1, state = ? WHERE id = ?",
+            db.execute("UPDATE otp_codes SET wrong = wrong + 1, state = ? WHERE id = ? AND state = 'active'",
                        ["burned" if burned else "active", code_id])
             self._fail(phone, ip)
-            raise AuthRefused("bad_code", "Mã không đúng." + (" Hãy yêu cầu mã mới." if burned else ""))
-        # Only one caller may consume a code, even if two arrive at the same moment.
-        used = db.execute("UPDATE otp_codes SET state = 'used' WHERE id = ? AND state = 'active'", [code_id])
-        if used.rowcount != 1:
-            raise AuthRefused("bad_code", "Mã không đúng hoặc đã được dùng. Hãy yêu cầu mã mới.")
+            return AuthRefused("bad_code", "Mã không đúng." + (" Hãy yêu cầu mã mới." if burned else ""))
+        if db.execute("UPDATE otp_codes SET state = 'used' WHERE id = ? AND state = 'active'", [code_id]) != 1:
+            return AuthRefused("bad_code", "Mã không đúng hoặc đã được dùng. Hãy yêu cầu mã mới.")
         db.execute("DELETE FROM auth_events WHERE key = ?", [f"fail:phone:{phone}"])
-        return phone
+        return None
 
     def allow(self, key: str, limit: int, window_s: int) -> bool:
         """Count one event under ``key``; False if ``limit`` were already counted within
         ``window_s`` (used for per-address limits such as self check-in)."""
-        if self._count(key, window_s) >= limit:
-            return False
-        self._event(key)
+        with self.storage.sql.transaction(serial=f"auth:{key}"):
+            if self._count(key, window_s) >= limit:
+                return False
+            self._event(key)
         return True
 
     def _fail(self, phone: str, ip: str) -> None:
@@ -261,19 +275,20 @@ class Accounts:
 
     def account_for_phone(self, phone: str, create: bool = True) -> Account | None:
         phone = normalise_phone(phone)
-        db = self.storage.db
+        db = self.storage.sql
         if create:
-            db.execute("INSERT OR IGNORE INTO accounts (phone, created_ms) VALUES (?, ?)", [phone, self._now_ms()])
-        row = db.execute("SELECT id, phone, is_operator FROM accounts WHERE phone = ?", [phone]).fetchone()
+            db.execute("INSERT INTO accounts (phone, created_ms) VALUES (?, ?) ON CONFLICT (phone) DO NOTHING",
+                       [phone, self._now_ms()])
+        row = db.one("SELECT id, phone, is_operator FROM accounts WHERE phone = ?", [phone])
         return Account(row[0], row[1], bool(row[2])) if row else None
 
     def account(self, account_id: int) -> Account | None:
-        row = self.storage.db.execute("SELECT id, phone, is_operator FROM accounts WHERE id = ?", [account_id]).fetchone()
+        row = self.storage.sql.one("SELECT id, phone, is_operator FROM accounts WHERE id = ?", [account_id])
         return Account(row[0], row[1], bool(row[2])) if row else None
 
     def set_operator(self, phone: str, is_operator: bool = True) -> Account:
         account = self.account_for_phone(phone)
-        self.storage.db.execute("UPDATE accounts SET is_operator = ? WHERE id = ?", [int(is_operator), account.id])
+        self.storage.sql.execute("UPDATE accounts SET is_operator = ? WHERE id = ?", [int(is_operator), account.id])
         return self.account(account.id)
 
     # -- sessions ----------------------------------------------------------------
@@ -285,7 +300,7 @@ class Accounts:
             self.end_session(old_token)
         token = secrets.token_urlsafe(32)
         now = self._now_ms()
-        db = self.storage.db
+        db = self.storage.sql
         db.execute("INSERT INTO sessions (token_hash, account_id, created_ms, expires_ms) VALUES (?, ?, ?, ?)",
                    [_token_hash(token), account.id, now, now + self.settings.session_ttl_s * 1000])
         db.execute("UPDATE accounts SET last_login_ms = ? WHERE id = ?", [now, account.id])
@@ -295,16 +310,15 @@ class Accounts:
     def session_account(self, token: str | None) -> Account | None:
         if not token or len(token) > 200:
             return None
-        row = self.storage.db.execute(
-            "SELECT account_id, expires_ms FROM sessions WHERE token_hash = ?", [_token_hash(token)]
-        ).fetchone()
+        row = self.storage.sql.one(
+            "SELECT account_id, expires_ms FROM sessions WHERE token_hash = ?", [_token_hash(token)])
         if row is None or row[1] <= self._now_ms():
             return None
         return self.account(row[0])
 
     def end_session(self, token: str | None) -> None:
         if token:
-            self.storage.db.execute("DELETE FROM sessions WHERE token_hash = ?", [_token_hash(token)])
+            self.storage.sql.execute("DELETE FROM sessions WHERE token_hash = ?", [_token_hash(token)])
 
     def csrf_token(self, binding: str) -> str:
         """The anti-forgery token for forms: an HMAC of the visitor's session (or
@@ -322,20 +336,20 @@ class Accounts:
         account = self.account_for_phone(phone)
         token = secrets.token_urlsafe(32)
         now = self._now_ms()
-        self.storage.db.execute(
+        self.storage.sql.execute(
             "INSERT INTO otp_codes (phone, purpose, code_hash, created_ms, expires_ms) VALUES (?, 'link', ?, ?, ?)",
             [account.phone, self._code_hash("link", "", token), now, now + self.settings.link_ttl_s * 1000],
         )
         return token
 
     def redeem_login_link(self, token: str) -> Account | None:
-        db = self.storage.db
-        row = db.execute(
+        db = self.storage.sql
+        row = db.one(
             "SELECT id, phone, expires_ms FROM otp_codes WHERE purpose = 'link' AND state = 'active' AND code_hash = ?",
             [self._code_hash("link", "", str(token or ""))],
-        ).fetchone()
+        )
         if row is None or row[2] <= self._now_ms():
             return None
-        if db.execute("UPDATE otp_codes SET state = 'used' WHERE id = ? AND state = 'active'", [row[0]]).rowcount != 1:
+        if db.execute("UPDATE otp_codes SET state = 'used' WHERE id = ? AND state = 'active'", [row[0]]) != 1:
             return None
         return self.account_for_phone(row[1])

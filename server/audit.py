@@ -1,9 +1,9 @@
 """The audit trail: who changed or read what, when and from where; append-only.
 
 Kept apart from the technical log. Action codes are dotted (``qrgate.venue.member.granted``)
-and form a closed list (ACTIONS) so the history page can say each one in words. SQLite
-triggers refuse UPDATE and DELETE on the table: not even a bug in this server can
-rewrite history through the database connection.
+and form a closed list (ACTIONS) so the history page can say each one in words. Triggers
+refuse UPDATE and DELETE on the table (and TRUNCATE on PostgreSQL) with an integrity
+error: not even a bug in this server can rewrite history through its database connection.
 """
 
 from __future__ import annotations
@@ -58,48 +58,71 @@ class AuditEntry:
     data: dict[str, Any]
 
 
+_TABLE = """
+    CREATE TABLE IF NOT EXISTS audit_log (
+        id {pk}, ts_ms BIGINT NOT NULL, account_id BIGINT, phone TEXT NOT NULL DEFAULT '',
+        ip TEXT NOT NULL DEFAULT '', action TEXT NOT NULL, venue_id BIGINT, data TEXT NOT NULL DEFAULT '{}');
+    CREATE INDEX IF NOT EXISTS audit_log_venue ON audit_log (venue_id, id);
+"""
+
+_SCHEMA = {
+    # RAISE(ABORT) is an integrity error to SQLite's clients.
+    "sqlite": _TABLE + """
+        CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+        CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END
+    """,
+    # SQLSTATE 23000 (integrity_constraint_violation) makes it an IntegrityError here too.
+    "postgresql": _TABLE + """
+        CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION 'audit_log is append-only' USING ERRCODE = 'integrity_constraint_violation';
+            END $$;
+        CREATE OR REPLACE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+            FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+        CREATE OR REPLACE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+            FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+        CREATE OR REPLACE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+            FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
+    """,
+}
+
+
 class AuditLog:
-    """Append-only log of security-relevant actions, on the server's SQLite file."""
+    """Append-only log of security-relevant actions, in the server's database (``storage.sql``)."""
 
     def __init__(self, storage, clock: Callable[[], float] = time.time):
         self.storage = storage
         self.clock = clock
-        self.storage.db.conn.executescript(
-            """
-            CREATE TABLE IF NOT EXISTS audit_log (
-                id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, account_id INTEGER, phone TEXT NOT NULL DEFAULT '',
-                ip TEXT NOT NULL DEFAULT '', action TEXT NOT NULL, venue_id INTEGER, data TEXT NOT NULL DEFAULT '{}');
-            CREATE INDEX IF NOT EXISTS audit_log_venue ON audit_log (venue_id, id);
-            CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
-                BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
-            CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
-                BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
-            """
-        )
+        db = storage.sql
+        # On PostgreSQL the table and its triggers are made in one transaction: replacing
+        # the triggers at every start would only lock out writers for nothing.
+        if db.dialect == "sqlite" or not db.has_table("audit_log"):
+            db.schema(_SCHEMA)
 
     def record(self, action: str, *, account=None, ip: str = "", venue_id: int | None = None,
                **data: Any) -> int:
         """Append one entry; ``account`` is an accounts.Account or None (anonymous)."""
         if action not in ACTIONS:
             raise ValueError(f"unknown audit action {action!r}")
-        cur = self.storage.db.execute(
+        return self.storage.sql.insert_id(
             "INSERT INTO audit_log (ts_ms, account_id, phone, ip, action, venue_id, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [int(self.clock() * 1000), getattr(account, "id", None), getattr(account, "phone", ""), ip or "",
              action, venue_id, json.dumps(data, ensure_ascii=False, sort_keys=True)],
         )
-        return int(cur.lastrowid)
 
     def for_venue(self, venue_id: int, limit: int = 200) -> list[AuditEntry]:
         """The venue's history, newest first."""
-        rows = self.storage.db.execute(
+        rows = self.storage.sql.rows(
             "SELECT id, ts_ms, account_id, phone, ip, action, venue_id, data FROM audit_log"
             " WHERE venue_id = ? ORDER BY id DESC LIMIT ?", [venue_id, limit],
-        ).fetchall()
+        )
         return [AuditEntry(*r[:7], json.loads(r[7])) for r in rows]
 
     def for_account(self, account_id: int, limit: int = 200) -> list[AuditEntry]:
-        rows = self.storage.db.execute(
+        rows = self.storage.sql.rows(
             "SELECT id, ts_ms, account_id, phone, ip, action, venue_id, data FROM audit_log"
             " WHERE account_id = ? ORDER BY id DESC LIMIT ?", [account_id, limit],
-        ).fetchall()
+        )
         return [AuditEntry(*r[:7], json.loads(r[7])) for r in rows]

@@ -9,23 +9,27 @@ from zoneinfo import ZoneInfo
 
 from qrgate.masking import mask_birth, mask_id_number, mask_person_name
 
+BIGINT_MAX = 2**63 - 1
+
 
 def venue_checkins(storage, venue_id: int, tz: ZoneInfo, limit: int = 100,
                    before_id: int | None = None) -> list[dict[str, Any]]:
     """The venue's latest check-ins, personal fields masked."""
-    db = storage.db
-    columns = set(db["checkins"].columns_dict)
-    corrected = "c.time_corrected" if "time_corrected" in columns else "0"
-    has_self = "self_stations" in db.table_names()
+    db = storage.sql
+    # A file from before clock correction has no time_corrected column.
+    corrected = "c.time_corrected" if "time_corrected" in db.columns("checkins") else "0"
+    has_self = db.has_table("self_stations")
     self_flag = "(s.station_id IS NOT NULL)" if has_self else "0"
     join = "LEFT JOIN self_stations s ON s.station_id = c.station_id" if has_self else ""
+    if before_id:
+        before_id = min(before_id, BIGINT_MAX)  # every id is below; PostgreSQL refuses a larger number
     where = "c.venue_id = ?" + (" AND c.id < ?" if before_id else "")
     params: list[Any] = [venue_id, *([before_id] if before_id else []), limit]
-    rows = db.execute(
+    rows = db.rows(
         f"SELECT c.id, c.station_id, c.seq, c.direction, c.kind, c.id_number, c.name, c.birth, c.wall_ms,"
         f" c.clock_synced, {corrected} AS time_corrected, {self_flag} AS self_declared"
         f" FROM checkins c {join} WHERE {where} ORDER BY c.id DESC LIMIT ?", params,
-    ).fetchall()
+    )
     out = []
     for (cid, station_id, seq, direction, kind, id_number, name, birth, wall_ms, synced, corrected_flag,
          self_declared) in rows:

@@ -48,15 +48,10 @@ def startup_lock(config_path: str):
 def open_storage(config_path: str):
     """The configuration and the storage it names: SQLite by default, PostgreSQL when
     ``[server] database`` is a postgresql:// URL (docs/postgresql.md)."""
+    from server.storage_pg import open_configured
+
     config = load_server_config(config_path)
-    url = config.server.database
-    if url:
-        from server.storage_pg import open_storage_url
-
-        return config, open_storage_url(url, web_db=config.database)
-    from server.storage import SqliteStorage
-
-    return config, SqliteStorage(config.database)
+    return config, open_configured(config)
 
 
 @app.command("venue-add", CONFIG, arg("--name", required=True), arg("--kind", default=""),
@@ -240,10 +235,9 @@ def ensure_dashboard_rollup(cfg, storage) -> None:
     must be in place before the first check-in is stored."""
     from zoneinfo import ZoneInfo
 
-    from server.dashboard import ensure_rollup, rollup_supported
+    from server.dashboard import ensure_rollup
 
-    if rollup_supported(storage):
-        ensure_rollup(storage, ZoneInfo(cfg.web.timezone))
+    ensure_rollup(storage, ZoneInfo(cfg.web.timezone))
 
 
 WORKER_ID = arg("--worker-id", type=int, required=True, help="1, 2, 3 ...: stable and unique per worker")

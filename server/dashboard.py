@@ -3,16 +3,27 @@ province / district / ward and per venue, read from a daily roll-up of the check
 
 Counting 10 million check-ins on every request is too slow for a page, so the module
 keeps ``dashboard_daily``: one row per (venue, local day) with the number of scans.
-SQLite triggers on ``checkins`` keep it in step with every INSERT and with the UPDATEs
-that correct a station's clock (or move a check-in to another venue), whichever
-connection or process writes; ``ensure_rollup`` creates it once, counting the rows
-already stored, inside one write transaction so no check-in is missed or counted twice.
+Triggers on ``checkins`` keep it in step with every INSERT and with the UPDATEs that
+correct a station's clock (or move a check-in to another venue), whichever connection or
+process writes; ``ensure_rollup`` creates it once, counting the rows already stored,
+inside one write transaction so no check-in is missed or counted twice.
 
-Deleting check-ins (retention) does not change the roll-up: its counts are not personal
-data, and a dashboard keeps showing how busy an area was after the people's rows are
-gone. The local day is the UTC time plus one fixed offset, the configured time zone's
-offset when the roll-up was made (Asia/Ho_Chi_Minh: +07:00, no daylight saving time);
-it is stored in ``dashboard_meta`` and baked into the triggers. See docs/dashboards.md.
+On SQLite the triggers are plain SQL. On PostgreSQL they call plpgsql functions and are
+made on the partitioned ``checkins``, which clones them onto every partition, including
+those attached later. An UPDATE that moves a check-in to another month's partition (a
+clock correction) is carried out there as a DELETE and an INSERT: the AFTER UPDATE
+trigger does not fire, the AFTER INSERT one does. So the old day is taken off by a
+BEFORE UPDATE trigger (it fires either way), and the new day is counted by the AFTER
+UPDATE trigger (same partition) or the AFTER INSERT one (moved). When a month's partition
+is made, its rows leave the default partition by a DELETE and reach a standalone table
+that is then attached: no trigger counts them twice, none takes them off.
+
+Deleting check-ins (retention, or dropping a month's partition) does not change the
+roll-up: its counts are not personal data, and a dashboard keeps showing how busy an area
+was after the people's rows are gone. The local day is the UTC time plus one fixed
+offset, the configured time zone's offset when the roll-up was made (Asia/Ho_Chi_Minh:
++07:00, no daylight saving time); it is stored in ``dashboard_meta`` and baked into the
+triggers. See docs/dashboards.md.
 """
 
 from __future__ import annotations
@@ -35,6 +46,12 @@ EARLIEST_DAY = dt.date(2000, 1, 1)
 MAX_VENUE_ROWS = 1000  # venues listed on one ward's dashboard (the busiest first)
 ROLLUP_VERSION = "1"
 LEVELS = ("country", "province", "district", "ward", "venue")
+# The triggers each engine needs in place (see the module doc).
+TRIGGERS = {
+    "sqlite": {"dashboard_checkin_insert", "dashboard_checkin_update"},
+    "postgresql": {"dashboard_checkin_insert", "dashboard_checkin_update", "dashboard_checkin_leave"},
+}
+_ASCII_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 class DashboardError(UserError):
@@ -43,11 +60,6 @@ class DashboardError(UserError):
 
 class UnknownArea(DashboardError, LookupError):
     """No area with this code in the areas file (or no such venue)."""
-
-
-class DashboardUnavailable(DashboardError, RuntimeError):
-    """The storage keeps its check-ins outside the SQLite file (PostgreSQL): the roll-up
-    and its triggers are not made there yet."""
 
 
 # -- the roll-up -------------------------------------------------------------------
@@ -59,46 +71,60 @@ def utc_offset_s(tz: ZoneInfo, at: float | None = None) -> int:
     return int(when.utcoffset().total_seconds())
 
 
-def _day_sql(column: str, offset_ms: int) -> str:
-    # floor((wall + offset) / day) for negative values too: SQLite's integer division
-    # truncates toward zero, so a wall clock before 1970 is moved down one day first.
+def _day_sql(dialect: str, column: str, offset_ms: int) -> str:
+    # floor((wall + offset) / day) for negative values too: integer division truncates
+    # toward zero on both engines, so a wall clock before 1970 is moved down one day first.
     shifted = f"({column} + {offset_ms})"
-    return f"(({shifted} - ({shifted} < 0) * {DAY_MS - 1}) / {DAY_MS})"
+    negative = f"({shifted} < 0)" if dialect == "sqlite" else f"({shifted} < 0)::int"
+    return f"(({shifted} - {negative} * {DAY_MS - 1}) / {DAY_MS})"
 
 
-def _meta(conn) -> dict[str, str]:
-    have = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dashboard_meta'").fetchone()
-    if not have:
+def _meta(db) -> dict[str, str]:
+    if not db.has_table("dashboard_meta"):
         return {}
-    return dict(conn.execute("SELECT key, value FROM dashboard_meta").fetchall())
+    return dict(db.rows("SELECT key, value FROM dashboard_meta"))
 
 
-def _in_place(conn, meta: dict[str, str], offset_s: int) -> bool:
+def _rollup_objects(db) -> tuple[set[str], set[str]]:
+    """The roll-up's triggers on ``checkins`` and indexes on ``venues`` that exist."""
+    if db.dialect == "sqlite":
+        rows = db.rows("SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'index')"
+                       " AND tbl_name IN ('checkins', 'venues')")
+        return {n for t, n in rows if t == "trigger"}, {n for t, n in rows if t == "index"}
+    # The clones on the partitions have a parent; the triggers made here do not.
+    triggers = {r[0] for r in db.rows(
+        "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+        " WHERE c.relname = 'checkins' AND c.relnamespace = current_schema()::regnamespace"
+        " AND NOT t.tgisinternal")}
+    indexes = {r[0] for r in db.rows(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = 'venues'")}
+    return triggers, indexes
+
+
+def _in_place(db, meta: dict[str, str], offset_s: int) -> bool:
     """Roll-up made for this offset, its triggers there, and the venues' area index
     (once the venue columns exist: server.venues adds them)."""
     if meta.get("utc_offset_s") != str(offset_s) or meta.get("version") != ROLLUP_VERSION:
         return False
-    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('trigger', 'index')"
-                                        " AND tbl_name IN ('checkins', 'venues')")}
-    if not {"dashboard_checkin_insert", "dashboard_checkin_update"} <= names:
+    triggers, indexes = _rollup_objects(db)
+    if not TRIGGERS[db.dialect] <= triggers:
         return False
-    return "dashboard_venues_area" in names or not _venues_have_areas(conn)
+    return "dashboard_venues_area" in indexes or not _venues_have_areas(db)
 
 
-def _venues_have_areas(conn) -> bool:
-    columns = {r[1] for r in conn.execute("PRAGMA table_info(venues)")}
-    return {"province", "district", "ward"} <= columns
+def _venues_have_areas(db) -> bool:
+    return {"province", "district", "ward"} <= db.columns("venues")
 
 
 def rollup_supported(storage) -> bool:
-    """Are the check-ins in the storage's SQLite file, where the triggers can count them?"""
-    conn = storage.db.conn
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'checkins'").fetchone() is not None
+    """Are the check-ins in the storage's database, where the triggers can count them?
+    (Both engines keep them there: true once the storage has made its tables.)"""
+    return storage.sql.has_table("checkins")
 
 
 def rollup_offset_s(storage) -> int | None:
     """The UTC offset the roll-up counts local days with (None: no roll-up yet)."""
-    value = _meta(storage.db.conn).get("utc_offset_s")
+    value = _meta(storage.sql).get("utc_offset_s")
     return int(value) if value is not None else None
 
 
@@ -107,41 +133,47 @@ def ensure_rollup(storage, tz: ZoneInfo) -> int:
     another UTC offset; return the offset used. Cheap when all is in place: call it at
     start, before the bridge stores anything, and before each dashboard."""
     offset_s = utc_offset_s(tz)
-    conn = storage.db.conn
-    if _in_place(conn, _meta(conn), offset_s):
+    db = storage.sql
+    if _in_place(db, _meta(db), offset_s):
         return offset_s
-    if not rollup_supported(storage):
-        raise DashboardUnavailable("area dashboards need the check-ins in the SQLite database")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        meta = _meta(conn)  # another process may have done it while we waited
-        if not _in_place(conn, meta, offset_s):
-            _build(conn, offset_s, meta)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+    with db.transaction(serial="dashboard_rollup"):
+        if db.dialect == "postgresql":
+            _hold_checkins(db)
+        meta = _meta(db)  # another process may have done it while we waited
+        if not _in_place(db, meta, offset_s):
+            _build(db, offset_s, meta)
     return offset_s
 
 
-def _build(conn, offset_s: int, meta: dict[str, str]) -> None:
+def _hold_checkins(db) -> None:
+    """PostgreSQL: no check-in is written between the count and the triggers. The
+    partition lock comes first, as server.storage_pg takes it before locking the
+    partitions when it makes or drops one."""
+    from server.storage_pg import PARTITION_LOCK
+
+    db.execute("SELECT pg_advisory_xact_lock(?)", [PARTITION_LOCK])
+    db.execute("LOCK TABLE checkins IN SHARE ROW EXCLUSIVE MODE")
+
+
+def _build(db, offset_s: int, meta: dict[str, str]) -> None:
     offset_ms = offset_s * 1000
     started = time.perf_counter()
-    conn.execute("CREATE TABLE IF NOT EXISTS dashboard_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS dashboard_daily (venue_id INTEGER NOT NULL, day INTEGER NOT NULL,"
-        " scans INTEGER NOT NULL, PRIMARY KEY (venue_id, day)) WITHOUT ROWID")
-    if _venues_have_areas(conn):
-        conn.execute("CREATE INDEX IF NOT EXISTS dashboard_venues_area ON venues (province, district, ward)")
-    conn.execute("DROP TRIGGER IF EXISTS dashboard_checkin_insert")
-    conn.execute("DROP TRIGGER IF EXISTS dashboard_checkin_update")
-    day = _day_sql("wall_ms", offset_ms)
+    db.execute("CREATE TABLE IF NOT EXISTS dashboard_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS dashboard_daily (venue_id BIGINT NOT NULL, day BIGINT NOT NULL,"
+        " scans BIGINT NOT NULL, PRIMARY KEY (venue_id, day))"
+        + (" WITHOUT ROWID" if db.dialect == "sqlite" else ""))
+    if _venues_have_areas(db):
+        db.execute("CREATE INDEX IF NOT EXISTS dashboard_venues_area ON venues (province, district, ward)")
+    for name in sorted(TRIGGERS[db.dialect]):
+        db.execute(f"DROP TRIGGER IF EXISTS {name}" + (" ON checkins" if db.dialect == "postgresql" else ""))
+    day = _day_sql(db.dialect, "wall_ms", offset_ms)
     old_offset = meta.get("utc_offset_s")
     if old_offset == str(offset_s) and meta.get("version") == ROLLUP_VERSION:
         pass  # only the venues' index (or a dropped trigger) was missing: the counts stand
-    elif old_offset is None or conn.execute("SELECT count(*) FROM dashboard_daily").fetchone()[0] == 0:
-        conn.execute("DELETE FROM dashboard_daily")
-        conn.execute(
+    elif old_offset is None or db.value("SELECT count(*) FROM dashboard_daily") == 0:
+        db.execute("DELETE FROM dashboard_daily")
+        db.execute(
             f"INSERT INTO dashboard_daily (venue_id, day, scans) SELECT venue_id, {day}, count(*) FROM checkins"
             " WHERE wall_ms IS NOT NULL GROUP BY venue_id, 2")
         logger.info("dashboard roll-up made from the stored check-ins (UTC offset %+d s)", offset_s)
@@ -149,32 +181,62 @@ def _build(conn, offset_s: int, meta: dict[str, str]) -> None:
         # The offset changed (the configured zone did): days whose check-ins are still
         # stored are counted again with the new offset; older days, whose rows retention
         # has deleted, keep the counts made with the old one.
-        first = conn.execute("SELECT min(wall_ms) FROM checkins").fetchone()[0]
+        first = db.value("SELECT min(wall_ms) FROM checkins")
         if first is not None:
             keep_before = _floor_day(first + offset_ms) + 1
-            conn.execute("DELETE FROM dashboard_daily WHERE day >= ?", [keep_before])
-            conn.execute(
+            db.execute("DELETE FROM dashboard_daily WHERE day >= ?", [keep_before])
+            db.execute(
                 f"INSERT INTO dashboard_daily (venue_id, day, scans) SELECT venue_id, {day}, count(*) FROM checkins"
                 " WHERE wall_ms >= ? GROUP BY venue_id, 2", [keep_before * DAY_MS - offset_ms])
         logger.warning("dashboard roll-up recounted for UTC offset %+d s (was %s s)", offset_s, old_offset)
-    new_day, old_day = _day_sql("NEW.wall_ms", offset_ms), _day_sql("OLD.wall_ms", offset_ms)
-    conn.execute(
+    if db.dialect == "sqlite":
+        _sqlite_triggers(db, offset_ms)
+    else:
+        _postgresql_triggers(db, offset_ms)
+    db.executemany("INSERT INTO dashboard_meta (key, value) VALUES (?, ?)"
+                   " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                   [("utc_offset_s", str(offset_s)), ("version", ROLLUP_VERSION),
+                    ("built_ms", str(int(time.time() * 1000)))])
+    logger.info("dashboard roll-up ready in %.1f s", time.perf_counter() - started)
+
+
+def _sqlite_triggers(db, offset_ms: int) -> None:
+    new_day, old_day = _day_sql("sqlite", "NEW.wall_ms", offset_ms), _day_sql("sqlite", "OLD.wall_ms", offset_ms)
+    db.execute(
         "CREATE TRIGGER dashboard_checkin_insert AFTER INSERT ON checkins WHEN NEW.wall_ms IS NOT NULL BEGIN"
         f" INSERT INTO dashboard_daily (venue_id, day, scans) VALUES (NEW.venue_id, {new_day}, 1)"
         " ON CONFLICT (venue_id, day) DO UPDATE SET scans = scans + 1; END")
     # A clock correction moves a check-in to its true day; most stay on the same day
     # and cost nothing more than the WHEN.
-    conn.execute(
+    db.execute(
         "CREATE TRIGGER dashboard_checkin_update AFTER UPDATE OF wall_ms, venue_id ON checkins"
         f" WHEN OLD.venue_id IS NOT NEW.venue_id OR {old_day} IS NOT {new_day} BEGIN"
         f" UPDATE dashboard_daily SET scans = scans - 1 WHERE venue_id = OLD.venue_id AND day = {old_day};"
         f" DELETE FROM dashboard_daily WHERE venue_id = OLD.venue_id AND day = {old_day} AND scans <= 0;"
         f" INSERT INTO dashboard_daily (venue_id, day, scans) SELECT NEW.venue_id, {new_day}, 1"
         " WHERE NEW.wall_ms IS NOT NULL ON CONFLICT (venue_id, day) DO UPDATE SET scans = scans + 1; END")
-    conn.executemany("INSERT OR REPLACE INTO dashboard_meta (key, value) VALUES (?, ?)",
-                     [("utc_offset_s", str(offset_s)), ("version", ROLLUP_VERSION),
-                      ("built_ms", str(int(time.time() * 1000)))])
-    logger.info("dashboard roll-up ready in %.1f s", time.perf_counter() - started)
+
+
+def _postgresql_triggers(db, offset_ms: int) -> None:
+    new_day, old_day = (_day_sql("postgresql", "NEW.wall_ms", offset_ms),
+                        _day_sql("postgresql", "OLD.wall_ms", offset_ms))
+    db.execute(
+        "CREATE OR REPLACE FUNCTION dashboard_count_new() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        f" INSERT INTO dashboard_daily (venue_id, day, scans) VALUES (NEW.venue_id, {new_day}, 1)"
+        " ON CONFLICT (venue_id, day) DO UPDATE SET scans = dashboard_daily.scans + 1;"
+        " RETURN NULL; END $$")
+    db.execute(
+        "CREATE OR REPLACE FUNCTION dashboard_count_old() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        f" UPDATE dashboard_daily SET scans = scans - 1 WHERE venue_id = OLD.venue_id AND day = {old_day};"
+        f" DELETE FROM dashboard_daily WHERE venue_id = OLD.venue_id AND day = {old_day} AND scans <= 0;"
+        " RETURN NEW; END $$")
+    moved = f"OLD.venue_id IS DISTINCT FROM NEW.venue_id OR {old_day} IS DISTINCT FROM {new_day}"
+    db.execute("CREATE TRIGGER dashboard_checkin_insert AFTER INSERT ON checkins"
+               " FOR EACH ROW EXECUTE FUNCTION dashboard_count_new()")
+    db.execute("CREATE TRIGGER dashboard_checkin_leave BEFORE UPDATE OF wall_ms, venue_id ON checkins"
+               f" FOR EACH ROW WHEN ({moved}) EXECUTE FUNCTION dashboard_count_old()")
+    db.execute("CREATE TRIGGER dashboard_checkin_update AFTER UPDATE OF wall_ms, venue_id ON checkins"
+               f" FOR EACH ROW WHEN ({moved}) EXECUTE FUNCTION dashboard_count_new()")
 
 
 def _floor_day(ms: int) -> int:
@@ -294,18 +356,18 @@ def area_dashboard(storage, areas: AreaDirectory, area_code: str | None, since_d
         level = path[-1][0]
     offset_s = ensure_rollup(storage, tz)
     area = path[-1][1] if path else None
-    where, params = ("1", []) if area is None else (f"v.{level} = ?", [area.code])
+    where, params = ("1 = 1", []) if area is None else (f"v.{level} = ?", [area.code])
     child_level, child_areas = _children(areas, level, area.code if area else None)
-    db = storage.db.conn
+    db = storage.sql
     end_ms = period.end_ms(offset_s)
 
     if child_level == "venue":
         children = _venue_children(db, where, params, period, end_ms)
     else:
-        registered = dict(db.execute(
+        registered = dict(db.rows(
             f"SELECT v.{child_level}, count(*) FROM venues v WHERE {where} AND coalesce(v.created_ms, 0) < ?"
-            f" GROUP BY v.{child_level}", [*params, end_ms]).fetchall())
-        activity = {r[0]: (r[1], r[2]) for r in db.execute(
+            f" GROUP BY v.{child_level}", [*params, end_ms]))
+        activity = {r[0]: (r[1], r[2]) for r in db.rows(
             f"SELECT v.{child_level}, count(DISTINCT d.venue_id), sum(d.scans) FROM venues v"
             " JOIN dashboard_daily d ON d.venue_id = v.id AND d.day BETWEEN ? AND ? AND d.scans > 0"
             f" WHERE {where} GROUP BY v.{child_level}", [period.first, period.last, *params])}
@@ -324,7 +386,7 @@ def area_dashboard(storage, areas: AreaDirectory, area_code: str | None, since_d
                 "venues_with_scans": sum(activity.get(c, (0, 0))[0] for c in stray_codes),
                 "scans": sum(activity.get(c, (0, 0))[1] or 0 for c in stray_codes),
             })
-    per_day = {r[0]: (r[1], r[2]) for r in db.execute(
+    per_day = {r[0]: (r[1], r[2]) for r in db.rows(
         "SELECT d.day, sum(d.scans), count(*) FROM dashboard_daily d JOIN venues v ON v.id = d.venue_id"
         f" WHERE d.day BETWEEN ? AND ? AND d.scans > 0 AND {where} GROUP BY d.day",
         [period.first, period.last, *params])}
@@ -346,13 +408,15 @@ def area_dashboard(storage, areas: AreaDirectory, area_code: str | None, since_d
 
 
 def _venue_children(db, where: str, params: list, period: Period, end_ms: int) -> list[dict]:
-    rows = db.execute(
+    rows = db.rows(
         "SELECT id, name, kind, scans, registered FROM (SELECT v.id, v.name, v.kind,"
         " (SELECT coalesce(sum(d.scans), 0) FROM dashboard_daily d WHERE d.venue_id = v.id"
         "  AND d.day BETWEEN ? AND ? AND d.scans > 0) AS scans, coalesce(v.created_ms, 0) < ? AS registered"
-        f" FROM venues v WHERE {where}) WHERE registered OR scans > 0"
-        " ORDER BY scans DESC, name COLLATE NOCASE, id",
-        [period.first, period.last, end_ms, *params]).fetchall()
+        f" FROM venues v WHERE {where}) AS listed WHERE registered OR scans > 0",
+        [period.first, period.last, end_ms, *params])
+    # Busiest first, then by name with ASCII letters folded (SQLite's NOCASE), the same
+    # order whatever the database's collation.
+    rows.sort(key=lambda r: (-r[3], (r[1] or "").translate(_ASCII_FOLD), r[0]))
     # A venue made after the period but with scans in it (clock trouble, generated
     # data) is listed, yet not counted as registered by the period's end.
     return [{"venue_id": r[0], "name": r[1] or "", "kind": r[2] or "", "venues_registered": int(r[4]),
@@ -370,9 +434,8 @@ def venue_dashboard(storage, areas: AreaDirectory, venue_id: int, since_day: dt.
     such venue."""
     period = Period(since_day, until_day)
     offset_s = ensure_rollup(storage, tz)
-    db = storage.db.conn
-    row = db.execute("SELECT id, name, kind, province, district, ward FROM venues WHERE id = ?",
-                     [venue_id]).fetchone()
+    db = storage.sql
+    row = db.one("SELECT id, name, kind, province, district, ward FROM venues WHERE id = ?", [venue_id])
     if row is None:
         raise UnknownArea(f"no venue {venue_id}")
     path = []
@@ -380,7 +443,7 @@ def venue_dashboard(storage, areas: AreaDirectory, venue_id: int, since_day: dt.
         if code and area_level(areas, code):
             path = area_path(areas, code)
             break
-    per_day = {r[0]: (r[1], 1) for r in db.execute(
+    per_day = {r[0]: (r[1], 1) for r in db.rows(
         "SELECT day, scans FROM dashboard_daily WHERE venue_id = ? AND day BETWEEN ? AND ? AND scans > 0",
         [venue_id, period.first, period.last])}
     days = _days(period, per_day)

@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse
 
 from qrgate import protocol
 from qrgate.errors import QrgateError, UserError
+from server.venues import is_row_id
 
 logger = logging.getLogger(__name__)
 
@@ -70,29 +71,25 @@ class Enrolment:
         self.storage = storage
         self.broker = broker  # provisioning.broker.BrokerFiles
         self.settings = settings
-        db = storage.db
-        if "enrol_tokens" not in db.table_names():
-            db["enrol_tokens"].create(
-                {"token_hash": str, "venue_id": int, "created_ms": int, "expires_ms": int, "used_ms": int,
-                 "station_id": str, "created_by": str},
-                pk="token_hash",
-            )
+        db = storage.sql
+        if not db.has_table("enrol_tokens"):
+            db.schema("CREATE TABLE IF NOT EXISTS enrol_tokens (token_hash TEXT PRIMARY KEY, venue_id BIGINT,"
+                      " created_ms BIGINT, expires_ms BIGINT, used_ms BIGINT, station_id TEXT, created_by TEXT)")
 
     def create_token(self, venue_id: int, *, minutes: float = 10, created_by: str = "",
                      now_ms: int | None = None) -> str:
         if not 1 <= minutes <= MAX_MINUTES:
             raise UserError(f"an enrolment code lives 1-{MAX_MINUTES} minutes, not {minutes}")
-        if self.storage.db["venues"].count_where("id = ?", [venue_id]) == 0:
+        if not is_row_id(venue_id) or self.storage.sql.one("SELECT 1 FROM venues WHERE id = ?", [venue_id]) is None:
             raise UserError(f"no venue with id {venue_id}")
         # Hex: a technician may type it into a shell, where a token starting with '-' (one
         # in 64 of URL-safe base64) reads as an option (`enroll --token -x...` failed).
         token = secrets.token_hex(24)
         now_ms = now_ms or int(time.time() * 1000)
-        self.storage.db["enrol_tokens"].insert({
-            "token_hash": _hash(token), "venue_id": venue_id, "created_ms": now_ms,
-            "expires_ms": now_ms + int(minutes * 60_000), "used_ms": None, "station_id": None,
-            "created_by": created_by,
-        })
+        self.storage.sql.execute(
+            "INSERT INTO enrol_tokens (token_hash, venue_id, created_ms, expires_ms, used_ms, station_id, created_by)"
+            " VALUES (?, ?, ?, ?, NULL, NULL, ?)",
+            [_hash(token), venue_id, now_ms, now_ms + int(minutes * 60_000), created_by])
         return token
 
     def enrol(self, request: Any, *, now_ms: int | None = None) -> dict[str, Any]:
@@ -115,9 +112,8 @@ class Enrolment:
         except ValueError:
             raise EnrolError(400, "public_key is not a base64 Ed25519 key") from None
         now_ms = now_ms or int(time.time() * 1000)
-        db = self.storage.db
-        row = db.execute("SELECT venue_id, expires_ms, used_ms FROM enrol_tokens WHERE token_hash = ?",
-                         [_hash(token)]).fetchone()
+        db = self.storage.sql
+        row = db.one("SELECT venue_id, expires_ms, used_ms FROM enrol_tokens WHERE token_hash = ?", [_hash(token)])
         if row is None:
             raise EnrolError(403, "unknown enrolment code")
         venue_id, expires_ms, used_ms = row
@@ -128,13 +124,13 @@ class Enrolment:
         station_id = self._station_id(name)
         # Spend the token first and only once, even if two stations race with it.
         spent = db.execute("UPDATE enrol_tokens SET used_ms = ?, station_id = ? WHERE token_hash = ? AND used_ms IS NULL",
-                           [now_ms, station_id, _hash(token)]).rowcount
+                           [now_ms, station_id, _hash(token)])
         if spent != 1:
             raise EnrolError(403, "this enrolment code was already used: ask for a new one")
         self.storage.add_station(station_id, public_key, venue_id)
         password = self.broker.add_user(station_id)
         self.broker.reload()
-        venue = db.execute("SELECT name FROM venues WHERE id = ?", [venue_id]).fetchone()[0]
+        venue = db.value("SELECT name FROM venues WHERE id = ?", [venue_id])
         logger.info("enrolled station %s at venue %d", station_id, venue_id)
         s = self.settings
         return {

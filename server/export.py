@@ -185,32 +185,36 @@ class _Counted:
 # -- a venue's check-ins ----------------------------------------------------------------
 
 def _venue_sql(db) -> tuple[str, str]:
-    has_self = "self_stations" in db.table_names()
+    has_self = db.has_table("self_stations")
     return (("(s.station_id IS NOT NULL)", "LEFT JOIN self_stations s ON s.station_id = c.station_id")
             if has_self else ("0", ""))
 
 
 def count_venue_rows(storage, venue_id: int, start_ms: int, end_ms: int) -> int:
-    return storage.db.execute(
+    return storage.sql.value(
         "SELECT count(*) FROM checkins WHERE venue_id = ? AND wall_ms >= ? AND wall_ms < ?",
-        [venue_id, start_ms, end_ms]).fetchone()[0]
+        [venue_id, start_ms, end_ms], 0)
 
 
 def venue_export_rows(storage, venue_id: int, tz: ZoneInfo, start_ms: int, end_ms: int,
                       batch: int = 2000) -> Iterator[tuple]:
     """The venue's check-ins in [start_ms, end_ms), oldest first, personal fields masked,
-    as CHECKIN_COLUMNS tuples. Read in batches by (wall_ms, id), each batch on the calling
-    thread's connection, so the iterator may be resumed from any thread and holds at most
-    one batch in memory."""
-    self_flag, join = _venue_sql(storage.db)
+    as CHECKIN_COLUMNS tuples. Read in batches by (wall_ms, id), each batch a short query of
+    its own (on SQLite on the calling thread's connection; on PostgreSQL a pooled
+    connection is borrowed per batch), so the iterator may be resumed from any thread,
+    holds at most one batch in memory, and neither holds a lock nor pins a connection
+    while a slow client reads. Each batch starts its wall_ms range where the previous one
+    stopped: an index range, and on PostgreSQL only the months still to read."""
+    db = storage.sql
+    self_flag, join = _venue_sql(db)
     after: tuple[int, int] = (start_ms - 1, 2 ** 62)
     while True:
-        rows = storage.db.execute(
+        rows = db.rows(
             f"SELECT c.id, c.wall_ms, c.direction, c.name, c.id_number, c.birth, c.kind, c.station_id, c.seq,"
             f" {self_flag}, c.time_corrected FROM checkins c {join}"
             " WHERE c.venue_id = ? AND c.wall_ms >= ? AND c.wall_ms < ? AND (c.wall_ms, c.id) > (?, ?)"
             " ORDER BY c.wall_ms, c.id LIMIT ?",
-            [venue_id, start_ms, end_ms, after[0], after[1], batch]).fetchall()
+            [venue_id, max(start_ms, after[0]), end_ms, after[0], after[1], batch])
         for (cid, wall_ms, direction, name, id_number, birth, kind, station_id, seq, self_declared,
              corrected) in rows:
             yield (dt.datetime.fromtimestamp(wall_ms / 1000, tz), direction, mask_person_name(name or ""),
@@ -277,8 +281,8 @@ class ExportJobs:
     def __init__(self, storage, tz: ZoneInfo, folder: str | Path | None = None, *, workers: int = 2,
                  per_account: int = 2, ttl_s: float = 3600, clock: Callable[[], float] = time.time):
         if folder is None:
-            base = getattr(storage, "path", None)
-            folder = Path(base).parent / "exports" if base else Path(tempfile.mkdtemp(prefix="qrgate-exports-"))
+            base = getattr(storage, "data_dir", None)  # the server's local folder
+            folder = Path(base) / "exports" if base else Path(tempfile.mkdtemp(prefix="qrgate-exports-"))
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         os.chmod(self.folder, 0o700)

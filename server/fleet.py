@@ -13,6 +13,8 @@ import time
 from typing import Any
 
 from qrgate.errors import UserError
+from server.sql import POSTGRESQL
+from server.venues import is_row_id
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +22,7 @@ HEARTBEAT_S = 60
 # A station whose last heartbeat is older than this is shown offline even if the broker
 # has not noticed yet (a cut cable can take a keepalive period to detect).
 STALE_AFTER_S = 3 * HEARTBEAT_S
+MAX_BACKLOG = 2**63 - 1  # what a BIGINT holds; a larger "count" is stored as unknown
 
 
 class Fleet:
@@ -27,17 +30,20 @@ class Fleet:
 
     def __init__(self, storage):
         self.storage = storage
-        db = storage.db
-        if "station_status" not in db.table_names():
-            db["station_status"].create(
-                {"station_id": str, "online": bool, "backlog": int, "clock_synced": bool, "fw": str,
-                 "fault": str, "last_seen_ms": int, "status": str},
-                pk="station_id",
+        db = storage.sql
+        if not (db.has_table("station_status") and db.has_table("station_events")):
+            db.schema(
+                """
+                CREATE TABLE IF NOT EXISTS station_status (
+                    station_id TEXT PRIMARY KEY, online BOOLEAN, backlog BIGINT, clock_synced BOOLEAN, fw TEXT,
+                    fault TEXT, last_seen_ms BIGINT, status TEXT);
+                CREATE TABLE IF NOT EXISTS station_events (
+                    id {pk}, station_id TEXT, at_ms BIGINT, action TEXT, detail TEXT);
+                """
             )
-        if "station_events" not in db.table_names():
-            db["station_events"].create(
-                {"id": int, "station_id": str, "at_ms": int, "action": str, "detail": str}, pk="id"
-            )
+        # Station ids in code-point order on every engine (PostgreSQL would use the
+        # database's collation, where "gate-9" and "gate1" may swap).
+        self._by_station = " COLLATE \"C\"" if db.dialect == POSTGRESQL else ""
 
     def record_status(self, station_id: str, payload: bytes, now_ms: int | None = None) -> bool:
         """Store a status message; False if it is not one (ignored, logged)."""
@@ -51,30 +57,24 @@ class Fleet:
         if self.storage.station(station_id) is None:
             return False
         now_ms = now_ms or int(time.time() * 1000)
-        backlog = obj.get("backlog")
-        self.storage.db["station_status"].upsert(
-            {
-                "station_id": station_id,
-                "online": obj["online"],
-                "backlog": backlog if isinstance(backlog, int) and backlog >= 0 else None,
-                "clock_synced": bool(obj.get("sync", False)),
-                "fw": str(obj.get("fw", ""))[:32],
-                "fault": str(obj.get("fault", ""))[:32],
-                "last_seen_ms": now_ms,
-                "status": json.dumps(obj)[:2000],
-            },
-            pk="station_id",
+        self.storage.sql.execute(
+            "INSERT INTO station_status (station_id, online, backlog, clock_synced, fw, fault, last_seen_ms, status)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (station_id) DO UPDATE SET online = excluded.online,"
+            " backlog = excluded.backlog, clock_synced = excluded.clock_synced, fw = excluded.fw,"
+            " fault = excluded.fault, last_seen_ms = excluded.last_seen_ms, status = excluded.status",
+            [station_id, obj["online"], _backlog(obj.get("backlog")), bool(obj.get("sync", False)),
+             _short_text(obj.get("fw", "")), _short_text(obj.get("fault", "")), now_ms, json.dumps(obj)[:2000]],
         )
         return True
 
     def rows(self, now_ms: int | None = None) -> list[dict[str, Any]]:
         """Every station with its venue and last known state, for the fleet page."""
         now_ms = now_ms or int(time.time() * 1000)
-        rows = self.storage.db.execute(
+        rows = self.storage.sql.rows(
             "SELECT s.station_id, s.status, s.venue_id, v.name, t.online, t.backlog, t.clock_synced, t.fw,"
             " t.fault, t.last_seen_ms FROM stations s JOIN venues v ON v.id = s.venue_id"
-            " LEFT JOIN station_status t ON t.station_id = s.station_id ORDER BY s.station_id"
-        ).fetchall()
+            f" LEFT JOIN station_status t ON t.station_id = s.station_id ORDER BY s.station_id{self._by_station}"
+        )
         out = []
         for r in rows:
             last = r[9]
@@ -89,9 +89,9 @@ class Fleet:
     def reassign(self, station_id: str, venue_id: int) -> None:
         if self.storage.station(station_id) is None:
             raise UserError(f"no station {station_id!r}")
-        if self.storage.db["venues"].count_where("id = ?", [venue_id]) == 0:
+        if not is_row_id(venue_id) or self.storage.sql.one("SELECT 1 FROM venues WHERE id = ?", [venue_id]) is None:
             raise UserError(f"no venue with id {venue_id}")
-        self.storage.db.execute("UPDATE stations SET venue_id = ? WHERE station_id = ?", [venue_id, station_id])
+        self.storage.sql.execute("UPDATE stations SET venue_id = ? WHERE station_id = ?", [venue_id, station_id])
         self._event(station_id, "qrgate.station.reassigned", f"venue {venue_id}")
 
     def retire(self, station_id: str) -> None:
@@ -101,15 +101,27 @@ class Fleet:
             raise UserError(f"no station {station_id!r}")
         if info.status == "retired":
             raise UserError(f"station {station_id} is already retired")
-        self.storage.db.execute("UPDATE stations SET status = 'retired' WHERE station_id = ?", [station_id])
+        self.storage.sql.execute("UPDATE stations SET status = 'retired' WHERE station_id = ?", [station_id])
         self._event(station_id, "qrgate.station.retired", "")
 
     def events(self, station_id: str) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.storage.db.query(
-            "SELECT at_ms, action, detail FROM station_events WHERE station_id = ? ORDER BY id", [station_id])]
+        return self.storage.sql.dicts(
+            "SELECT at_ms, action, detail FROM station_events WHERE station_id = ? ORDER BY id", [station_id])
 
     def _event(self, station_id: str, action: str, detail: str) -> None:
-        self.storage.db["station_events"].insert(
-            {"station_id": station_id, "at_ms": int(time.time() * 1000), "action": action, "detail": detail}
-        )
+        self.storage.sql.execute("INSERT INTO station_events (station_id, at_ms, action, detail) VALUES (?, ?, ?, ?)",
+                                 [station_id, int(time.time() * 1000), action, detail])
         logger.info("%s %s %s", action, station_id, detail)
+
+
+def _backlog(value: Any) -> int | None:
+    """The outbox backlog a station reported; None (unknown) for anything but a count."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_BACKLOG:
+        return value
+    return None
+
+
+def _short_text(value: Any) -> str:
+    """A station's firmware or fault text as stored: printable characters only (a NUL
+    cannot be stored on PostgreSQL), at most 32."""
+    return "".join(ch for ch in str(value) if ch.isprintable())[:32]

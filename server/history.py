@@ -13,7 +13,7 @@ in the page's order and stops after about one page:
 
 * all venues (operators): the ``wall_ms`` index;
 * up to ``FEW_VENUES`` venues: one ``(venue_id, wall_ms)`` index range per venue, each
-  limited to one page, merged by SQLite (a UNION ALL of the ranges);
+  limited to one page, merged by the database (a UNION ALL of the ranges);
 * more venues (a health officer's province): the same index probed for every venue of
   the list within a time window that grows until the page is full, so a dense list
   reads a few minutes of data and a sparse list a few wider windows.
@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qrgate import persons
+from server.sql import SQLITE
 from server.tracing import MAX_VISIT_MS, Visit, visits_from_checkins
 
 MAX_LIMIT = 500
@@ -57,6 +58,14 @@ _DIGITS = re.compile(r"\d{3,8}", re.ASCII)
 
 class HistoryError(ValueError):
     """A query the caller got wrong (bad cursor, order, limit or search): answer 422."""
+
+
+def in_list(db, column: str, values: Sequence[Any]) -> tuple[str, list]:
+    """``column`` is one of ``values``, as one parameter whatever their number: SQLite
+    reads a JSON array (json_each), PostgreSQL an array (= ANY)."""
+    if db.dialect == SQLITE:
+        return f"{column} IN (SELECT value FROM json_each(?))", [json.dumps(list(values))]
+    return f"{column} = ANY(?)", [list(values)]
 
 
 @dataclass
@@ -164,7 +173,7 @@ def query_history(storage, *, venue_ids: Sequence[int] | None, since_ms: int | N
     scope = _Scope(ids, since_ms, until_ms, order == "desc", parse_search(search))
     if ids == ():
         return Page([], None)
-    db = storage.db
+    db = storage.sql
     if scope.search.mode in ("tail", "name"):
         rows, next_after = _bounded_search(db, scope, after, limit)
     else:
@@ -207,9 +216,11 @@ def _bounded_search(db, scope: _Scope, after, limit: int) -> tuple[list[dict], d
         # Budget spent: the page may be short, and the cursor continues where the scan stopped.
         result = matched, last
     rows, stop = result
-    full = {r[0]: dict(zip(COLUMNS, r)) for r in db.execute(
-        f"SELECT {', '.join(COLUMNS)} FROM checkins WHERE id IN (SELECT value FROM json_each(?))",
-        [json.dumps([r["id"] for r in rows])])}
+    if not rows:
+        return [], stop
+    ids, params = in_list(db, "id", [r["id"] for r in rows])
+    full = {r[0]: dict(zip(COLUMNS, r)) for r in db.rows(f"SELECT {', '.join(COLUMNS)} FROM checkins WHERE {ids}",
+                                                           params)}
     return [full[r["id"]] for r in rows if r["id"] in full], stop
 
 
@@ -221,8 +232,7 @@ def _read(db, scope: _Scope, after: tuple[int, int] | None, n: int,
         rows = _read_person(db, scope, after, n, select)
     elif scope.venue_ids is None:
         where, params = _time_conditions(scope, after)
-        rows = db.execute(f"SELECT {select} FROM checkins c WHERE {where} {_order_by(scope)} LIMIT ?",
-                          [*params, n]).fetchall()
+        rows = db.rows(f"SELECT {select} FROM checkins c WHERE {where} {_order_by(scope)} LIMIT ?", [*params, n])
     elif len(scope.venue_ids) <= FEW_VENUES:
         rows = _read_few(db, scope, after, n, select)
     else:
@@ -237,8 +247,9 @@ def _order_by(scope: _Scope, prefix: str = "c.") -> str:
 
 def _time_conditions(scope: _Scope, after, lo: int | None = None, hi: int | None = None) -> tuple[str, list]:
     """Conditions on wall_ms for the scope, the keyset position and an optional window
-    [lo, hi); written so that the wall_ms range is an index range."""
-    parts, params = ["1"], []
+    [lo, hi); written so that the wall_ms range is an index range (and, on PostgreSQL,
+    its bounds plain parameters that prune the monthly partitions)."""
+    parts, params = [], []
     lows = [x for x in (scope.since_ms, lo) if x is not None]
     highs = [x for x in (scope.until_ms, hi) if x is not None]
     if lows:
@@ -254,7 +265,7 @@ def _time_conditions(scope: _Scope, after, lo: int | None = None, hi: int | None
         else:
             parts.append("c.wall_ms >= ? AND (c.wall_ms > ? OR c.id > ?)")
         params += [wall, wall, row_id]
-    return " AND ".join(parts), params
+    return " AND ".join(parts) or "TRUE", params
 
 
 def _read_person(db, scope: _Scope, after, n: int, select: str) -> list[tuple]:
@@ -262,37 +273,40 @@ def _read_person(db, scope: _Scope, after, n: int, select: str) -> list[tuple]:
     keys = scope.search.keys
     person = f"c.person_key IN ({', '.join('?' * len(keys))})"
     pparams: list[Any] = list(keys)
+    # '|' + 1 is '}': every key starting with the prefix sorts in [prefix, prefix with '}')
+    # in byte order; PostgreSQL compares text by the database's collation, which may
+    # ignore punctuation, so there the comparison says byte order.
+    key = "c.person_key" if db.dialect == SQLITE else 'c.person_key COLLATE "C"'
     for prefix in scope.search.prefixes:
-        # '|' + 1 is '}': every key starting with the prefix sorts in [prefix, prefix with '}').
-        person += " OR (c.person_key >= ? AND c.person_key < ?)"
+        person += f" OR ({key} >= ? AND {key} < ?)"
         pparams += [prefix, prefix[:-1] + "}"]
     venue = ""
     vparams: list[Any] = []
     if scope.venue_ids is not None:
         # Unary + keeps the planner on the person index: a person has few rows, a venue many.
-        venue = " AND +c.venue_id IN (SELECT value FROM json_each(?))"
-        vparams = [json.dumps(scope.venue_ids)]
+        condition, vparams = in_list(db, "+c.venue_id", scope.venue_ids)
+        venue = f" AND {condition}"
     sql = f"SELECT {select} FROM checkins c WHERE ({person}) AND {where}{venue} {_order_by(scope)} LIMIT ?"
-    return db.execute(sql, [*pparams, *params, *vparams, n]).fetchall()
+    return db.rows(sql, [*pparams, *params, *vparams, n])
 
 
 def _read_few(db, scope: _Scope, after, n: int, select: str) -> list[tuple]:
     where, params = _time_conditions(scope, after)
     one = f"SELECT {select} FROM checkins c WHERE c.venue_id = ? AND {where} {_order_by(scope)} LIMIT ?"
     if len(scope.venue_ids) == 1:
-        return db.execute(one, [scope.venue_ids[0], *params, n]).fetchall()
-    sql = " UNION ALL ".join(f"SELECT * FROM ({one})" for _ in scope.venue_ids)
+        return db.rows(one, [scope.venue_ids[0], *params, n])
+    sql = " UNION ALL ".join(f"SELECT * FROM ({one}) AS v{i}" for i in range(len(scope.venue_ids)))
     sql = f"{sql} {_order_by(scope, '')} LIMIT ?"
     all_params: list[Any] = []
     for venue_id in scope.venue_ids:
         all_params += [venue_id, *params, n]
-    return db.execute(sql, [*all_params, n]).fetchall()
+    return db.rows(sql, [*all_params, n])
 
 
 def _read_windows(db, scope: _Scope, after, n: int, select: str) -> list[tuple]:
     """Many venues: probe every venue's index range inside a time window, widening the
     window until ``n`` rows are found or the scope's time range is exhausted."""
-    venues = json.dumps(scope.venue_ids)
+    venues, venue_params = in_list(db, "c.venue_id", scope.venue_ids)
     lo_bound = scope.since_ms
     hi_bound = scope.until_ms  # exclusive
     if after is not None:
@@ -302,8 +316,8 @@ def _read_windows(db, scope: _Scope, after, n: int, select: str) -> list[tuple]:
             lo_bound = after[0] if lo_bound is None else max(lo_bound, after[0])
     # Where any data is at all: one seek each in the wall_ms index (asked together,
     # SQLite would scan the table instead).
-    first = db.execute("SELECT min(wall_ms) FROM checkins").fetchone()[0]
-    last = db.execute("SELECT max(wall_ms) FROM checkins").fetchone()[0]
+    first = db.value("SELECT min(wall_ms) FROM checkins")
+    last = db.value("SELECT max(wall_ms) FROM checkins")
     if first is None:
         return []
     lo_bound = first if lo_bound is None else max(lo_bound, first)
@@ -316,9 +330,8 @@ def _read_windows(db, scope: _Scope, after, n: int, select: str) -> list[tuple]:
         if lo >= hi:
             break
         where, params = _time_conditions(scope, after, lo, hi)
-        sql = (f"SELECT {select} FROM checkins c WHERE c.venue_id IN (SELECT value FROM json_each(?))"
-               f" AND {where} {_order_by(scope)} LIMIT ?")
-        found = db.execute(sql, [venues, *params, n - len(out)]).fetchall()
+        sql = f"SELECT {select} FROM checkins c WHERE {venues} AND {where} {_order_by(scope)} LIMIT ?"
+        found = db.rows(sql, [*venue_params, *params, n - len(out)])
         out += found
         if scope.desc:
             edge = lo
@@ -341,14 +354,12 @@ def _add_venue_names(db, rows: list[dict]) -> None:
     ids = sorted({r["venue_id"] for r in rows})
     if not ids:
         return
-    names = dict(db.execute(
-        "SELECT id, name FROM venues WHERE id IN (SELECT value FROM json_each(?))", [json.dumps(ids)]).fetchall())
+    condition, params = in_list(db, "id", ids)
+    names = dict(db.rows(f"SELECT id, name FROM venues WHERE {condition}", params))
     self_stations: set[str] = set()
-    if "self_stations" in {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}:
-        stations = sorted({r["station_id"] for r in rows})
-        self_stations = {r[0] for r in db.execute(
-            "SELECT station_id FROM self_stations WHERE station_id IN (SELECT value FROM json_each(?))",
-            [json.dumps(stations)])}
+    if db.has_table("self_stations"):
+        condition, params = in_list(db, "station_id", sorted({r["station_id"] for r in rows}))
+        self_stations = {r[0] for r in db.rows(f"SELECT station_id FROM self_stations WHERE {condition}", params)}
     for r in rows:
         r["venue"] = names.get(r["venue_id"], "")
         r["self_declared"] = r["station_id"] in self_stations
@@ -366,16 +377,16 @@ def visits_for_rows(storage, rows: list[dict], default_stay_s: int = 3600) -> li
     visit spanning two pages appears once.
     """
     stay = default_stay_s * 1000
-    db = storage.db
+    db = storage.sql
     around: dict[tuple[str, int], list[int]] = {}
     for r in rows:
         around.setdefault((r["person_key"], r["venue_id"]), []).append(r["wall_ms"])
     visits_by_place: dict[tuple[str, int], list[Visit]] = {}
     for (key, venue_id), walls in around.items():
-        scans = db.execute(
+        scans = db.rows(
             "SELECT person_key, venue_id, direction, wall_ms FROM checkins"
             " WHERE person_key = ? AND wall_ms >= ? AND wall_ms <= ? AND venue_id = ? ORDER BY wall_ms",
-            [key, min(walls) - MAX_VISIT_MS, max(walls) + MAX_VISIT_MS, venue_id]).fetchall()
+            [key, min(walls) - MAX_VISIT_MS, max(walls) + MAX_VISIT_MS, venue_id])
         visits_by_place[(key, venue_id)] = visits_from_checkins(scans, stay)
     out = []
     for r in rows:

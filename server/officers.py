@@ -41,11 +41,11 @@ class Officers:
         self.storage = storage
         self.areas = areas
         self.clock = clock
-        storage.db.conn.executescript(
+        storage.sql.schema(
             """
             CREATE TABLE IF NOT EXISTS area_officers (
-                account_id INTEGER NOT NULL REFERENCES accounts(id), area_code TEXT NOT NULL,
-                granted_ms INTEGER NOT NULL, PRIMARY KEY (account_id, area_code));
+                account_id BIGINT NOT NULL REFERENCES accounts(id), area_code TEXT NOT NULL,
+                granted_ms BIGINT NOT NULL, PRIMARY KEY (account_id, area_code))
             """
         )
 
@@ -62,8 +62,9 @@ class Officers:
         if level is None:
             raise UserError(f"no area with code {area_code!r} in the areas file")
         account = accounts.account_for_phone(phone)
-        self.storage.db.execute(
-            "INSERT OR IGNORE INTO area_officers (account_id, area_code, granted_ms) VALUES (?, ?, ?)",
+        self.storage.sql.execute(
+            "INSERT INTO area_officers (account_id, area_code, granted_ms) VALUES (?, ?, ?)"
+            " ON CONFLICT (account_id, area_code) DO NOTHING",
             [account.id, area_code, int(self.clock() * 1000)])
         area = self._area(area_code)
         if audit is not None:
@@ -73,12 +74,12 @@ class Officers:
     def revoke(self, accounts: Accounts, phone: str, area_code: str, audit: AuditLog | None = None,
                by=None) -> bool:
         account = accounts.account_for_phone(phone)
-        cur = self.storage.db.execute("DELETE FROM area_officers WHERE account_id = ? AND area_code = ?",
-                                      [account.id, area_code])
-        if cur.rowcount and audit is not None:
+        removed = self.storage.sql.execute("DELETE FROM area_officers WHERE account_id = ? AND area_code = ?",
+                                           [account.id, area_code])
+        if removed and audit is not None:
             audit.record("qrgate.officer.revoked", account=by, officer=account.phone,
                          area=self._area(area_code).name)
-        return bool(cur.rowcount)
+        return bool(removed)
 
     def _area(self, code: str) -> OfficerArea:
         level = self.level_of(code) or "unknown"
@@ -90,8 +91,9 @@ class Officers:
         """The areas this account is a health officer for (empty: not an officer)."""
         if account_id is None:
             return []
-        rows = self.storage.db.execute(
-            "SELECT area_code FROM area_officers WHERE account_id = ? ORDER BY area_code", [account_id]).fetchall()
+        # Area codes are digits: the same order under any collation.
+        rows = self.storage.sql.rows(
+            "SELECT area_code FROM area_officers WHERE account_id = ? ORDER BY area_code", [account_id])
         return [self._area(r[0]) for r in rows]
 
     def is_officer(self, account_id: int | None) -> bool:
@@ -107,14 +109,14 @@ class Officers:
         this officer covers, with its parameters; matches nothing for a non-officer."""
         areas = self.areas_of(account_id)
         if not areas:
-            return "0", []
+            return "1 = 0", []
         parts, params = [], []
         for a in areas:
             column = {"province": "province", "district": "district", "ward": "ward"}.get(a.level)
             if column:
                 parts.append(f"{alias}.{column} = ?")
                 params.append(a.code)
-        return ("(" + " OR ".join(parts) + ")") if parts else "0", params
+        return ("(" + " OR ".join(parts) + ")") if parts else "1 = 0", params
 
     def venue_ids(self, account_id: int | None, area_code: str | None = None) -> list[int]:
         """Ids of the venues this officer covers (only inside ``area_code``, which must be
@@ -126,4 +128,4 @@ class Officers:
             if area is None or area.level not in ("province", "district", "ward"):
                 return []
             cond, params = f"v.{area.level} = ?", [area.code]
-        return [r[0] for r in self.storage.db.execute(f"SELECT v.id FROM venues v WHERE {cond} ORDER BY v.id", params)]
+        return [r[0] for r in self.storage.sql.rows(f"SELECT v.id FROM venues v WHERE {cond} ORDER BY v.id", params)]

@@ -22,6 +22,7 @@ import io
 import logging
 import secrets
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,7 @@ from qrgate.errors import UserError
 from qrgate.persons import person_key
 from qrgate.personal_pass import issue_pass
 from server.poster import _font, _wrap
-from server.roster import RosterPerson, RosterStore
+from server.roster import RosterPerson, RosterStore, binary_order
 from server.stationconfig import ConfigPublisher, StationConfigStore
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,12 @@ PER_PAGE = COLUMNS * ROWS
 CARD = ((A4[0] - 2 * MARGIN) // COLUMNS, (A4[1] - 2 * MARGIN) // ROWS)  # 97 x 70 mm
 PADDING = round(3 / 25.4 * DPI)
 QR_BOX = CARD[1] - 2 * PADDING  # the code is as tall as the card allows: about 64 mm
+
+
+def _printable(text: str) -> str:
+    """``text`` without control, format, surrogate or private-use characters (a NUL,
+    which no database text column takes, among them)."""
+    return "".join(c for c in text if unicodedata.category(c) not in ("Cc", "Cf", "Cs", "Co"))
 
 
 def _mm(pixels: float) -> float:
@@ -113,20 +120,22 @@ class PassOffice:
         self.clock = clock
         self.roster = RosterStore(storage, clock)
         self.configs = StationConfigStore(storage)
-        self.storage.db.conn.executescript(
-            """
-            CREATE TABLE IF NOT EXISTS pass_batches (
-                id INTEGER PRIMARY KEY, venue_id INTEGER NOT NULL, created_ms INTEGER NOT NULL,
-                account_id INTEGER, count INTEGER NOT NULL);
-            CREATE TABLE IF NOT EXISTS passes (
-                pid TEXT PRIMARY KEY, venue_id INTEGER NOT NULL, person_id INTEGER, batch_id INTEGER NOT NULL,
-                issued TEXT NOT NULL, expires TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'active',
-                created_ms INTEGER NOT NULL, revoked_ms INTEGER, reason TEXT NOT NULL DEFAULT '',
-                replaced_by TEXT NOT NULL DEFAULT '');
-            CREATE INDEX IF NOT EXISTS passes_venue ON passes (venue_id, batch_id);
-            CREATE INDEX IF NOT EXISTS passes_person ON passes (person_id);
-            """
-        )
+        self.db = storage.sql
+        if not (self.db.has_table("pass_batches") and self.db.has_table("passes")):
+            self.db.schema(
+                """
+                CREATE TABLE IF NOT EXISTS pass_batches (
+                    id {pk}, venue_id BIGINT NOT NULL, created_ms BIGINT NOT NULL,
+                    account_id BIGINT, count BIGINT NOT NULL);
+                CREATE TABLE IF NOT EXISTS passes (
+                    pid TEXT PRIMARY KEY, venue_id BIGINT NOT NULL, person_id BIGINT, batch_id BIGINT NOT NULL,
+                    issued TEXT NOT NULL, expires TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'active',
+                    created_ms BIGINT NOT NULL, revoked_ms BIGINT, reason TEXT NOT NULL DEFAULT '',
+                    replaced_by TEXT NOT NULL DEFAULT '');
+                CREATE INDEX IF NOT EXISTS passes_venue ON passes (venue_id, batch_id);
+                CREATE INDEX IF NOT EXISTS passes_person ON passes (person_id)
+                """
+            )
 
     # -- reading -------------------------------------------------------------------------
 
@@ -143,21 +152,21 @@ class PassOffice:
         if batch_id is not None:
             sql += " AND batch_id = ?"
             params.append(batch_id)
-        return [self._record(r) for r in self.storage.db.execute(sql + " ORDER BY batch_id DESC, pid", params)]
+        return [self._record(r) for r in self.db.rows(
+            sql + f" ORDER BY batch_id DESC, {binary_order(self.db, 'pid')}", params)]
 
     def get(self, venue_id: int, pid: str) -> PassRecord | None:
-        row = self.storage.db.execute(f"SELECT {self._COLUMNS} FROM passes WHERE venue_id = ? AND pid = ?",
-                                      [venue_id, pid]).fetchone()
+        row = self.db.one(f"SELECT {self._COLUMNS} FROM passes WHERE venue_id = ? AND pid = ?", [venue_id, pid])
         return self._record(row) if row else None
 
     def batches(self, venue_id: int) -> list[dict[str, Any]]:
-        return [{"id": r[0], "created_ms": r[1], "count": r[2]} for r in self.storage.db.execute(
+        return [{"id": r[0], "created_ms": r[1], "count": r[2]} for r in self.db.rows(
             "SELECT id, created_ms, count FROM pass_batches WHERE venue_id = ? ORDER BY id DESC", [venue_id])]
 
     def keys_by_person(self, venue_id: int) -> dict[int, list[str]]:
         """person id -> the person keys of every pass issued to them (for "not checked in")."""
         out: dict[int, list[str]] = {}
-        for pid, person_id in self.storage.db.execute(
+        for pid, person_id in self.db.rows(
                 "SELECT pid, person_id FROM passes WHERE venue_id = ? AND person_id IS NOT NULL", [venue_id]):
             out.setdefault(person_id, []).append(person_key("pass", pid, "", ""))
         return out
@@ -170,7 +179,7 @@ class PassOffice:
     def _new_pid(self) -> str:
         while True:
             pid = "".join(secrets.choice(PID_ALPHABET) for _ in range(PID_LENGTH))
-            if self.storage.db.execute("SELECT 1 FROM passes WHERE pid = ?", [pid]).fetchone() is None:
+            if self.db.one("SELECT 1 FROM passes WHERE pid = ?", [pid]) is None:
                 return pid
 
     def pass_text(self, record: PassRecord, person: RosterPerson) -> str:
@@ -191,44 +200,40 @@ class PassOffice:
         if any(p is None for p in people):
             raise UserError("a chosen person is not on this venue's roster")
         expires = today + dt.timedelta(days=days - 1)
-        holding = {r[0] for r in self.storage.db.execute(
-            "SELECT person_id FROM passes WHERE venue_id = ? AND state = 'active' AND expires >= ?",
-            [venue_id, today.isoformat()])}
-        chosen = [p for p in people if p.id not in holding]
-        skipped = [p.id for p in people if p.id in holding]
-        if not chosen:
-            return IssueResult(None, [], skipped)
-        for person in chosen:
-            # Checked before anything is stored: a name the pass cannot carry stops the batch.
-            issue_pass(self.key, pid="X" * PID_LENGTH, name=person.name, issued=today, expires=expires)
         now = int(self.clock() * 1000)
-        conn = self.storage.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            batch_id = conn.execute(
+        # Who holds a pass is read in the transaction that issues: two issues for the
+        # same venue at once (two browser tabs) do not both give one person a pass.
+        with self.db.transaction(serial=f"passes:{venue_id}"):
+            holding = self._holding(venue_id, today)
+            chosen = [p for p in people if p.id not in holding]
+            skipped = [p.id for p in people if p.id in holding]
+            if not chosen:
+                return IssueResult(None, [], skipped)
+            for person in chosen:
+                # Checked before anything is stored: a name the pass cannot carry stops the batch.
+                issue_pass(self.key, pid="X" * PID_LENGTH, name=person.name, issued=today, expires=expires)
+            batch_id = self.db.insert_id(
                 "INSERT INTO pass_batches (venue_id, created_ms, account_id, count) VALUES (?, ?, ?, ?)",
-                [venue_id, now, account_id, len(chosen)]).lastrowid
+                [venue_id, now, account_id, len(chosen)])
             records = []
             for person in chosen:
                 pid = self._new_pid()
-                conn.execute(
+                self.db.execute(
                     "INSERT INTO passes (pid, venue_id, person_id, batch_id, issued, expires, created_ms)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [pid, venue_id, person.id, batch_id, today.isoformat(), expires.isoformat(), now])
                 records.append(PassRecord(pid, venue_id, person.id, batch_id, today, expires, "active", "", ""))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return IssueResult(batch_id, records, skipped)
+
+    def _holding(self, venue_id: int, today: dt.date) -> set[int]:
+        """Roster people of the venue holding an active pass valid ``today``."""
+        return {r[0] for r in self.db.rows(
+            "SELECT person_id FROM passes WHERE venue_id = ? AND state = 'active' AND expires >= ?",
+            [venue_id, today.isoformat()])}
 
     def without_phone(self, venue_id: int, today: dt.date | None = None) -> list[int]:
         """Roster people without a phone; with ``today``, only those holding no valid pass."""
-        holding: set[int] = set()
-        if today is not None:
-            holding = {r[0] for r in self.storage.db.execute(
-                "SELECT person_id FROM passes WHERE venue_id = ? AND state = 'active' AND expires >= ?",
-                [venue_id, today.isoformat()])}
+        holding = self._holding(venue_id, today) if today is not None else set()
         return [p.id for p in self.roster.people(venue_id) if not p.has_phone and p.id not in holding]
 
     # -- revoking ------------------------------------------------------------------------
@@ -242,9 +247,9 @@ class PassOffice:
             raise LookupError(pid)
         if record.state != "active":
             raise UserError(f"pass {pid} is already revoked")
-        reason = " ".join(reason.split())[:200]
+        reason = " ".join(_printable(reason).split())[:200]
         now = int(self.clock() * 1000)
-        self.storage.db.execute(
+        self.db.execute(
             "UPDATE passes SET state = 'revoked', revoked_ms = ?, reason = ? WHERE pid = ? AND state = 'active'",
             [now, reason, pid])
         # A station refuses the pass as expired after its last day, wherever its time
@@ -256,7 +261,7 @@ class PassOffice:
             result = self.issue(venue_id, [record.person_id], reissue_days, today, account_id)
             fresh = result.issued[0] if result.issued else None
             if fresh:
-                self.storage.db.execute("UPDATE passes SET replaced_by = ? WHERE pid = ?", [fresh.pid, pid])
+                self.db.execute("UPDATE passes SET replaced_by = ? WHERE pid = ?", [fresh.pid, pid])
         return self.get(venue_id, pid), fresh
 
     def revoke_people(self, venue_id: int, person_ids: list[int], reason: str, today: dt.date) -> list[str]:
@@ -264,9 +269,9 @@ class PassOffice:
         if not person_ids:
             return []
         marks = ",".join("?" * len(person_ids))
-        pids = [r[0] for r in self.storage.db.execute(
-            f"SELECT pid FROM passes WHERE venue_id = ? AND state = 'active' AND person_id IN ({marks})",
-            [venue_id, *person_ids])]
+        pids = [r[0] for r in self.db.rows(
+            f"SELECT pid FROM passes WHERE venue_id = ? AND state = 'active' AND person_id IN ({marks})"
+            f" ORDER BY {binary_order(self.db, 'pid')}", [venue_id, *person_ids])]
         for pid in pids:
             self.revoke(venue_id, pid, reason, today)
         return pids

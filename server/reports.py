@@ -29,6 +29,7 @@ from server import i18n
 from server.audit import register_actions
 from server.export import csv_stream
 from server.poster import _font, _wrap
+from server.sql import POSTGRESQL, SQLITE
 
 logger = logging.getLogger(__name__)
 
@@ -121,13 +122,13 @@ def _ms(when: dt.datetime) -> int:
 
 def build_weekly_report(storage, venue_id: int, year: int, week: int, tz: ZoneInfo, now_ms: int) -> WeeklyReport:
     """Count the venue's scans of ISO week ``year``-W``week`` up to ``now_ms``."""
-    db = storage.db
-    venue = db.execute("SELECT name, address FROM venues WHERE id = ?", [venue_id]).fetchone()
+    db = storage.sql
+    venue = db.one("SELECT name, address FROM venues WHERE id = ?", [venue_id]) if 0 < venue_id < 2**63 else None
     if venue is None:
         raise LookupError(f"no venue with id {venue_id}")
     bounds = week_bounds(year, week, tz)
-    has_self = "self_stations" in db.table_names()
-    self_sum = "sum(s.station_id IS NOT NULL)" if has_self else "0"
+    has_self = db.has_table("self_stations")
+    self_sum = "sum(CASE WHEN s.station_id IS NOT NULL THEN 1 ELSE 0 END)" if has_self else "0"
     join = "LEFT JOIN self_stations s ON s.station_id = c.station_id" if has_self else ""
     days = []
     for start, end in zip(bounds, bounds[1:]):
@@ -135,39 +136,50 @@ def build_weekly_report(storage, venue_id: int, year: int, week: int, tz: ZoneIn
         if lo >= now_ms:
             days.append(DayCounts(start.date(), True))
             continue
-        row = db.execute(
-            f"SELECT sum(c.direction = 'in'), sum(c.direction = 'out'), count(DISTINCT c.person_key), {self_sum},"
-            " sum(c.time_corrected), sum(NOT c.clock_synced AND NOT c.time_corrected)"
+        # clock_synced and time_corrected are 0/1 on SQLite and booleans on PostgreSQL:
+        # tested, never added up.
+        row = db.one(
+            "SELECT sum(CASE WHEN c.direction = 'in' THEN 1 ELSE 0 END),"
+            " sum(CASE WHEN c.direction = 'out' THEN 1 ELSE 0 END), count(DISTINCT c.person_key), "
+            f"{self_sum}, sum(CASE WHEN c.time_corrected THEN 1 ELSE 0 END),"
+            " sum(CASE WHEN NOT c.clock_synced AND NOT c.time_corrected THEN 1 ELSE 0 END)"
             f" FROM checkins c {join} WHERE c.venue_id = ? AND c.wall_ms >= ? AND c.wall_ms < ?",
-            [venue_id, lo, hi]).fetchone()
-        # The direction of each person's last scan of the day (SQLite takes the bare
-        # column from the row holding the max).
-        open_people = db.execute(
-            "SELECT count(*) FROM (SELECT direction, max(wall_ms) FROM checkins"
-            " WHERE venue_id = ? AND wall_ms >= ? AND wall_ms < ? GROUP BY person_key) WHERE direction = 'in'",
-            [venue_id, lo, hi]).fetchone()[0]
+            [venue_id, lo, hi])
+        open_people = db.value(_LAST_SCAN_IS_ENTRY[db.dialect], [venue_id, lo, hi], 0)
         scans_in, scans_out, people, self_declared, corrected, uncertain = (int(v or 0) for v in row)
         days.append(DayCounts(start.date(), False, scans_in, scans_out, people, open_people, self_declared,
                               corrected, uncertain))
     lo, hi = _ms(bounds[0]), min(_ms(bounds[-1]), now_ms)
-    people_week = db.execute(
+    people_week = db.value(
         "SELECT count(DISTINCT person_key) FROM checkins WHERE venue_id = ? AND wall_ms >= ? AND wall_ms < ?",
-        [venue_id, lo, hi]).fetchone()[0]
+        [venue_id, lo, hi], 0)
     return WeeklyReport(venue_id, venue[0], venue[1] or "", year, week, tz.key, now_ms, max(lo, hi), tuple(days),
                         int(people_week), tuple(_stations(db, venue_id, lo, hi)))
 
 
+# How many people's last scan in [lo, hi) at the venue is an entry. SQLite takes the bare
+# column from the row holding the max; PostgreSQL picks that row with DISTINCT ON.
+_LAST_SCAN_IS_ENTRY = {
+    SQLITE: "SELECT count(*) FROM (SELECT direction, max(wall_ms) FROM checkins"
+            " WHERE venue_id = ? AND wall_ms >= ? AND wall_ms < ? GROUP BY person_key) WHERE direction = 'in'",
+    POSTGRESQL: "SELECT count(*) FROM (SELECT DISTINCT ON (person_key) direction FROM checkins"
+                " WHERE venue_id = ? AND wall_ms >= ? AND wall_ms < ? ORDER BY person_key, wall_ms DESC, id DESC)"
+                " AS last WHERE direction = 'in'",
+}
+
+
 def _stations(db, venue_id: int, lo: int, hi: int) -> list[StationLine]:
-    has_status = "station_status" in db.table_names()
+    has_status = db.has_table("station_status")
     seen = "(SELECT last_seen_ms FROM station_status t WHERE t.station_id = s.station_id)" if has_status else "NULL"
-    rows = db.execute(
+    rows = db.rows(
         f"SELECT s.station_id, s.status, {seen},"
         " (SELECT max(received_ms) FROM checkins c WHERE c.station_id = s.station_id),"
         " (SELECT count(*) FROM checkins c WHERE c.station_id = s.station_id AND c.venue_id = ?"
         "  AND c.wall_ms >= ? AND c.wall_ms < ?)"
-        " FROM stations s WHERE s.venue_id = ? ORDER BY s.station_id", [venue_id, lo, hi, venue_id]).fetchall()
+        " FROM stations s WHERE s.venue_id = ?", [venue_id, lo, hi, venue_id])
     lines = []
-    for station_id, status, seen_ms, received_ms, scans in rows:
+    # Sorted here, in code point order on both engines (PostgreSQL would use its collation).
+    for station_id, status, seen_ms, received_ms, scans in sorted(rows, key=lambda r: r[0]):
         last = max((v for v in (seen_ms, received_ms) if v), default=None)
         lines.append(StationLine(station_id, status or "active", last, int(scans)))
     return lines
@@ -308,15 +320,19 @@ class ReportArchive:
 
     def __init__(self, storage, folder: str | Path | None = None):
         self.storage = storage
-        base = getattr(storage, "path", None)
-        self.folder = Path(folder) if folder is not None else Path(base).parent / "reports"
-        storage.db.conn.executescript(
+        if folder is None:
+            base = getattr(storage, "data_dir", None)  # the server's local folder
+            if base is None:
+                raise ValueError("weekly reports need a folder: the storage has no local data folder")
+            folder = Path(base) / "reports"
+        self.folder = Path(folder)
+        storage.sql.schema(
             """
             CREATE TABLE IF NOT EXISTS weekly_reports (
-                id INTEGER PRIMARY KEY, venue_id INTEGER NOT NULL, year INTEGER NOT NULL, week INTEGER NOT NULL,
-                made_ms INTEGER NOT NULL, trigger TEXT NOT NULL, csv_file TEXT NOT NULL, pdf_file TEXT NOT NULL,
+                id {pk}, venue_id BIGINT NOT NULL, year BIGINT NOT NULL, week BIGINT NOT NULL,
+                made_ms BIGINT NOT NULL, trigger TEXT NOT NULL, csv_file TEXT NOT NULL, pdf_file TEXT NOT NULL,
                 summary TEXT NOT NULL DEFAULT '{}', UNIQUE (venue_id, year, week, trigger));
-            CREATE INDEX IF NOT EXISTS weekly_reports_venue ON weekly_reports (venue_id, year, week);
+            CREATE INDEX IF NOT EXISTS weekly_reports_venue ON weekly_reports (venue_id, year, week)
             """
         )
 
@@ -330,7 +346,7 @@ class ReportArchive:
         pdf_path.write_bytes(report_pdf(report))
         summary = {"people": report.people_week, "scans_in": report.total("scans_in"),
                    "scans_out": report.total("scans_out"), "until_ms": report.until_ms}
-        self.storage.db.execute(
+        self.storage.sql.execute(
             "INSERT INTO weekly_reports (venue_id, year, week, made_ms, trigger, csv_file, pdf_file, summary)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (venue_id, year, week, trigger) DO UPDATE SET"
             " made_ms = excluded.made_ms, csv_file = excluded.csv_file, pdf_file = excluded.pdf_file,"
@@ -345,6 +361,8 @@ class ReportArchive:
         return rows[0] if rows else None
 
     def get(self, report_id: int) -> StoredReport | None:
+        if not 0 < report_id < 2**63:
+            return None
         rows = self._select("WHERE id = ?", [report_id])
         return rows[0] if rows else None
 
@@ -352,9 +370,9 @@ class ReportArchive:
         return self._select("WHERE venue_id = ? ORDER BY year DESC, week DESC, id DESC LIMIT ?", [venue_id, limit])
 
     def _select(self, where: str, params: list[Any]) -> list[StoredReport]:
-        rows = self.storage.db.execute(
+        rows = self.storage.sql.rows(
             f"SELECT id, venue_id, year, week, made_ms, trigger, csv_file, pdf_file, summary FROM weekly_reports {where}",
-            params).fetchall()
+            params)
         return [StoredReport(*r[:8], json.loads(r[8])) for r in rows]
 
     def generate_week(self, now: dt.datetime, audit=None) -> list[StoredReport]:
@@ -364,7 +382,7 @@ class ReportArchive:
         year, week = week_of(now)
         now_ms = _ms(now)
         kept = []
-        for (venue_id,) in self.storage.db.execute("SELECT id FROM venues ORDER BY id").fetchall():
+        for (venue_id,) in self.storage.sql.rows("SELECT id FROM venues ORDER BY id"):
             try:
                 report = build_weekly_report(self.storage, venue_id, year, week, tz, now_ms)
                 stored = self.keep(report)

@@ -112,6 +112,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
 }
 
 
+def _fits_bigint(number: int) -> bool:
+    return -(2**63) <= number < 2**63
+
+
 def message(code: str, lang: str = "en", **values: Any) -> str:
     pair = MESSAGES[code]
     return (pair[1] if lang == "en" else pair[0]).format(**values)
@@ -459,26 +463,40 @@ def parse_roster(rows: Iterable[list[str]], this_year: int) -> tuple[list[Roster
 
 # -- storing --------------------------------------------------------------------------
 
+_ROSTER_TABLE = """
+    CREATE TABLE IF NOT EXISTS roster_people (
+        id {id}, venue_id BIGINT NOT NULL, employee_no TEXT NOT NULL,
+        employee_no_folded TEXT NOT NULL, name TEXT NOT NULL, person_key TEXT NOT NULL DEFAULT '',
+        birth_year TEXT NOT NULL DEFAULT '', department TEXT NOT NULL DEFAULT '',
+        has_phone BIGINT NOT NULL DEFAULT 0, updated_ms BIGINT NOT NULL);
+    CREATE UNIQUE INDEX IF NOT EXISTS roster_people_number ON roster_people (venue_id, employee_no_folded);
+    CREATE INDEX IF NOT EXISTS roster_people_key ON roster_people (venue_id, person_key)
+"""
+
+
+def binary_order(db, column: str) -> str:
+    """``column`` for an ORDER BY in code point order on both engines (SQLite's BINARY;
+    PostgreSQL's "C" rather than the database's collation)."""
+    return column if db.dialect == "sqlite" else f'{column} COLLATE "C"'
+
+
+class _Refused(Exception):
+    """Raised inside the import's transaction to roll it back with the file's problems."""
+
+
 class RosterStore:
     """Rosters of all venues, in the server database (table ``roster_people``).
 
-    Ids are never reused (AUTOINCREMENT): passes keep the id of a person who left, and it
-    must not come to name somebody else."""
+    Ids are never reused (SQLite's AUTOINCREMENT, PostgreSQL's identity): passes keep the
+    id of a person who left, and it must not come to name somebody else."""
 
     def __init__(self, storage, clock: Callable[[], float] = time.time):
         self.storage = storage
+        self.db = storage.sql
         self.clock = clock
-        self.storage.db.conn.executescript(
-            """
-            CREATE TABLE IF NOT EXISTS roster_people (
-                id INTEGER PRIMARY KEY AUTOINCREMENT, venue_id INTEGER NOT NULL, employee_no TEXT NOT NULL,
-                employee_no_folded TEXT NOT NULL, name TEXT NOT NULL, person_key TEXT NOT NULL DEFAULT '',
-                birth_year TEXT NOT NULL DEFAULT '', department TEXT NOT NULL DEFAULT '',
-                has_phone INTEGER NOT NULL DEFAULT 0, updated_ms INTEGER NOT NULL);
-            CREATE UNIQUE INDEX IF NOT EXISTS roster_people_number ON roster_people (venue_id, employee_no_folded);
-            CREATE INDEX IF NOT EXISTS roster_people_key ON roster_people (venue_id, person_key);
-            """
-        )
+        if not self.db.has_table("roster_people"):
+            self.db.schema({"sqlite": _ROSTER_TABLE.format(id="INTEGER PRIMARY KEY AUTOINCREMENT"),
+                            "postgresql": _ROSTER_TABLE.format(id="{pk}")})
 
     @staticmethod
     def _person(row) -> RosterPerson:
@@ -487,19 +505,22 @@ class RosterStore:
     _COLUMNS = "id, venue_id, employee_no, name, person_key, birth_year, department, has_phone"
 
     def people(self, venue_id: int, offset: int = 0, limit: int | None = None) -> list[RosterPerson]:
-        sql = f"SELECT {self._COLUMNS} FROM roster_people WHERE venue_id = ? ORDER BY department, employee_no_folded"
+        sql = (f"SELECT {self._COLUMNS} FROM roster_people WHERE venue_id = ?"
+               f" ORDER BY {binary_order(self.db, 'department')}, {binary_order(self.db, 'employee_no_folded')}")
         params: list[Any] = [venue_id]
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
             params += [limit, offset]
-        return [self._person(r) for r in self.storage.db.execute(sql, params)]
+        return [self._person(r) for r in self.db.rows(sql, params)]
 
     def count(self, venue_id: int) -> int:
-        return self.storage.db.execute("SELECT count(*) FROM roster_people WHERE venue_id = ?", [venue_id]).fetchone()[0]
+        return self.db.value("SELECT count(*) FROM roster_people WHERE venue_id = ?", [venue_id], 0)
 
     def get(self, venue_id: int, person_id: int) -> RosterPerson | None:
-        row = self.storage.db.execute(f"SELECT {self._COLUMNS} FROM roster_people WHERE venue_id = ? AND id = ?",
-                                      [venue_id, person_id]).fetchone()
+        if not _fits_bigint(person_id):
+            return None
+        row = self.db.one(f"SELECT {self._COLUMNS} FROM roster_people WHERE venue_id = ? AND id = ?",
+                          [venue_id, person_id])
         return self._person(row) if row else None
 
     def import_rows(self, venue_id: int, rows: list[RosterRow], mode: str = "merge") -> ImportResult:
@@ -508,58 +529,66 @@ class RosterStore:
             raise UserError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         result = ImportResult(rows=len(rows))
         now = int(self.clock() * 1000)
-        conn = self.storage.db.conn
-        conn.execute("BEGIN IMMEDIATE")
+        db = self.db
         try:
-            existing = {r[1]: r for r in conn.execute(
-                "SELECT id, employee_no_folded, employee_no, name, person_key, birth_year, department, has_phone"
-                " FROM roster_people WHERE venue_id = ?", [venue_id])}
-            in_file = set()
-            if mode == "replace":
-                # A person key may move from one employee number to another within the
-                # file; delete the leavers first so the uniqueness check sees the new state.
-                in_file = {row.employee_no.upper() for row in rows}
-                for folded, old in existing.items():
-                    if folded not in in_file:
-                        conn.execute("DELETE FROM roster_people WHERE id = ?", [old[0]])
-                        result.removed_ids.append(old[0])
-            for row in rows:
-                folded = row.employee_no.upper()
-                values = (row.employee_no, row.name, row.person_key, row.birth_year, row.department, int(row.has_phone))
-                old = existing.get(folded)
-                if old is None:
-                    conn.execute(
-                        "INSERT INTO roster_people (venue_id, employee_no, employee_no_folded, name, person_key,"
-                        " birth_year, department, has_phone, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [venue_id, row.employee_no, folded, *values[1:], now])
-                    result.added += 1
-                elif tuple(old[2:]) == values:
-                    result.unchanged += 1
-                else:
-                    conn.execute(
-                        "UPDATE roster_people SET employee_no = ?, name = ?, person_key = ?, birth_year = ?,"
-                        " department = ?, has_phone = ?, updated_ms = ? WHERE id = ?", [*values, now, old[0]])
-                    result.updated += 1
-            # In merge mode an ID number may now sit on two employee numbers (one from the
-            # file, one kept from before): that is one person twice, so refuse the file.
-            clash = conn.execute(
-                "SELECT person_key, group_concat(employee_no, ', ') FROM roster_people WHERE venue_id = ?"
-                " AND person_key != '' GROUP BY person_key HAVING count(*) > 1 LIMIT 5", [venue_id]).fetchall()
-            if clash:
-                by_number = {row.employee_no.upper(): row.row for row in rows}
-                for _key, numbers in clash:
-                    rows_hit = [by_number[n.strip().upper()] for n in numbers.split(",") if n.strip().upper() in by_number]
-                    result.problems.append(_problem(min(rows_hit) if rows_hit else 0, "id_number", "on_roster_id",
-                                                    numbers=numbers))
-                conn.execute("ROLLBACK")
-                result.added = result.updated = result.unchanged = 0
-                result.removed_ids.clear()
-                return result
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            # One upload of a venue at a time: the read of the roster and the writes
+            # after it must not interleave with another upload's.
+            with db.transaction(serial=f"roster:{venue_id}"):
+                self._import(db, venue_id, rows, mode, now, result)
+        except _Refused:
+            result.added = result.updated = result.unchanged = 0
+            result.removed_ids.clear()
         return result
+
+    def _import(self, db, venue_id: int, rows: list[RosterRow], mode: str, now: int, result: ImportResult) -> None:
+        existing = {r[1]: r for r in db.rows(
+            "SELECT id, employee_no_folded, employee_no, name, person_key, birth_year, department, has_phone"
+            " FROM roster_people WHERE venue_id = ?", [venue_id])}
+        in_file = set()
+        if mode == "replace":
+            # A person key may move from one employee number to another within the
+            # file; delete the leavers first so the uniqueness check sees the new state.
+            in_file = {row.employee_no.upper() for row in rows}
+            for folded, old in existing.items():
+                if folded not in in_file:
+                    db.execute("DELETE FROM roster_people WHERE id = ?", [old[0]])
+                    result.removed_ids.append(old[0])
+        for row in rows:
+            folded = row.employee_no.upper()
+            values = (row.employee_no, row.name, row.person_key, row.birth_year, row.department, int(row.has_phone))
+            old = existing.get(folded)
+            if old is None:
+                db.execute(
+                    "INSERT INTO roster_people (venue_id, employee_no, employee_no_folded, name, person_key,"
+                    " birth_year, department, has_phone, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [venue_id, row.employee_no, folded, *values[1:], now])
+                result.added += 1
+            elif tuple(old[2:]) == values:
+                result.unchanged += 1
+            else:
+                db.execute(
+                    "UPDATE roster_people SET employee_no = ?, name = ?, person_key = ?, birth_year = ?,"
+                    " department = ?, has_phone = ?, updated_ms = ? WHERE id = ?", [*values, now, old[0]])
+                result.updated += 1
+        # In merge mode an ID number may now sit on two employee numbers (one from the
+        # file, one kept from before): that is one person twice, so refuse the file.
+        keys = [r[0] for r in db.rows(
+            "SELECT person_key FROM roster_people WHERE venue_id = ? AND person_key != ''"
+            f" GROUP BY person_key HAVING count(*) > 1 ORDER BY {binary_order(db, 'person_key')} LIMIT 5",
+            [venue_id])]
+        if not keys:
+            return
+        numbers_of: dict[str, list[str]] = {key: [] for key in keys}
+        for key, number in db.rows(
+                f"SELECT person_key, employee_no FROM roster_people WHERE venue_id = ?"
+                f" AND person_key IN ({','.join('?' * len(keys))}) ORDER BY id", [venue_id, *keys]):
+            numbers_of[key].append(number)
+        by_number = {row.employee_no.upper(): row.row for row in rows}
+        for key in keys:
+            rows_hit = [by_number[n.upper()] for n in numbers_of[key] if n.upper() in by_number]
+            result.problems.append(_problem(min(rows_hit) if rows_hit else 0, "id_number", "on_roster_id",
+                                            numbers=", ".join(numbers_of[key])))
+        raise _Refused
 
     def upload(self, venue_id: int, data: bytes, filename: str = "", mode: str = "merge",
                this_year: int | None = None) -> ImportResult:
@@ -574,21 +603,15 @@ class RosterStore:
 
     def venue_tree(self, venue_id: int) -> list[int]:
         """The venue and every venue or vehicle located within it, at any depth."""
-        return [r[0] for r in self.storage.db.execute(
+        return [r[0] for r in self.db.rows(
             """WITH RECURSIVE tree(id) AS (
-                   SELECT ? UNION SELECT v.id FROM venues v JOIN tree ON v.parent_id = tree.id)
+                   SELECT CAST(? AS BIGINT) UNION SELECT v.id FROM venues v JOIN tree ON v.parent_id = tree.id)
                SELECT id FROM tree""", [venue_id])]
 
     def person_keys_seen(self, venue_ids: list[int], since_ms: int) -> set[str]:
-        """Distinct person keys of check-ins at these venues since ``since_ms``.
-
-        A storage backend that keeps check-ins elsewhere than ``.db`` (PostgreSQL) answers
-        with its own ``person_keys_seen``; SQLite is asked directly."""
-        own = getattr(self.storage, "person_keys_seen", None)
-        if own is not None:
-            return set(own(venue_ids, since_ms))
+        """Distinct person keys of check-ins at these venues since ``since_ms``."""
         marks = ",".join("?" * len(venue_ids))
-        return {r[0] for r in self.storage.db.execute(
+        return {r[0] for r in self.db.rows(
             f"SELECT DISTINCT person_key FROM checkins WHERE venue_id IN ({marks}) AND wall_ms >= ?",
             [*venue_ids, since_ms])}
 

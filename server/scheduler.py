@@ -8,6 +8,13 @@ APScheduler 3 (its CronTrigger for the calendar arithmetic in the server's time 
 its BackgroundScheduler for the waiting thread) only wakes ``run_due`` at those times;
 its own job stores would either forget missed runs (memory) or pickle callables into
 the database (SQLAlchemy), which is why the last runs are kept here instead.
+
+Several server processes may share one database (web processes beside bridge workers on
+PostgreSQL): each runs the schedule, and a run is claimed in the database before the job
+starts, by moving the job's last run from the time it read to now only if nobody moved it
+first. One process wins the claim and runs the job; the others see it taken. A job that
+fails gives its claim back, so it is tried again at the next wake (a process killed in
+the middle of a job cannot: that job next runs at its next time).
 """
 
 from __future__ import annotations
@@ -30,6 +37,10 @@ from server.reports import ReportArchive
 from server.tracing import delete_older_than
 
 logger = logging.getLogger(__name__)
+
+
+def _ms(when: dt.datetime) -> int:
+    return int(when.timestamp() * 1000)
 
 
 @dataclass(frozen=True)
@@ -65,8 +76,9 @@ class ServerScheduler:
         if retention.days > 0:
             self.jobs.append(ScheduledJob("retention", CronTrigger(hour=retention.hour, minute=0, timezone=self.tz),
                                           self._retention))
-        storage.db.conn.execute(
-            "CREATE TABLE IF NOT EXISTS scheduled_runs (job TEXT PRIMARY KEY, last_ms INTEGER NOT NULL)")
+        self.db = storage.sql
+        if not self.db.has_table("scheduled_runs"):
+            self.db.schema("CREATE TABLE IF NOT EXISTS scheduled_runs (job TEXT PRIMARY KEY, last_ms BIGINT NOT NULL)")
 
     # -- the schedule -----------------------------------------------------------------
 
@@ -78,21 +90,30 @@ class ServerScheduler:
         return job.trigger.get_next_fire_time(None, after + dt.timedelta(microseconds=1))
 
     def last_run(self, name: str) -> dt.datetime | None:
-        row = self.storage.db.execute("SELECT last_ms FROM scheduled_runs WHERE job = ?", [name]).fetchone()
-        return dt.datetime.fromtimestamp(row[0] / 1000, self.tz) if row else None
+        last_ms = self._last_ms(name)
+        return dt.datetime.fromtimestamp(last_ms / 1000, self.tz) if last_ms is not None else None
+
+    def _last_ms(self, name: str) -> int | None:
+        return self.db.value("SELECT last_ms FROM scheduled_runs WHERE job = ?", [name])
 
     def due(self, now: dt.datetime) -> list[ScheduledJob]:
         """Jobs whose time came after their last run and by ``now``. A job never run
         before is not due: a new server does not make reports for weeks it never saw."""
+        return [job for job, _ in self._due(now)]
+
+    def _due(self, now: dt.datetime) -> list[tuple[ScheduledJob, int]]:
+        """The due jobs, each with the last run (ms) it was judged from."""
         out = []
         for job in self.jobs:
-            last = self.last_run(job.name)
-            if last is None:
-                self._remember(job.name, now)
+            last_ms = self._last_ms(job.name)
+            if last_ms is None:
+                # The first look only notes the time (a process that looked first keeps its time).
+                self.db.execute("INSERT INTO scheduled_runs (job, last_ms) VALUES (?, ?)"
+                                " ON CONFLICT (job) DO NOTHING", [job.name, _ms(now)])
                 continue
-            upcoming = self.next_time(job, last)
+            upcoming = self.next_time(job, dt.datetime.fromtimestamp(last_ms / 1000, self.tz))
             if upcoming is not None and upcoming <= now:
-                out.append(job)
+                out.append((job, last_ms))
         return out
 
     def run_due(self, now: dt.datetime | None = None) -> dict[str, Any]:
@@ -103,19 +124,22 @@ class ServerScheduler:
         now = now.astimezone(self.tz)
         results: dict[str, Any] = {}
         with self._lock:
-            for job in self.due(now):
+            for job, last_ms in self._due(now):
+                if not self._claim(job.name, last_ms, _ms(now)):
+                    logger.info("scheduled job %s is being run by another process", job.name)
+                    continue
                 try:
                     results[job.name] = job.run(now)
                 except Exception:  # the job is retried at its next time; the others still run
                     logger.exception("scheduled job %s failed", job.name)
-                    continue
-                self._remember(job.name, now)
+                    self._claim(job.name, _ms(now), last_ms)
         return results
 
-    def _remember(self, name: str, when: dt.datetime) -> None:
-        self.storage.db.execute(
-            "INSERT INTO scheduled_runs (job, last_ms) VALUES (?, ?)"
-            " ON CONFLICT (job) DO UPDATE SET last_ms = excluded.last_ms", [name, int(when.timestamp() * 1000)])
+    def _claim(self, name: str, seen_ms: int, new_ms: int) -> bool:
+        """Move the job's last run from ``seen_ms`` to ``new_ms``; False if another
+        process moved it first (one UPDATE: the row's lock decides between two)."""
+        return self.db.execute("UPDATE scheduled_runs SET last_ms = ? WHERE job = ? AND last_ms = ?",
+                               [new_ms, name, seen_ms]) == 1
 
     # -- the jobs -----------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from qrgate import protocol
 from server.accounts import server_secret
+from server.sql import POSTGRESQL
 from server.venues import Venue, clean_text
 
 logger = logging.getLogger(__name__)
@@ -80,17 +81,22 @@ class SelfCheckin:
         self.clock = clock
         self._key = Ed25519PrivateKey.from_private_bytes(server_secret(storage, "self-checkin-ed25519"))
         self._lock = threading.Lock()  # one sequence number per record, within this process
-        self.storage.db.execute(
-            "CREATE TABLE IF NOT EXISTS self_stations (station_id TEXT PRIMARY KEY, venue_id INTEGER NOT NULL)"
-        )
+        db = storage.sql
+        if not db.has_table("self_stations"):
+            db.schema("CREATE TABLE IF NOT EXISTS self_stations"
+                      " (station_id TEXT PRIMARY KEY, venue_id BIGINT NOT NULL)")
+        # The largest seq stored for a station. On PostgreSQL the (station, seq) key is in
+        # checkin_keys; the partitioned checkins table has no index on it.
+        table = "checkin_keys" if db.dialect == POSTGRESQL else "checkins"
+        self._last_seq = f"SELECT max(seq) FROM {table} WHERE station_id = ?"
 
     def station_for(self, venue: Venue):
         station_id = self_station_id(venue.id)
         station = self.storage.station(station_id)
         if station is None:
             self.storage.add_station(station_id, protocol.public_key_to_text(self._key.public_key()), venue.id)
-            self.storage.db.execute("INSERT OR IGNORE INTO self_stations (station_id, venue_id) VALUES (?, ?)",
-                                    [station_id, venue.id])
+            self.storage.sql.execute("INSERT INTO self_stations (station_id, venue_id) VALUES (?, ?)"
+                                     " ON CONFLICT (station_id) DO NOTHING", [station_id, venue.id])
             station = self.storage.station(station_id)
         return station
 
@@ -99,11 +105,10 @@ class SelfCheckin:
         station = self.station_for(venue)
         with self._lock:
             for _ in range(5):
-                row = self.storage.db.execute("SELECT max(seq) FROM checkins WHERE station_id = ?",
-                                              [station.station_id]).fetchone()
+                last = self.storage.sql.value(self._last_seq, [station.station_id], 0)
                 now_ms = int(self.clock() * 1000)
                 record = protocol.sign_record({
-                    "v": protocol.VERSION, "type": "checkin", "st": station.station_id, "seq": (row[0] or 0) + 1,
+                    "v": protocol.VERSION, "type": "checkin", "st": station.station_id, "seq": last + 1,
                     "ts": now_ms, "mono": int(time.monotonic() * 1000), "boot": "server-self-checkin", "sync": True,
                     **declaration,
                 }, self._key)

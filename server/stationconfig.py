@@ -28,9 +28,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from qrgate import protocol
 from qrgate.protocol import MODES
 from qrgate.errors import UserError
+from server.sql import POSTGRESQL
+from server.venues import is_row_id
 
 logger = logging.getLogger(__name__)
 
+MAX_PERSON_KEY = 200  # "pass:<id>" and the ID card keys are far shorter
 
 
 @dataclass(frozen=True)
@@ -63,21 +66,22 @@ class StationConfigStore:
 
     def __init__(self, storage):
         self.storage = storage
-        db = storage.db
-        if "station_settings" not in db.table_names():
-            db["station_settings"].create(
-                {"station_id": str, "settings": str, "version": int, "updated_ms": int}, pk="station_id"
+        db = storage.sql
+        if not (db.has_table("station_settings") and db.has_table("blocklist")):
+            db.schema(
+                """
+                CREATE TABLE IF NOT EXISTS station_settings (
+                    station_id TEXT PRIMARY KEY, settings TEXT, version BIGINT, updated_ms BIGINT);
+                CREATE TABLE IF NOT EXISTS blocklist (
+                    person_key TEXT PRIMARY KEY, reason TEXT, added_ms BIGINT, until_ms BIGINT);
+                """
             )
-        if "blocklist" not in db.table_names():
-            db["blocklist"].create({"person_key": str, "reason": str, "added_ms": int, "until_ms": int},
-                                   pk="person_key")
-        elif "until_ms" not in db["blocklist"].columns_dict:
-            db["blocklist"].add_column("until_ms", int)
+        db.ensure_column("blocklist", "until_ms", "BIGINT")  # files from before entries could end
+        # Keys in code-point order on every engine, not in the database's collation.
+        self._code_points = " COLLATE \"C\"" if db.dialect == POSTGRESQL else ""
 
     def settings(self, station_id: str) -> tuple[StationSettings, int]:
-        row = self.storage.db.execute(
-            "SELECT settings, version FROM station_settings WHERE station_id = ?", [station_id]
-        ).fetchone()
+        row = self.storage.sql.one("SELECT settings, version FROM station_settings WHERE station_id = ?", [station_id])
         if row is None:
             return StationSettings(), 0
         return StationSettings(**json.loads(row[0])), row[1]
@@ -86,51 +90,55 @@ class StationConfigStore:
         settings.check()
         if self.storage.station(station_id) is None:
             raise UserError(f"no station {station_id!r}")
-        _, version = self.settings(station_id)
-        self.storage.db["station_settings"].upsert(
-            {"station_id": station_id, "settings": json.dumps(asdict(settings)), "version": version + 1,
-             "updated_ms": int(time.time() * 1000)},
-            pk="station_id",
-        )
-        return version + 1
+        # One statement: two changes at once each get their own version.
+        return self.storage.sql.value(
+            "INSERT INTO station_settings (station_id, settings, version, updated_ms) VALUES (?, ?, 1, ?)"
+            " ON CONFLICT (station_id) DO UPDATE SET settings = excluded.settings,"
+            " version = station_settings.version + 1, updated_ms = excluded.updated_ms RETURNING version",
+            [station_id, json.dumps(asdict(settings)), int(time.time() * 1000)])
 
     def block(self, person_key: str, reason: str = "", until_ms: int | None = None) -> None:
         """Put a person on every station's block list; ``until_ms`` (None: for good) is when
         the entry may leave it."""
-        if ":" not in person_key:
+        if ":" not in person_key or len(person_key) > MAX_PERSON_KEY or not person_key.isprintable():
             raise UserError(f"person key must look like cccd:<12 digits>, bhxh:<10 digits> or pass:<id>, got {person_key!r}")
-        self.storage.db["blocklist"].upsert(
-            {"person_key": person_key, "reason": reason, "added_ms": int(time.time() * 1000), "until_ms": until_ms},
-            pk="person_key",
-        )
+        if until_ms is not None and not is_row_id(until_ms):
+            raise UserError(f"the end of a block must be a time in milliseconds, got {until_ms!r}")
+        self.storage.sql.execute(
+            "INSERT INTO blocklist (person_key, reason, added_ms, until_ms) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (person_key) DO UPDATE SET reason = excluded.reason, added_ms = excluded.added_ms,"
+            " until_ms = excluded.until_ms",
+            [person_key, reason.replace("\x00", ""), int(time.time() * 1000), until_ms])
 
     def unblock(self, person_key: str) -> bool:
-        return bool(self.storage.db.execute("DELETE FROM blocklist WHERE person_key = ?", [person_key]).rowcount)
+        return bool(self.storage.sql.execute("DELETE FROM blocklist WHERE person_key = ?", [person_key]))
 
     def blocked_keys(self, at_ms: int | None = None) -> list[str]:
         """Keys on the list at ``at_ms`` (default: now); ended entries are left out."""
         at_ms = at_ms if at_ms is not None else int(time.time() * 1000)
-        return [r[0] for r in self.storage.db.execute(
-            "SELECT person_key FROM blocklist WHERE until_ms IS NULL OR until_ms > ? ORDER BY person_key", [at_ms])]
+        return [r[0] for r in self.storage.sql.rows(
+            "SELECT person_key FROM blocklist WHERE until_ms IS NULL OR until_ms > ?"
+            f" ORDER BY person_key{self._code_points}", [at_ms])]
 
     def stations_of(self, venue_ids: list[int]) -> list[str]:
         """Active stations bound to any of the venues."""
+        venue_ids = [v for v in venue_ids if is_row_id(v)]
         if not venue_ids:
             return []
         marks = ",".join("?" * len(venue_ids))
         # The server's own self check-in "stations" are not devices: nothing listens for a config.
         not_self = (" AND station_id NOT IN (SELECT station_id FROM self_stations)"
-                    if "self_stations" in self.storage.db.table_names() else "")
-        return [r[0] for r in self.storage.db.execute(
+                    if self.storage.sql.has_table("self_stations") else "")
+        return [r[0] for r in self.storage.sql.rows(
             f"SELECT station_id FROM stations WHERE status = 'active' AND venue_id IN ({marks}){not_self}"
-            " ORDER BY station_id", list(venue_ids))]
+            f" ORDER BY station_id{self._code_points}", list(venue_ids))]
 
     def build(self, station_id: str, key: Ed25519PrivateKey, *, now_ms: int | None = None) -> dict[str, Any]:
         """The signed config message for one station."""
         info = self.storage.station(station_id)
         if info is None:
             raise UserError(f"no station {station_id!r}")
-        venue = self.storage.db.execute("SELECT name FROM venues WHERE id = ?", [info.venue_id]).fetchone()
+        venue = self.storage.sql.one("SELECT name FROM venues WHERE id = ?", [info.venue_id])
         settings, version = self.settings(station_id)
         salt = os.urandom(16)
         now_ms = now_ms or int(time.time() * 1000)
@@ -148,7 +156,8 @@ class StationConfigStore:
         return sign_config(body, key)
 
     def active_stations(self) -> list[str]:
-        return [r[0] for r in self.storage.db.execute("SELECT station_id FROM stations WHERE status = 'active'")]
+        return [r[0] for r in self.storage.sql.rows(
+            f"SELECT station_id FROM stations WHERE status = 'active' ORDER BY station_id{self._code_points}")]
 
 
 def publish_configs(store: StationConfigStore, key: Ed25519PrivateKey, mqtt_settings, base: Path,

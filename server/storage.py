@@ -18,6 +18,7 @@ import sqlite_utils
 
 from qrgate import persons, protocol
 from qrgate.errors import UserError
+from server.sql import Database, SqliteDatabase
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,8 @@ class Storage(Protocol):
     def count_checkins(self, station_id: str | None = None) -> int: ...
     def count_refusal(self, station_id: str, reason: str) -> None: ...
     def refusal_counts(self) -> dict[str, int]: ...
+    # The server's own tables (accounts, venues' details, audit, ...): server/sql.py.
+    sql: Database
 
 
 class SqliteStorage:
@@ -56,7 +59,9 @@ class SqliteStorage:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.data_dir = self.path.parent  # the server's local files live beside its database
         self._local = threading.local()
+        self.sql = SqliteDatabase(lambda: self.db.conn)
         self._create()
 
     @property

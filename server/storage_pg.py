@@ -21,16 +21,15 @@ unpartitioned table ``checkin_keys (station_id, seq) PRIMARY KEY`` written in th
 transaction as the check-in; it also keeps the signature (for the repeat/conflict
 decision) and the check-in's time (for retention).
 
-The web's own tables (accounts, sessions, venue roles, audit trail, fleet status, ...)
-have not moved: they stay in a SQLite file given as ``web_db`` and reached through
-``.db`` as with ``SqliteStorage`` (docs/postgresql.md).
+Every other server module keeps its tables (accounts, venue roles, audit trail, fleet
+status, rosters, the dashboards' roll-up, ...) in the same database through ``.sql``
+(server/sql.py), creating them at start as on SQLite (docs/postgresql.md).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -47,13 +46,14 @@ except ImportError:  # a SQLite-only install: open_storage_url still serves SQLi
 
 from qrgate import persons, protocol
 from qrgate.errors import UserError
+from server.sql import SCHEMA_LOCK, PostgresDatabase, configure_connection
 from server.storage import SqliteStorage, StationInfo, StoreResult
 from server.tracing import CONTACT_COLUMNS, DAY_MS, Tracer
 
 logger = logging.getLogger(__name__)
 
 # Keys of the advisory locks this module takes (any constant shared by all workers).
-MIGRATION_LOCK = 0x71726761_7465_01
+MIGRATION_LOCK = SCHEMA_LOCK  # numbered steps and the modules' own tables: one at a time
 PARTITION_LOCK = 0x71726761_7465_02
 
 # A month gets its own partition on demand when it is at most this far from now; a
@@ -164,6 +164,16 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     """),
 ]
 
+MIGRATIONS.append((2, "the whole server on PostgreSQL", """
+    -- Person keys compare byte by byte, as on SQLite: the history's id search walks a
+    -- range of keys whose bounds are punctuation, which a linguistic collation reorders.
+    ALTER TABLE checkins ALTER COLUMN person_key TYPE text COLLATE "C";
+    -- The operators' all-venue history pages through time; the weekly report asks each
+    -- station's last contact.
+    CREATE INDEX checkins_wall ON checkins (wall_ms);
+    CREATE INDEX checkins_station_received ON checkins (station_id, received_ms);
+"""))
+
 _PARTITION_NAME = re.compile(r"checkins_(\d{4})_(\d{2})")
 _CHECKIN_COLUMNS = ("station_id", "seq", "venue_id", "direction", "kind", "person_key", "id_number", "name", "birth",
                     "sex", "wall_ms", "mono_ms", "boot_id", "clock_synced", "time_corrected", "wall_ms_station",
@@ -201,19 +211,19 @@ def _column_text(value: str) -> str:
 class PostgresStorage:
     """The check-in core in PostgreSQL; thread-safe (a pool of connections).
 
-    ``dsn`` is a libpq connection string or ``postgresql://`` URL. ``web_db`` is the
-    SQLite file for the tables that have not moved yet (``.db``); ``clock`` gives the
-    time in seconds (tests pass a fixed one).
+    ``dsn`` is a libpq connection string or ``postgresql://`` URL. ``data_dir`` is the
+    server's local folder for what is not in the database (the pass-signing key, export
+    files), as the SQLite file's folder is; ``clock`` gives the time in seconds (tests
+    pass a fixed one).
     """
 
-    def __init__(self, dsn: str, *, web_db: str | Path | None = None, min_connections: int = 1,
+    def __init__(self, dsn: str, *, data_dir: str | Path | None = None, min_connections: int = 1,
                  max_connections: int = 8, clock: Callable[[], float] = time.time):
         if psycopg is None:
             raise UserError("PostgreSQL needs psycopg and psycopg-pool: pip install 'qrgate[postgresql]'")
         self.dsn = dsn
-        self.web_db_path = Path(web_db) if web_db is not None else None
+        self.data_dir = Path(data_dir) if data_dir is not None else None
         self.clock = clock
-        self._local = threading.local()
         self._months: set[int] = set()
         self._months_lock = threading.Lock()
         try:  # one plain connection first: the pool would only say it timed out
@@ -222,7 +232,8 @@ class PostgresStorage:
             reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
             raise UserError(f"cannot connect to PostgreSQL at {_safe_dsn(dsn)}: {reason}") from None
         self.pool = ConnectionPool(dsn, min_size=min_connections, max_size=max_connections, open=False,
-                                   kwargs={"application_name": "qrgate-server"})
+                                   kwargs={"application_name": "qrgate-server"}, configure=configure_connection)
+        self.sql = PostgresDatabase(self.pool)
         try:
             self.pool.open(wait=True, timeout=30)
         except PoolTimeout as exc:
@@ -233,9 +244,6 @@ class PostgresStorage:
 
     def close(self) -> None:
         self.pool.close()
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.conn.close()
 
     # --- schema ---
     def migrate(self) -> list[int]:
@@ -315,24 +323,6 @@ class PostgresStorage:
         lo, hi = now - PARTITION_PAST_DAYS * DAY_MS, now + PARTITION_FUTURE_DAYS * DAY_MS
         return {month_of(w) for w in walls if lo <= w <= hi} - self._months
 
-    # --- the web's tables, still in SQLite ---
-    @property
-    def db(self):
-        """The SQLite file of the tables that are not on PostgreSQL yet (see module doc)."""
-        db = getattr(self._local, "db", None)
-        if db is None:
-            if self.web_db_path is None:
-                raise UserError("the web's own tables are still in SQLite: give PostgresStorage a web_db file")
-            import sqlite_utils
-
-            self.web_db_path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.web_db_path, isolation_level=None, timeout=10)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            db = self._local.db = sqlite_utils.Database(conn)
-        return db
-
     # --- the Storage port ---
     def add_venue(self, name: str, kind: str = "", address: str = "") -> int:
         name = _column_text(name.strip())
@@ -387,6 +377,8 @@ class PostgresStorage:
             conn.execute("UPDATE stations SET public_key = %s WHERE station_id = %s", [public_key, station_id])
 
     def station(self, station_id: str) -> StationInfo | None:
+        if not protocol.STATION_ID_RE.match(station_id):
+            return None  # no station has such a name (and text with NUL cannot reach PostgreSQL)
         with self.pool.connection() as conn:
             row = conn.execute("SELECT station_id, public_key, venue_id, status FROM stations WHERE station_id = %s",
                                [station_id]).fetchone()
@@ -660,13 +652,13 @@ def tracer_for(storage):
     return Tracer(storage)
 
 
-def open_storage_url(url: str | Path, *, web_db: str | Path | None = None):
+def open_storage_url(url: str | Path, *, data_dir: str | Path | None = None):
     """The storage a ``[server] database`` setting names: ``postgresql://...`` (or
-    ``postgres://``) opens PostgreSQL, with the web's tables in ``web_db``; a path or
+    ``postgres://``) opens PostgreSQL, with ``data_dir`` as its local folder; a path or
     ``sqlite:///path`` opens that SQLite file."""
     text = str(url).strip()
     if text.startswith(("postgresql://", "postgres://")):
-        return PostgresStorage(text, web_db=web_db)
+        return PostgresStorage(text, data_dir=data_dir)
     if text.startswith("sqlite:///"):
         text = text[len("sqlite:///"):]  # sqlite:///relative or sqlite:////absolute
     elif "://" in text:
@@ -674,6 +666,14 @@ def open_storage_url(url: str | Path, *, web_db: str | Path | None = None):
     if not text:
         raise UserError("database must not be empty")
     return SqliteStorage(text)
+
+
+def open_configured(config):
+    """The storage a server.toml names: ``[server] database`` if set, else the SQLite
+    file in the data directory (every command and service opens it this way)."""
+    if config.server.database:
+        return open_storage_url(config.server.database, data_dir=config.data_dir)
+    return SqliteStorage(config.database)
 
 
 def _safe_dsn(dsn: str) -> str:

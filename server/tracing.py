@@ -96,7 +96,13 @@ def overlap_ms(a: Visit, b: Visit, margin_ms: int) -> int:
 
 
 class Tracer:
-    """Runs traces against the server database."""
+    """Runs traces against the server database.
+
+    Its five queries (below) are SQLite's, through ``storage.sql``: a bare column beside
+    max() and json_each are what make them fast there. ``server.storage_pg.PostgresTracer``
+    writes the same five with DISTINCT ON and arrays; ``server.storage_pg.tracer_for``
+    picks the one for a storage.
+    """
 
     def __init__(self, storage):
         self.storage = storage
@@ -152,21 +158,21 @@ class Tracer:
 
     def _person_scans(self, person_key: str, lo: int, hi: int) -> list[tuple]:
         """(person_key, venue_id, direction, wall_ms) of the person in [lo, hi], in time order."""
-        return self.storage.db.execute(
+        return self.storage.sql.rows(
             "SELECT person_key, venue_id, direction, wall_ms FROM checkins"
-            " WHERE person_key = ? AND wall_ms >= ? AND wall_ms <= ? ORDER BY wall_ms", [person_key, lo, hi]).fetchall()
+            " WHERE person_key = ? AND wall_ms >= ? AND wall_ms <= ? ORDER BY wall_ms", [person_key, lo, hi])
 
     def _venue_window(self, venue: int, lo: int, hi: int, person_key: str) -> list[tuple]:
         """Everyone else's scans at the venue in [lo, hi] with CONTACT_COLUMNS, in time order."""
-        return self.storage.db.execute(
+        return self.storage.sql.rows(
             f"SELECT {CONTACT_COLUMNS} FROM checkins WHERE venue_id = ? AND wall_ms >= ? AND wall_ms <= ?"
-            " AND person_key != ? ORDER BY wall_ms, id", [venue, lo, hi, person_key]).fetchall()
+            " AND person_key != ? ORDER BY wall_ms, id", [venue, lo, hi, person_key])
 
     def _last_scans(self, venue: int, lo: int, hi: int, person_key: str) -> list[tuple[str, str, int]]:
         """The other people whose last scan at the venue in [lo, hi) is an entry, as
         (person_key, "in", wall_ms); at one instant an exit counts as later than an entry,
         as in the pairing."""
-        return [(k, d, w) for k, d, w, _ in self.storage.db.execute(
+        return [(k, d, w) for k, d, w, _ in self.storage.sql.rows(
             "SELECT person_key, direction, wall_ms, max(wall_ms * 2 + (direction = 'out')) FROM checkins"
             " WHERE venue_id = ? AND wall_ms >= ? AND wall_ms < ? AND person_key != ? GROUP BY person_key"
             " HAVING direction = 'in'", [venue, lo, hi, person_key])]
@@ -176,7 +182,7 @@ class Tracer:
         """For each of ``keys``, its latest (``pick="max"``) or earliest (``"min"``) scan at the
         venue within ``bounds`` (``"wall_ms < ? AND wall_ms >= ?"`` or ``"wall_ms > ? AND
         wall_ms <= ?"``), with CONTACT_COLUMNS; ties as in the pairing."""
-        return [r[:5] for r in self.storage.db.execute(
+        return [r[:5] for r in self.storage.sql.rows(
             f"SELECT {CONTACT_COLUMNS}, {pick}(wall_ms * 2 + (direction = 'out')) FROM checkins"
             f" WHERE person_key IN (SELECT value FROM json_each(?)) AND +venue_id = ? AND {bounds}"
             " GROUP BY person_key", [json.dumps(keys), venue, *params])]
@@ -185,7 +191,7 @@ class Tracer:
         """(name, kind, id_number, birth) of these check-ins, by id."""
         if not ids:
             return {}
-        return {r[0]: tuple(r[1:]) for r in self.storage.db.execute(
+        return {r[0]: tuple(r[1:]) for r in self.storage.sql.rows(
             "SELECT id, name, kind, id_number, birth FROM checkins WHERE id IN (SELECT value FROM json_each(?))",
             [json.dumps(ids)])}
 
@@ -248,12 +254,5 @@ def delete_older_than(storage, days: int, *, now_ms: int | None = None) -> int:
     if own is not None:
         return own(days, now_ms=now_ms)
     cutoff = (now_ms or int(time.time() * 1000)) - days * DAY_MS
-    conn = storage.db.conn
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        deleted = conn.execute("DELETE FROM checkins WHERE wall_ms < ?", [cutoff]).rowcount
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return deleted
+    with storage.sql.transaction() as db:
+        return db.execute("DELETE FROM checkins WHERE wall_ms < ?", [cutoff])

@@ -39,6 +39,8 @@ LIMITS = {"name": 200, "label": 60, "address": 300}
 # digit (51B, 30LD, 29D1), then four digits or five written NNN.NN: 51B-123.45, 30A-1234.
 _PLATE = re.compile(r"(\d{2})([A-Z]{1,2}\d??)-?(\d{4}|\d{3}\.?\d{2})", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_ASCII_UPPER_TO_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+ROW_ID_MIN, ROW_ID_MAX = -(2**63), 2**63 - 1  # a BIGINT on both engines
 
 
 class VenueError(UserError):
@@ -62,6 +64,16 @@ def normalise_plate(text: str) -> str:
     digits = match.group(3).replace(".", "")
     number = digits if len(digits) == 4 else f"{digits[:3]}.{digits[3:]}"
     return f"{match.group(1)}{match.group(2)}-{number}"
+
+
+def is_row_id(value: Any) -> bool:
+    """Whether ``value`` can be a row id: a whole number that fits a BIGINT column. A
+    larger one (from a URL or a form) names no row; the engines would refuse to bind it."""
+    return isinstance(value, int) and not isinstance(value, bool) and ROW_ID_MIN <= value <= ROW_ID_MAX
+
+
+def _fold_ascii(text: str) -> str:
+    return text.translate(_ASCII_UPPER_TO_LOWER)
 
 
 def clean_text(value: Any) -> str:
@@ -154,14 +166,14 @@ class VenueInput:
 
 
 class VenueDirectory:
-    """Venues, members and invitations on the server's SQLite file.
+    """Venues, members and invitations in the server's database (``storage.sql``).
 
-    Extends the ``venues`` table made by server.storage with the columns it needs (an
+    Extends the ``venues`` table made by the storage with the columns it needs (an
     idempotent migration), so ``Storage.add_venue`` keeps working.
     """
 
-    NEW_COLUMNS = {"label": str, "province": str, "district": str, "ward": str, "parent_id": int, "plate": str,
-                   "public_token": str}
+    NEW_COLUMNS = {"label": "TEXT", "province": "TEXT", "district": "TEXT", "ward": "TEXT", "parent_id": "BIGINT",
+                   "plate": "TEXT", "public_token": "TEXT"}
 
     def __init__(self, storage, accounts: Accounts, areas: AreaDirectory, clock: Callable[[], float] = time.time):
         self.storage = storage
@@ -171,27 +183,24 @@ class VenueDirectory:
         self._migrate()
 
     def _migrate(self) -> None:
-        db = self.storage.db
-        table = db["venues"]
-        have = set(table.columns_dict)
-        for name, kind in self.NEW_COLUMNS.items():
+        db = self.storage.sql
+        have = db.columns("venues")
+        for name, declaration in self.NEW_COLUMNS.items():
             if name not in have:
-                try:
-                    table.add_column(name, kind)
-                except Exception as exc:  # another process added it first
-                    if "duplicate column" not in str(exc):
-                        raise
-        db.conn.executescript(
+                db.ensure_column("venues", name, declaration)  # another process may have added it meanwhile
+        if db.has_table("venue_members") and db.has_table("venue_invitations"):
+            return
+        db.schema(
             """
             CREATE UNIQUE INDEX IF NOT EXISTS venues_public_token ON venues (public_token);
             CREATE TABLE IF NOT EXISTS venue_members (
-                venue_id INTEGER NOT NULL REFERENCES venues(id), account_id INTEGER NOT NULL REFERENCES accounts(id),
-                role TEXT NOT NULL, granted_by INTEGER, granted_ms INTEGER NOT NULL,
+                venue_id BIGINT NOT NULL REFERENCES venues(id), account_id BIGINT NOT NULL REFERENCES accounts(id),
+                role TEXT NOT NULL, granted_by BIGINT, granted_ms BIGINT NOT NULL,
                 PRIMARY KEY (venue_id, account_id));
             CREATE INDEX IF NOT EXISTS venue_members_account ON venue_members (account_id);
             CREATE TABLE IF NOT EXISTS venue_invitations (
-                id INTEGER PRIMARY KEY, venue_id INTEGER NOT NULL REFERENCES venues(id), phone TEXT NOT NULL,
-                role TEXT NOT NULL, invited_by INTEGER NOT NULL, created_ms INTEGER NOT NULL,
+                id {pk}, venue_id BIGINT NOT NULL REFERENCES venues(id), phone TEXT NOT NULL,
+                role TEXT NOT NULL, invited_by BIGINT NOT NULL, created_ms BIGINT NOT NULL,
                 state TEXT NOT NULL DEFAULT 'pending');
             CREATE INDEX IF NOT EXISTS venue_invitations_phone ON venue_invitations (phone, state);
             """
@@ -202,20 +211,21 @@ class VenueDirectory:
 
     # -- venues ------------------------------------------------------------------
 
-    def _row(self, row) -> Venue:
-        r = dict(row)
+    def _row(self, r: Mapping[str, Any]) -> Venue:
         return Venue(r["id"], r["name"], r["kind"] or "", r["label"] or "", r["address"] or "", r["province"] or "",
                      r["district"] or "", r["ward"] or "", r["parent_id"], r["plate"] or "",
                      r["public_token"] or "", r["created_ms"] or 0)
 
     def get(self, venue_id: int) -> Venue | None:
-        rows = list(self.storage.db.query("SELECT * FROM venues WHERE id = ?", [venue_id]))
+        if not is_row_id(venue_id):
+            return None
+        rows = self.storage.sql.dicts("SELECT * FROM venues WHERE id = ?", [venue_id])
         return self._row(rows[0]) if rows else None
 
     def by_token(self, token: str) -> Venue | None:
-        if not token or len(token) > 64:
+        if not token or len(token) > 64 or "\x00" in token:
             return None
-        rows = list(self.storage.db.query("SELECT * FROM venues WHERE public_token = ?", [token]))
+        rows = self.storage.sql.dicts("SELECT * FROM venues WHERE public_token = ?", [token])
         return self._row(rows[0]) if rows else None
 
     def create(self, data: VenueInput, owner: Account) -> Venue:
@@ -224,7 +234,7 @@ class VenueDirectory:
         self._check_parent(clean.parent_id, owner, None)
         venue_id = self.storage.add_venue(clean.name, clean.kind, clean.address)
         self._save_extra(venue_id, clean)
-        self.storage.db.execute(
+        self.storage.sql.execute(
             "INSERT INTO venue_members (venue_id, account_id, role, granted_by, granted_ms) VALUES (?, ?, 'owner', ?, ?)",
             [venue_id, owner.id, owner.id, self._now_ms()],
         )
@@ -234,15 +244,15 @@ class VenueDirectory:
     def update(self, venue_id: int, data: VenueInput, by: Account) -> Venue:
         clean = data.validate(self.areas)
         self._check_parent(clean.parent_id, by, venue_id)
-        self.storage.db.execute("UPDATE venues SET name = ?, kind = ?, address = ? WHERE id = ?",
-                                [clean.name, clean.kind, clean.address, venue_id])
+        self.storage.sql.execute("UPDATE venues SET name = ?, kind = ?, address = ? WHERE id = ?",
+                                 [clean.name, clean.kind, clean.address, venue_id])
         self._save_extra(venue_id, clean)
         return self.get(venue_id)
 
     def _save_extra(self, venue_id: int, clean: VenueInput) -> None:
-        self.storage.db.execute(
+        self.storage.sql.execute(
             "UPDATE venues SET label = ?, province = ?, district = ?, ward = ?, parent_id = ?, plate = ?,"
-            " public_token = coalesce(public_token, ?) WHERE id = ?",
+            " public_token = COALESCE(public_token, ?) WHERE id = ?",
             [clean.label, clean.province, clean.district, clean.ward, clean.parent_id, clean.plate,
              secrets.token_urlsafe(12), venue_id],
         )
@@ -265,15 +275,18 @@ class VenueDirectory:
 
     def ensure_public_token(self, venue_id: int) -> str:
         """The unguessable token in the venue's self check-in URL (made once)."""
-        self.storage.db.execute("UPDATE venues SET public_token = ? WHERE id = ? AND public_token IS NULL",
-                                [secrets.token_urlsafe(12), venue_id])
+        self.storage.sql.execute("UPDATE venues SET public_token = ? WHERE id = ? AND public_token IS NULL",
+                                 [secrets.token_urlsafe(12), venue_id])
         return self.get(venue_id).public_token
 
     def for_account(self, account_id: int) -> list[tuple[Venue, str]]:
-        rows = self.storage.db.query(
+        """The account's venues with its role in each, by name (ASCII letters folded, as
+        SQLite's NOCASE did) then id: the same order on every engine and collation."""
+        rows = self.storage.sql.dicts(
             "SELECT v.*, m.role AS member_role FROM venues v JOIN venue_members m ON m.venue_id = v.id"
-            " WHERE m.account_id = ? ORDER BY v.name COLLATE NOCASE, v.id", [account_id],
+            " WHERE m.account_id = ?", [account_id],
         )
+        rows.sort(key=lambda r: (_fold_ascii(r["name"] or ""), r["id"]))
         return [(self._row(r), r["member_role"]) for r in rows]
 
     def area_text(self, venue: Venue) -> str:
@@ -282,17 +295,16 @@ class VenueDirectory:
     # -- members -----------------------------------------------------------------
 
     def role_of(self, venue_id: int, account_id: int | None) -> str | None:
-        if account_id is None:
+        if account_id is None or not is_row_id(venue_id):
             return None
-        row = self.storage.db.execute("SELECT role FROM venue_members WHERE venue_id = ? AND account_id = ?",
-                                      [venue_id, account_id]).fetchone()
-        return row[0] if row else None
+        return self.storage.sql.value("SELECT role FROM venue_members WHERE venue_id = ? AND account_id = ?",
+                                      [venue_id, account_id])
 
     def members(self, venue_id: int) -> list[Member]:
-        rows = self.storage.db.execute(
+        rows = self.storage.sql.rows(
             "SELECT m.account_id, a.phone, m.role, m.granted_ms FROM venue_members m JOIN accounts a"
             " ON a.id = m.account_id WHERE m.venue_id = ? ORDER BY m.granted_ms, a.phone", [venue_id],
-        ).fetchall()
+        )
         return [Member(*r) for r in rows]
 
     def add_member(self, venue_id: int, account: Account, role: str) -> None:
@@ -300,29 +312,26 @@ class VenueDirectory:
         invitations, which need the invited person's code)."""
         if role not in ROLES:
             raise VenueError({"role": "Hãy chọn vai trò."})
-        self.storage.db.execute(
+        self.storage.sql.execute(
             "INSERT INTO venue_members (venue_id, account_id, role, granted_ms) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (venue_id, account_id) DO UPDATE SET role = excluded.role", [venue_id, account.id, role,
                                                                                     self._now_ms()])
 
+    def _owners(self, venue_id: int) -> int:
+        return self.storage.sql.value("SELECT count(*) FROM venue_members WHERE venue_id = ? AND role = 'owner'",
+                                      [venue_id], 0)
+
     def revoke(self, venue_id: int, account_id: int) -> Member:
         """Remove a member; refuses to remove the venue's last owner."""
-        db = self.storage.db
-        conn = db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        db = self.storage.sql
+        # Two owners removing each other at once must not leave the venue with none.
+        with db.transaction(serial=f"venue-members:{venue_id}"):
             member = next((m for m in self.members(venue_id) if m.account_id == account_id), None)
             if member is None:
                 raise NotFound("Người này không có quyền với địa điểm.")
-            owners = conn.execute("SELECT count(*) FROM venue_members WHERE venue_id = ? AND role = 'owner'",
-                                  [venue_id]).fetchone()[0]
-            if member.role == "owner" and owners <= 1:
+            if member.role == "owner" and self._owners(venue_id) <= 1:
                 raise VenueError({"member": "Địa điểm phải luôn có ít nhất một chủ sở hữu."})
-            conn.execute("DELETE FROM venue_members WHERE venue_id = ? AND account_id = ?", [venue_id, account_id])
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            db.execute("DELETE FROM venue_members WHERE venue_id = ? AND account_id = ?", [venue_id, account_id])
         return member
 
     # -- invitations -------------------------------------------------------------
@@ -333,16 +342,16 @@ class VenueDirectory:
             raise VenueError({"role": "Hãy chọn vai trò."})
         venue = self.get(venue_id)
         invitations = []
-        db = self.storage.db
+        db = self.storage.sql
         for phone in phones:
             phone = normalise_phone(phone)
             db.execute("UPDATE venue_invitations SET state = 'cancelled' WHERE venue_id = ? AND phone = ?"
                        " AND state = 'pending'", [venue_id, phone])
-            cur = db.execute(
+            invitation_id = db.insert_id(
                 "INSERT INTO venue_invitations (venue_id, phone, role, invited_by, created_ms) VALUES (?, ?, ?, ?, ?)",
                 [venue_id, phone, role, by.id, self._now_ms()],
             )
-            invitation = self.invitation(int(cur.lastrowid))
+            invitation = self.invitation(invitation_id)
             self.accounts.send_code(
                 phone, f"share:{invitation.id}", ip,
                 message=f"{by.phone} chia sẻ địa điểm {venue.name[:60]} cho bạn. Mã xác nhận: {{code}}",
@@ -351,24 +360,26 @@ class VenueDirectory:
         return invitations
 
     def invitation(self, invitation_id: int) -> Invitation | None:
-        row = self.storage.db.execute(
+        if not is_row_id(invitation_id):
+            return None
+        row = self.storage.sql.one(
             "SELECT id, venue_id, phone, role, invited_by, created_ms, state FROM venue_invitations WHERE id = ?",
             [invitation_id],
-        ).fetchone()
+        )
         return Invitation(*row) if row else None
 
     def pending_for_phone(self, phone: str) -> list[Invitation]:
-        rows = self.storage.db.execute(
+        rows = self.storage.sql.rows(
             "SELECT id, venue_id, phone, role, invited_by, created_ms, state FROM venue_invitations"
             " WHERE phone = ? AND state = 'pending' ORDER BY id DESC", [phone],
-        ).fetchall()
+        )
         return [Invitation(*r) for r in rows]
 
     def pending_for_venue(self, venue_id: int) -> list[Invitation]:
-        rows = self.storage.db.execute(
+        rows = self.storage.sql.rows(
             "SELECT id, venue_id, phone, role, invited_by, created_ms, state FROM venue_invitations"
             " WHERE venue_id = ? AND state = 'pending' ORDER BY id DESC", [venue_id],
-        ).fetchall()
+        )
         return [Invitation(*r) for r in rows]
 
     def accept(self, invitation_id: int, account: Account, code: str, ip: str) -> Invitation:
@@ -377,29 +388,22 @@ class VenueDirectory:
         if invitation is None or invitation.phone != account.phone or invitation.state != "pending":
             raise NotFound("Không tìm thấy lời mời.")
         self.accounts.check_code(account.phone, f"share:{invitation.id}", code, ip)
-        db = self.storage.db
-        conn = db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        db = self.storage.sql
+        with db.transaction(serial=f"venue-members:{invitation.venue_id}"):
             current = self.role_of(invitation.venue_id, account.id)
-            owners = conn.execute("SELECT count(*) FROM venue_members WHERE venue_id = ? AND role = 'owner'",
-                                  [invitation.venue_id]).fetchone()[0]
-            if current == "owner" and invitation.role != "owner" and owners <= 1:
+            if current == "owner" and invitation.role != "owner" and self._owners(invitation.venue_id) <= 1:
                 raise VenueError({"role": "Địa điểm phải luôn có ít nhất một chủ sở hữu."})
-            conn.execute(
+            db.execute(
                 "INSERT INTO venue_members (venue_id, account_id, role, granted_by, granted_ms) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (venue_id, account_id) DO UPDATE SET role = excluded.role,"
                 " granted_by = excluded.granted_by, granted_ms = excluded.granted_ms",
                 [invitation.venue_id, account.id, invitation.role, invitation.invited_by, self._now_ms()],
             )
-            conn.execute("UPDATE venue_invitations SET state = 'accepted' WHERE id = ?", [invitation.id])
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            db.execute("UPDATE venue_invitations SET state = 'accepted' WHERE id = ?", [invitation.id])
         return self.invitation(invitation.id)
 
     def cancel_invitation(self, invitation_id: int) -> Invitation:
-        self.storage.db.execute("UPDATE venue_invitations SET state = 'cancelled' WHERE id = ? AND state = 'pending'",
-                                [invitation_id])
+        if is_row_id(invitation_id):
+            self.storage.sql.execute(
+                "UPDATE venue_invitations SET state = 'cancelled' WHERE id = ? AND state = 'pending'", [invitation_id])
         return self.invitation(invitation_id)

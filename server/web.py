@@ -369,7 +369,7 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
         return {"ok": True, "latest_checkin_id": latest[0]["id"] if latest else None}
 
     @app.get("/api/checkins")
-    def api_checkins(limit: int = Query(50, ge=1, le=500), before_id: int | None = Query(None, ge=1),
+    def api_checkins(limit: int = Query(50, ge=1, le=500), before_id: int | None = Query(None, ge=1, le=2**62),
                      who: Visitor = Depends(visitor)):
         """The latest check-ins of every venue, newest first, personal data masked; page with
         ``before_id``. Anonymous only when the server's public feed is on; else operators."""
@@ -877,7 +877,7 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
 
     @app.get("/fleet", response_class=HTMLResponse, include_in_schema=False)
     def fleet_page(request: Request, who: Visitor = Depends(operator)):
-        venues = [dict(r) for r in storage.db.query("SELECT id, name FROM venues ORDER BY name")]
+        venues = storage.sql.dicts("SELECT id, name FROM venues ORDER BY name")
         return render(request, who, "fleet.html", rows=_fleet_rows(), venues=venues)
 
     @app.get("/api/fleet", tags=["stations"])

@@ -17,8 +17,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from server import i18n
-from server.dashboard import (EARLIEST_DAY, MAX_PERIOD_DAYS, DashboardError, DashboardUnavailable, UnknownArea,
-                              area_dashboard, area_path, ensure_rollup, rollup_supported, venue_dashboard)
+from server.dashboard import (EARLIEST_DAY, MAX_PERIOD_DAYS, DashboardError, UnknownArea, area_dashboard, area_path,
+                              ensure_rollup, venue_dashboard)
 
 logger = logging.getLogger(__name__)
 
@@ -187,10 +187,7 @@ def make_router(kit) -> APIRouter:
     router = APIRouter()
     services = kit.services
     # The roll-up's triggers must be on the check-ins table before anything is stored.
-    if rollup_supported(kit.storage):
-        ensure_rollup(kit.storage, kit.tz)
-    else:
-        logger.warning("area dashboards are off: the check-ins are not in the SQLite database")
+    ensure_rollup(kit.storage, kit.tz)
 
     def today() -> dt.date:
         return dt.datetime.fromtimestamp(kit.clock(), kit.tz).date()
@@ -232,8 +229,6 @@ def make_router(kit) -> APIRouter:
             return area_dashboard(kit.storage, services.areas, code, choice.since, choice.until, kit.tz)
         except UnknownArea:
             raise HTTPException(404) from None
-        except DashboardUnavailable as exc:
-            raise HTTPException(503, str(exc)) from None
         except DashboardError as exc:
             raise _BadPeriod(str(exc)) from None
 
@@ -292,8 +287,6 @@ def make_router(kit) -> APIRouter:
             raise HTTPException(404)
         try:
             return venue_dashboard(kit.storage, services.areas, vid, choice.since, choice.until, kit.tz)
-        except DashboardUnavailable as exc:
-            raise HTTPException(503, str(exc)) from None
         except DashboardError as exc:
             raise _BadPeriod(str(exc)) from None
 

@@ -19,7 +19,6 @@ may see answers 404, so venue and check-in ids reveal nothing.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -32,9 +31,10 @@ from pydantic import BaseModel, Field
 from qrgate import persons
 from server import i18n
 from server.checkin_views import present_checkin, present_visit
-from server.history import HistoryError, MAX_SEARCH, cursor_at, query_history, visits_for_rows
+from server.history import HistoryError, MAX_SEARCH, cursor_at, in_list, query_history, visits_for_rows
 from server.permissions import allowed
-from server.tracing import DAY_MS, Tracer
+from server.storage_pg import tracer_for
+from server.tracing import DAY_MS
 
 MAX_PAGE = 200
 MAX_TRACE_DAYS = 62
@@ -151,6 +151,7 @@ def make_router(kit) -> APIRouter:
     router = APIRouter()
     services = kit.services
     storage = kit.storage
+    db = storage.sql
     tz = kit.tz
 
     # -- who sees what ----------------------------------------------------------------
@@ -163,19 +164,21 @@ def make_router(kit) -> APIRouter:
         areas = services.officers.areas_of(account.id)
         full = officer_venue_ids(account.id) if areas else []
         if account.is_operator:
-            count = storage.db.execute("SELECT count(*) FROM venues").fetchone()[0]
-            names = ([tuple(r) for r in storage.db.execute("SELECT id, name FROM venues ORDER BY name, id")]
-                     if count <= VENUE_SELECT_MAX else [])
+            count = db.value("SELECT count(*) FROM venues", default=0)
+            names = by_name(db.rows("SELECT id, name FROM venues")) if count <= VENUE_SELECT_MAX else []
             return Scope(None, frozenset(full), names, areas)
         ids = {v.id for v, role in services.venues.for_account(account.id) if allowed(role, "checkins.view")}
         ids |= set(full)
         ordered = sorted(ids)
         names = []
-        if len(ordered) <= VENUE_SELECT_MAX:
-            names = [tuple(r) for r in storage.db.execute(
-                "SELECT id, name FROM venues WHERE id IN (SELECT value FROM json_each(?)) ORDER BY name, id",
-                [json.dumps(ordered)])]
+        if ordered and len(ordered) <= VENUE_SELECT_MAX:
+            condition, params = in_list(db, "id", ordered)
+            names = by_name(db.rows(f"SELECT id, name FROM venues WHERE {condition}", params))
         return Scope(ordered, frozenset(full), names, areas)
+
+    def by_name(rows) -> list[tuple[int, str]]:
+        # Sorted here: code point order on both engines, not PostgreSQL's collation.
+        return sorted(((r[0], r[1]) for r in rows), key=lambda r: (r[1], r[0]))
 
     def require_officer(who) -> Scope:
         scope = scope_of(who)
@@ -338,7 +341,7 @@ def make_router(kit) -> APIRouter:
     # -- tracing -------------------------------------------------------------------------------
 
     def person_from_checkin(scope: Scope, checkin_id: int) -> str:
-        row = storage.db.execute("SELECT person_key, venue_id FROM checkins WHERE id = ?", [checkin_id]).fetchone()
+        row = db.one("SELECT person_key, venue_id FROM checkins WHERE id = ?", [checkin_id])
         if row is None or row[1] not in scope.full_ids:
             raise HTTPException(404)
         return row[0]
@@ -362,7 +365,7 @@ def make_router(kit) -> APIRouter:
             raise TraceInputError(f"trace at most {MAX_TRACE_DAYS} days at once")
         since = int(dt.datetime.combine(date_from, dt.time(), tz).timestamp() * 1000)
         until = int(dt.datetime.combine(date_to, dt.time(), tz).timestamp() * 1000) + DAY_MS
-        result = Tracer(storage).trace(person_key, since, until, margin_s=margin * 60, default_stay_s=stay * 60,
+        result = tracer_for(storage).trace(person_key, since, until, margin_s=margin * 60, default_stay_s=stay * 60,
                                        venue_ids=scope.full_ids)
         if not result["visits"]:
             # Someone with no scan in the officer's areas is not their case: say nothing of elsewhere.
@@ -375,12 +378,16 @@ def make_router(kit) -> APIRouter:
 
     def present_trace(scope: Scope, person_key: str, result: dict) -> dict:
         venue_ids = sorted({v["venue_id"] for v in result["visits"]})
-        names = dict(storage.db.execute("SELECT id, name FROM venues WHERE id IN (SELECT value FROM json_each(?))",
-                                [json.dumps(venue_ids)]).fetchall())
-        me = storage.db.execute(
-            "SELECT id, kind, id_number, name, birth FROM checkins WHERE person_key = ?"
-            " AND +venue_id IN (SELECT value FROM json_each(?)) ORDER BY wall_ms DESC LIMIT 1",
-            [person_key, json.dumps(sorted(scope.full_ids))]).fetchone()
+        names = {}
+        if venue_ids:
+            condition, params = in_list(db, "id", venue_ids)
+            names = dict(db.rows(f"SELECT id, name FROM venues WHERE {condition}", params))
+        me = None
+        if scope.full_ids:
+            # Unary + keeps the planner on the person index: a person has few rows, a venue many.
+            condition, params = in_list(db, "+venue_id", sorted(scope.full_ids))
+            me = db.one(f"SELECT id, kind, id_number, name, birth FROM checkins WHERE person_key = ? AND {condition}"
+                        " ORDER BY wall_ms DESC LIMIT 1", [person_key, *params])
 
         def when(ms: int) -> str:
             return dt.datetime.fromtimestamp(ms / 1000, tz).strftime("%d/%m/%Y %H:%M")
@@ -410,8 +417,7 @@ def make_router(kit) -> APIRouter:
         person = None
         if checkin is not None:
             person_from_checkin(scope, checkin)  # 404 outside the officer's areas
-            row = storage.db.execute("SELECT kind, id_number, name, birth FROM checkins WHERE id = ?",
-                                     [checkin]).fetchone()
+            row = db.one("SELECT kind, id_number, name, birth FROM checkins WHERE id = ?", [checkin])
             form["checkin"] = str(checkin)
             person = {"kind": row[0], "id_number": row[1], "name": row[2], "birth": row[3]}
         return kit.render(request, who, "trace.html", form=form, person=person, result=None, error="")

@@ -496,11 +496,12 @@ def make_router(kit) -> APIRouter:
 
 
 def _fallback_office(kit) -> PassOffice | None:
-    """An office signing with ``pass-signing.key`` beside the SQLite file (the layout of
-    server.toml's data folder), with no broker: used when the app was not given one."""
+    """An office signing with ``pass-signing.key`` in the storage's data folder (server.toml's
+    data folder: the SQLite file's, or the one PostgreSQL was opened with), with no
+    broker: used when the app was not given one."""
     from qrgate.keyfiles import load_or_create_key
 
-    path = getattr(kit.storage, "path", None)
-    if path is None:
+    folder = getattr(kit.storage, "data_dir", None)
+    if folder is None:
         return None
-    return PassOffice(kit.storage, load_or_create_key(Path(path).parent / "pass-signing.key"), clock=kit.clock)
+    return PassOffice(kit.storage, load_or_create_key(Path(folder) / "pass-signing.key"), clock=kit.clock)

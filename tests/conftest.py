@@ -18,6 +18,21 @@ from provisioning.station import enroll_local, server_public_keys, write_server_
 from server.config import ServerConfig, load_server_config
 from server.storage import SqliteStorage
 
+# The server's tests run on SQLite files, or, with QRGATE_TEST_DATABASE=postgresql (the
+# second pass of scripts/test), each on a fresh PostgreSQL database dropped afterwards.
+DATABASE = os.environ.get("QRGATE_TEST_DATABASE", "sqlite")
+if DATABASE not in ("sqlite", "postgresql"):
+    raise RuntimeError(f"QRGATE_TEST_DATABASE must be sqlite or postgresql, not {DATABASE!r}")
+ON_POSTGRESQL = DATABASE == "postgresql"
+_opened_storages: list = []
+
+# Tests that never touch a server database: the PostgreSQL pass does not run them again.
+collect_ignore = [
+    "test_decoder.py", "test_deploy.py", "test_display.py", "test_feedback.py", "test_outbox.py",
+    "test_payloads.py", "test_policy.py", "test_powercut.py", "test_protocol.py", "test_scanners.py",
+    "test_service.py", "test_sources.py",
+] if ON_POSTGRESQL else []
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 QR_PHOTOS = SHARED / "data" / "qr-photos"
@@ -68,6 +83,69 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str =
         time.sleep(0.02)
 
 
+def database_url(key: Path | str) -> str:
+    """For a server.toml's ``[server] database``: "" (the SQLite file under its data
+    directory), or on the PostgreSQL pass the URL of this test's database for ``key``."""
+    if not ON_POSTGRESQL:
+        return ""
+    from conftest_pg import database_for
+
+    return database_for(str(key))
+
+
+def new_storage(path: Path | str):
+    """The server storage of a test: the SQLite file at ``path``, or on the PostgreSQL
+    pass the database belonging to ``path`` (the same one each time it is asked for)."""
+    if not ON_POSTGRESQL:
+        return SqliteStorage(path)
+    from server.storage_pg import PostgresStorage
+
+    storage = PostgresStorage(database_url(path), data_dir=Path(path).parent)
+    _opened_storages.append(storage)
+    return storage
+
+
+def storage_for(config: ServerConfig):
+    """The storage a server.toml names (as ``qrgate-server`` opens it)."""
+    if not config.server.database:
+        return SqliteStorage(config.database)
+    from server.storage_pg import open_storage_url
+
+    storage = open_storage_url(config.server.database, data_dir=config.data_dir)
+    _opened_storages.append(storage)
+    return storage
+
+
+def _close_and_drop(storages_before: int, databases_before: int) -> None:
+    from conftest_pg import drop_made
+
+    while len(_opened_storages) > storages_before:
+        _opened_storages.pop().close()
+    drop_made(databases_before)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _drop_postgresql_databases_at_end():
+    """On the PostgreSQL pass: what module-scoped fixtures opened goes at the end."""
+    yield
+    if ON_POSTGRESQL:
+        _close_and_drop(0, 0)
+
+
+@pytest.fixture(autouse=True)
+def _close_postgresql_databases():
+    """On the PostgreSQL pass: close what the test opened and drop its databases (what
+    wider-scoped fixtures opened before the test stays for the next tests)."""
+    if not ON_POSTGRESQL:
+        yield
+        return
+    from conftest_pg import made_count
+
+    before = len(_opened_storages), made_count()
+    yield
+    _close_and_drop(*before)
+
+
 @pytest.fixture
 def broker(tmp_path) -> BrokerProcess:
     files = BrokerFiles.create(tmp_path / "broker", port=free_port())
@@ -80,7 +158,7 @@ def broker(tmp_path) -> BrokerProcess:
 @dataclass
 class ServerEnv:
     config: ServerConfig
-    storage: SqliteStorage
+    storage: SqliteStorage  # or PostgresStorage on the PostgreSQL pass
     venue_id: int
     pass_key_text: str
     sealing_key_text: str
@@ -101,9 +179,10 @@ def server_env(tmp_path, broker) -> ServerEnv:
     password = broker.files.add_user(SERVER_USER)
     broker.reload()
     cfg = load_server_config(
-        write_server_config(tmp_path / "server" / "server.toml", broker=broker.files, password=password, web_port=free_port())
+        write_server_config(tmp_path / "server" / "server.toml", broker=broker.files, password=password,
+                            web_port=free_port(), database=database_url(tmp_path / "server"))
     )
-    storage = SqliteStorage(cfg.database)
+    storage = storage_for(cfg)
     venue = storage.add_venue("Nhà máy Test - Cổng 1", "factory gate")
     pass_key, sealing_key = server_public_keys(cfg)
     return ServerEnv(cfg, storage, venue, pass_key, sealing_key, broker)

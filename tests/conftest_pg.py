@@ -11,6 +11,7 @@ and fail in CI (CI=true), like the sample-set tests.
 from __future__ import annotations
 
 import os
+import urllib.parse
 import uuid
 
 import psycopg
@@ -52,4 +53,50 @@ def pg_dsn():
         yield database_dsn(admin, name)
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+# Databases made for keys (test paths) by database_for, dropped by drop_made.
+_made: dict[str, str] = {}
+
+
+def database_url_of(dsn: str) -> str:
+    """A libpq connection string as the postgresql:// URL server.toml takes."""
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    user = urllib.parse.quote(info.get("user", ""), safe="")
+    host = info.get("host", "")
+    netloc = f"{user}@" if user else ""
+    if host and not host.startswith("/"):
+        netloc += host + (f":{info['port']}" if info.get("port") else "")
+    query = {k: v for k, v in (("host", host if host.startswith("/") else ""), ("port", info.get("port", "")))
+             if v and not (k == "port" and host and not host.startswith("/"))}
+    url = f"postgresql://{netloc}/{urllib.parse.quote(info['dbname'], safe='')}"
+    return url + ("?" + urllib.parse.urlencode(query) if query else "")
+
+
+def database_for(key: str) -> str:
+    """The URL of a fresh database belonging to ``key`` (made on first use)."""
+    if key not in _made:
+        admin = admin_dsn()
+        name = f"qrgate_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        _made[key] = database_url_of(database_dsn(admin, name))
+    return _made[key]
+
+
+def made_count() -> int:
+    return len(_made)
+
+
+def drop_made(keep: int = 0) -> None:
+    """Drop the databases database_for made, but for the first ``keep`` (connections
+    still open to them are ended)."""
+    doomed = list(_made)[keep:]
+    if not doomed:
+        return
+    admin = admin_dsn()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for key in doomed:
+            name = psycopg.conninfo.conninfo_to_dict(_made.pop(key))["dbname"]
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -3,10 +3,13 @@ limits), sessions (rotation, logout, cookie flags) and CSRF on every state chang
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from server.accounts import AuthRefused, PhoneError, normalise_phone, parse_phone_list
-from test_web_support import Site
+from test_web_support import Site, every_route, stored_text
 
 pytestmark = pytest.mark.timeout(30)
 PHONE = "0912486419"
@@ -138,11 +141,41 @@ def test_wrong_codes_from_one_address_across_many_numbers_are_stopped(site):
     assert refused.value.reason == "rate_limited"
 
 
+def at_once(n: int, action) -> list:
+    """``action()`` from ``n`` threads released together; what each returned (or raised)."""
+    start = threading.Barrier(n)
+
+    def run(_):
+        start.wait(10)
+        try:
+            return action()
+        except AuthRefused as refused:
+            return refused.reason
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(run, range(n)))
+
+
+def test_codes_asked_for_at_the_same_moment_still_stop_at_the_limit(site):
+    accounts = site.services.accounts
+    results = at_once(8, lambda: accounts.send_code(PHONE, "login", "198.51.100.1"))
+    assert sorted(results, key=str) == [None] * 3 + ["rate_limited"] * 5
+    assert len([m for m in site.sender.outbox if m.phone == PHONE]) == 3
+
+
+def test_a_code_sent_twice_at_the_same_moment_opens_one_session(site):
+    accounts = site.services.accounts
+    accounts.send_code(PHONE, "login", "198.51.100.1")
+    code = site.last_code(PHONE)
+    results = at_once(4, lambda: accounts.check_code(PHONE, "login", code, "198.51.100.1"))
+    assert sorted(results) == [PHONE] + ["bad_code"] * 3
+
+
 def test_only_hashes_of_codes_and_session_tokens_are_stored(site):
     visitor = site.visitor().login(PHONE)
     token = visitor.http.cookies.get("qrgate_session")
     code = site.last_code(PHONE)
-    dump = "\n".join(site.storage.db.conn.iterdump())
+    dump = stored_text(site.storage)
     assert token and token not in dump
     assert f"'{code}'" not in dump
 
@@ -201,19 +234,20 @@ def test_every_state_changing_route_refuses_a_request_without_the_csrf_token(sit
     # Stations call these without a browser or a cookie: a single-use enrolment code or
     # the station's own signature authenticates them, so there is nothing to forge.
     machine_routes = {"/api/enrol", "/api/rotate-key"}
-    for route in site.app.routes:
+    for route in every_route(site.app):
         if getattr(route, "path", "") in machine_routes:
             continue
         for method in set(getattr(route, "methods", ()) or ()) - {"GET", "HEAD"}:
             path = (route.path.replace("{venue_id}", str(venue)).replace("{token}", token)
-                    .replace("{account_id}", "1").replace("{invitation_id}", "1").replace("{station_id}", "gate-1"))
+                    .replace("{account_id}", "1").replace("{invitation_id}", "1").replace("{station_id}", "gate-1")
+                    .replace("{pid}", "23456789"))
             form = visitor.http.request(method, path, data={"phone": PHONE, "name": "x"})
             forged = visitor.http.request(method, path, data={"csrf": "0" * 64, "phone": PHONE},
                                           headers={"X-CSRF-Token": "0" * 64})
             assert form.status_code == 403, (method, path, form.status_code)
             assert forged.status_code == 403, (method, path, forged.status_code)
             checked += 1
-    assert checked >= 15
+    assert checked >= 30  # the routes of the included routers too
     assert len(site.services.venues.for_account(1)) == 1  # nothing was changed
 
 

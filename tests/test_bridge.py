@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from qrgate import protocol
 from qrgate.sealing import PersonOpener, PersonSealer
+from conftest import new_storage
 from server.bridge import Bridge
-from server.storage import SqliteStorage
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,7 +33,7 @@ def batch(*records):
 
 @pytest.fixture
 def env(tmp_path):
-    storage = SqliteStorage(tmp_path / "server.sqlite3")
+    storage = new_storage(tmp_path / "server.sqlite3")
     venue = storage.add_venue("Chợ Bến Thành")
     key = Ed25519PrivateKey.generate()
     storage.add_station("gate-1", protocol.public_key_to_text(key.public_key()), venue)
@@ -58,7 +58,7 @@ def test_sealed_record_is_opened_stored_in_full_and_kept_sealed_as_proof(env):
     bridge, storage, key = env
     ack = bridge.handle(TOPIC, batch(sealed_record(key, 1)))
     assert ack.stored == (1,)
-    row = storage.db.execute("SELECT name, id_number, record FROM checkins").fetchone()
+    row = storage.sql.one("SELECT name, id_number, record FROM checkins")
     assert row[:2] == ("Võ Thị Hoa", "079188005678")
     proof = json.loads(row[2])
     assert "person" not in proof and "Võ" not in row[2]
@@ -84,7 +84,7 @@ def test_clock_record_corrects_that_boots_unsynced_times_before_and_after_it(env
     late = sealed_record(key, 4, boot="boot-x", sync=False, ts=1_577_836_802_000, mono=7_000)
     ack = bridge.handle(TOPIC, batch(clock, late))
     assert ack.stored == (3, 4)
-    rows = {r[0]: r[1:] for r in storage.db.execute(
+    rows = {r[0]: r[1:] for r in storage.sql.rows(
         "SELECT seq, wall_ms, time_corrected, wall_ms_station FROM checkins")}
     assert rows[1] == (base + 5_000, 1, 1_577_836_800_000)
     assert rows[4] == (base + 7_000, 1, 1_577_836_802_000)
@@ -156,18 +156,18 @@ def test_hostile_names_are_stored_exactly_and_safely(env, name):
     assert ack.stored == (1,)
     row = storage.latest_checkins(1)[0]
     assert row["name"] == name
-    assert json.loads(storage.db.execute("SELECT record FROM checkins").fetchone()[0])["person"]["name"] == name
+    assert json.loads(storage.sql.value("SELECT record FROM checkins"))["person"]["name"] == name
 
 
 def test_two_workers_storing_the_same_batches_at_once_store_each_record_once(tmp_path):
     """A redelivered batch and the station's resend can reach two workers together: both
     must ack every record as stored, and neither may see a conflict."""
     path = tmp_path / "shared.sqlite3"
-    setup = SqliteStorage(path)
+    setup = new_storage(path)
     key = Ed25519PrivateKey.generate()
     setup.add_station("gate-1", protocol.public_key_to_text(key.public_key()), setup.add_venue("Cảng Cát Lái"))
     opener = PersonOpener(SEALING)
-    workers = [Bridge(SqliteStorage(path), opener=opener, check_threads=1) for _ in range(2)]
+    workers = [Bridge(new_storage(path), opener=opener, check_threads=1) for _ in range(2)]
     batches = [batch(*(sealed_record(key, seq) for seq in range(first, first + 20))) for first in range(1, 401, 20)]
     acks: list[list] = [[], []]
     start = threading.Barrier(2)

@@ -53,9 +53,9 @@ def test_a_week_offline_then_every_record_arrives_once_and_in_order(tmp_path, se
         station.publisher.close()
         bridge.close()
         station.close()
-    rows = server_env.storage.db.execute(
+    rows = server_env.storage.sql.rows(
         "SELECT seq, wall_ms, direction FROM checkins WHERE station_id = 'bus-51b12345' ORDER BY id"
-    ).fetchall()
+    )
     assert [r[0] for r in rows] == list(range(1, accepted + 1))  # once each, in order
     assert all(a[1] < b[1] for a, b in zip(rows, rows[1:]))  # times in order too
     directions = [r[2] for r in rows]

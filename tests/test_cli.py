@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_qr_photos
+from conftest import database_url, require_qr_photos, storage_for
 
 BIN = Path(sys.executable).parent
 SCRIPTS = ["qrgate-edge", "qrgate-server", "qrgate-provision", "qrgate-demo"]
@@ -107,17 +107,18 @@ def test_operators_make_and_withdraw_health_officers_by_area_and_it_is_audited(t
     from server.areas import AreaDirectory
     from server.officers import Officers
     from server.sms import DevSmsSender
-    from server.storage import SqliteStorage
+    from server.config import load_server_config
 
     config = tmp_path / "server.toml"
-    config.write_text('[server]\ndata_dir = "data"\n')
+    database = database_url(tmp_path)
+    config.write_text('[server]\ndata_dir = "data"\n' + (f'database = "{database}"\n' if database else ""))
     out = run("qrgate-server", "officer-add", "--config", str(config), "--phone", "0912 486 419", "--area", "79")
     assert out.returncode == 0, out.stderr
     assert "is a health officer for" in out.stdout and "(province)" in out.stdout
     out = run("qrgate-server", "officer-add", "--config", str(config), "--phone", "0912486419", "--area", "=cmd|x")
     assert out.returncode == 1 and "no area with code '=cmd|x'" in out.stderr and "Traceback" not in out.stderr
 
-    storage = SqliteStorage(tmp_path / "data" / "qrgate.sqlite3")
+    storage = storage_for(load_server_config(config))
     accounts = Accounts(storage, DevSmsSender())
     officers = Officers(storage, AreaDirectory.load())
     account = accounts.account_for_phone("0912486419")
@@ -127,5 +128,5 @@ def test_operators_make_and_withdraw_health_officers_by_area_and_it_is_audited(t
     assert officers.areas_of(account.id) == []
     out = run("qrgate-server", "officer-remove", "--config", str(config), "--phone", "0912486419", "--area", "79")
     assert out.returncode == 1 and "was not a health officer for area 79" in out.stderr
-    actions = [r[0] for r in storage.db.execute("SELECT action FROM audit_log ORDER BY id")]
+    actions = [r[0] for r in storage.sql.rows("SELECT action FROM audit_log ORDER BY id")]
     assert actions.count("qrgate.officer.granted") == 1 and actions.count("qrgate.officer.revoked") == 1

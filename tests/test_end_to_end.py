@@ -63,16 +63,16 @@ def test_images_become_signed_rows_exactly_once_across_broker_and_server_crashes
 
     accepted = [o for o in results if o.result in (Result.ACCEPTED, Result.ACCEPTED_OFFLINE)]
     assert len(accepted) == 30
-    rows = server_env.storage.db.execute(
+    rows = server_env.storage.sql.rows(
         "SELECT seq, record FROM checkins WHERE station_id = 'gate-1' ORDER BY seq"
-    ).fetchall()
+    )
     assert [r[0] for r in rows] == list(range(1, 31))  # every one, exactly once
     public = protocol.public_key_from_text(setup.public_key)
     for _, body in rows:
         record = protocol.validate_record(json.loads(body))
         protocol.verify_record(record, public)
         assert "sealed" in record and "Thợ" not in body  # sealed on the station's disk and on the wire
-    names = {r[0] for r in server_env.storage.db.execute("SELECT name FROM checkins")}
+    names = {r[0] for r in server_env.storage.sql.rows("SELECT name FROM checkins")}
     assert names == {f"Nguyễn Văn Thợ {i:02d}" for i in range(30)}
 
 

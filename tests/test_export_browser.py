@@ -17,10 +17,9 @@ import openpyxl
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import serve_app
+from conftest import new_storage, serve_app
 from qrgate.masking import mask_person_name
 from server.sms import DevSmsSender
-from server.storage import SqliteStorage
 from server.venues import VenueInput
 from server.web import create_app
 from test_export import CONTROLLER, HOSTILE, OWNER, TZ, Gate, _bulk_rows
@@ -33,7 +32,7 @@ BULK = 20_000  # enough rows that the file takes a moment and the bar has someth
 
 @pytest.fixture
 def server(tmp_path):
-    storage = SqliteStorage(tmp_path / "server.sqlite3")
+    storage = new_storage(tmp_path / "server.sqlite3")
     sender = DevSmsSender()
     app = create_app(storage, sender=sender)
     with serve_app(app, "web server start") as base:

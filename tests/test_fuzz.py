@@ -15,8 +15,8 @@ from edge.pushed_config import parse_pushed_config
 from qrgate import protocol
 from qrgate.errors import ConfigError, RecordError
 from qrgate.sealing import PersonOpener
+from conftest import new_storage
 from server.bridge import Bridge
-from server.storage import SqliteStorage
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 KEY = Ed25519PrivateKey.generate()
@@ -34,7 +34,7 @@ record_like = st.fixed_dictionaries(
 
 @pytest.fixture(scope="module")
 def bridge(tmp_path_factory):
-    storage = SqliteStorage(tmp_path_factory.mktemp("fuzz") / "s.sqlite3")
+    storage = new_storage(tmp_path_factory.mktemp("fuzz") / "s.sqlite3")
     venue = storage.add_venue("Fuzz")
     storage.add_station("gate-1", protocol.public_key_to_text(KEY.public_key()), venue)
     return Bridge(storage, opener=PersonOpener(X25519PrivateKey.generate()))

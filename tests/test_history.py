@@ -9,13 +9,13 @@ import random
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from conftest import new_storage
 from edge.payloads import parse_payload
 from qrgate import protocol
 from qrgate.persons import person_key
 from server import history
 from server.history import HistoryError, cursor_at, query_history, visits_for_rows
 from server.permissions import ROLES, allowed
-from server.storage import SqliteStorage
 from test_web_support import Site
 
 pytestmark = pytest.mark.timeout(60)
@@ -44,7 +44,7 @@ class Scanner:
                "sync": True, "dir": direction, "kind": kind,
                "person": {"id": id_number, "name": name, "birth": birth, "sex": "M"}}
         self.storage.store_records(self.storage.station(station), [protocol.sign_record(rec, self.key)])
-        return self.storage.db.execute("SELECT max(id) FROM checkins").fetchone()[0]
+        return self.storage.sql.value("SELECT max(id) FROM checkins")
 
 
 # -- person keys --------------------------------------------------------------------------
@@ -67,12 +67,12 @@ def test_person_key_matches_the_same_person_across_cards_and_the_station_uses_th
 
 
 def test_the_server_stores_the_cross_card_key(tmp_path):
-    storage = SqliteStorage(tmp_path / "s.sqlite3")
+    storage = new_storage(tmp_path / "s.sqlite3")
     scanner = Scanner(storage)
     gate = scanner.station("gate-1", storage.add_venue("Chợ"))
     scanner.scan(gate, T0, kind="national", id_number="024083123451", birth="1983-03-21")
     scanner.scan(gate, T0 + MIN, kind="bhyt", id_number="DN4797915123456")
-    keys = [r[0] for r in storage.db.execute("SELECT person_key FROM checkins ORDER BY id")]
+    keys = [r[0] for r in storage.sql.rows("SELECT person_key FROM checkins ORDER BY id")]
     assert keys == ["cccd:024083123451", "bhxh:7915123456"]
 
 
@@ -81,7 +81,7 @@ def test_the_server_stores_the_cross_card_key(tmp_path):
 @pytest.fixture
 def filled(tmp_path):
     """Three venues, about 240 random scans, many sharing a timestamp."""
-    storage = SqliteStorage(tmp_path / "s.sqlite3")
+    storage = new_storage(tmp_path / "s.sqlite3")
     scanner = Scanner(storage)
     venues = [storage.add_venue(f"Địa điểm {i}") for i in range(3)]
     gates = [scanner.station(f"gate-{i}", v) for i, v in enumerate(venues)]
@@ -107,7 +107,7 @@ def _all_pages(storage, limit: int, **query) -> list[int]:
 
 
 def _expected(storage, venue_ids, since, until, order) -> list[int]:
-    rows = storage.db.execute("SELECT id, venue_id, wall_ms FROM checkins").fetchall()
+    rows = storage.sql.rows("SELECT id, venue_id, wall_ms FROM checkins")
     rows = [r for r in rows if (venue_ids is None or r[1] in venue_ids) and (since is None or r[2] >= since)
             and (until is None or r[2] < until)]
     rows.sort(key=lambda r: (r[2], r[0]), reverse=order == "desc")
@@ -143,7 +143,7 @@ def test_an_empty_venue_list_and_bad_arguments(filled):
 
 @pytest.fixture
 def people(tmp_path):
-    storage = SqliteStorage(tmp_path / "s.sqlite3")
+    storage = new_storage(tmp_path / "s.sqlite3")
     scanner = Scanner(storage)
     market = storage.add_venue("Chợ Bến Thành")
     school = storage.add_venue("Trường Lê Lợi")
@@ -213,7 +213,7 @@ def test_rows_come_out_raw_with_venue_names_for_escaping_later(people):
 
 
 def test_visits_pair_entries_with_exits_and_a_visit_across_pages_is_listed_once(tmp_path):
-    storage = SqliteStorage(tmp_path / "s.sqlite3")
+    storage = new_storage(tmp_path / "s.sqlite3")
     scanner = Scanner(storage)
     gate = scanner.station("gate-1", storage.add_venue("Nhà máy"))
     scanner.scan(gate, T0, "in", id_number="001083000001", name="A")
@@ -270,7 +270,7 @@ def site(tmp_path):
 
 
 def _unmasked_reads(site) -> list[dict]:
-    return [json.loads(r[0]) for r in site.storage.db.execute(
+    return [json.loads(r[0]) for r in site.storage.sql.rows(
         "SELECT data FROM audit_log WHERE action = 'qrgate.checkins.unmasked.read' ORDER BY id")]
 
 

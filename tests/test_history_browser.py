@@ -119,6 +119,6 @@ def test_an_officer_traces_a_person_from_history_and_sees_ranked_contacts(served
         assert "'=cmd|' /C calc'!A0" in text.splitlines()[2]
         assert dialogs == []
         browser.close()
-    actions = [r[0] for r in site.storage.db.execute("SELECT action FROM audit_log WHERE account_id IS NOT NULL"
-                                                     " AND action != 'qrgate.account.login' ORDER BY id")]
+    actions = [r[0] for r in site.storage.sql.rows("SELECT action FROM audit_log WHERE account_id IS NOT NULL"
+                                                   " AND action != 'qrgate.account.login' ORDER BY id")]
     assert actions.count("qrgate.trace.run") == 2 and "qrgate.checkins.unmasked.read" in actions

@@ -16,9 +16,9 @@ from provisioning.broker import free_port
 from qrgate import protocol
 from qrgate.samples import demo_samples
 from qrgate.sealing import x25519_public_to_text
+from conftest import new_storage
 from server.bridge import Bridge
 from server.metrics import make_metrics_router
-from server.storage import SqliteStorage
 
 
 def test_station_serves_scan_counts_backlog_and_faults(tmp_path):
@@ -55,7 +55,7 @@ kind = "list"
 
 
 def test_server_metrics_count_stored_refused_and_stations(tmp_path):
-    storage = SqliteStorage(tmp_path / "s.sqlite3")
+    storage = new_storage(tmp_path / "s.sqlite3")
     venue = storage.add_venue("Cổng A")
     key = Ed25519PrivateKey.generate()
     storage.add_station("gate-1", protocol.public_key_to_text(key.public_key()), venue)

@@ -12,12 +12,11 @@ import pytest
 import zxingcpp
 from playwright.sync_api import sync_playwright
 
-from conftest import serve_app
+from conftest import new_storage, serve_app
 from qrgate.keyfiles import load_or_create_key
 from qrgate.personal_pass import key_id, verify_pass
 from server.sms import DevSmsSender
 from server.stationconfig import StationConfigStore
-from server.storage import SqliteStorage
 from server.venues import VenueInput
 from server.web import create_app
 from test_roster import Gate, TZ
@@ -37,7 +36,7 @@ HOSTILE = ("ma_nv,ho_ten\n"
 
 @pytest.fixture
 def server(tmp_path):
-    storage = SqliteStorage(tmp_path / "server.sqlite3")
+    storage = new_storage(tmp_path / "server.sqlite3")
     sender = DevSmsSender()
     app = create_app(storage, sender=sender)
     services = app.state.services

@@ -70,7 +70,7 @@ def test_postgresql_traces_the_same_million_rows_to_the_same_answer(million, pg_
     from server.storage_pg import PostgresStorage, PostgresTracer
 
     lite = SqliteStorage(million.path)
-    pg = PostgresStorage(pg_dsn, web_db=tmp_path / "web.sqlite3")
+    pg = PostgresStorage(pg_dsn, data_dir=tmp_path)
     columns = ("station_id", "seq", "venue_id", "direction", "kind", "person_key", "id_number", "name", "birth",
                "sex", "wall_ms", "mono_ms", "boot_id", "clock_synced", "time_corrected", "wall_ms_station",
                "received_ms", "sig", "record")

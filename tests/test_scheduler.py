@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import new_storage
 from qrgate.errors import ConfigError
 from server.audit import AuditLog
 from server.config import ReportsSection, RetentionSection, load_server_config
 from server.reports import ReportArchive
 from server.scheduler import ServerScheduler
-from server.storage import SqliteStorage
 from test_export import TZ, Gate
 
 pytestmark = pytest.mark.timeout(60)
@@ -33,7 +33,7 @@ class Clock:
 
 @pytest.fixture
 def storage(tmp_path):
-    storage = SqliteStorage(tmp_path / "server.sqlite3")
+    storage = new_storage(tmp_path / "server.sqlite3")
     for name in ("Chợ Bắc Kạn", "Trường THCS Lê Lợi"):
         storage.add_venue(name)
     return storage
@@ -47,11 +47,11 @@ def scheduler(storage, *, reports=ReportsSection(), retention=RetentionSection()
 
 
 def kept(storage) -> list[tuple]:
-    return storage.db.execute("SELECT venue_id, year, week FROM weekly_reports ORDER BY made_ms, venue_id").fetchall()
+    return storage.sql.rows("SELECT venue_id, year, week FROM weekly_reports ORDER BY made_ms, venue_id")
 
 
 def audit(storage, action: str) -> list:
-    return [r for r in storage.db.execute("SELECT action, ip, data FROM audit_log WHERE action = ?", [action])]
+    return storage.sql.rows("SELECT action, ip, data FROM audit_log WHERE action = ?", [action])
 
 
 def test_weekly_reports_are_made_on_friday_at_three_local_time_and_kept(storage):
@@ -60,7 +60,7 @@ def test_weekly_reports_are_made_on_friday_at_three_local_time_and_kept(storage)
     assert kept(storage) == []
     assert jobs.run_due(at(2026, 11, 20, 15, 0)) == {"weekly_reports": 2}
     assert kept(storage) == [(1, 2026, 47), (2, 2026, 47)]
-    assert [Path(p).is_file() for (p,) in storage.db.execute("SELECT pdf_file FROM weekly_reports")] == [True, True]
+    assert [Path(p).is_file() for (p,) in storage.sql.rows("SELECT pdf_file FROM weekly_reports")] == [True, True]
     assert len(audit(storage, "qrgate.report.generated")) == 2
     assert jobs.run_due(at(2026, 11, 20, 15, 30)) == {}  # once a week, not once a call
     assert jobs.run_due(at(2026, 11, 26, 23, 0)) == {}
@@ -122,7 +122,7 @@ def test_retention_deletes_old_checkins_daily_at_its_hour_and_audits_it(storage)
     assert jobs.run_due(at(2026, 11, 20, 2, 59)) == {}
     assert storage.count_checkins() == 2
     assert jobs.run_due(now) == {"retention": 1}
-    assert [r[0] for r in storage.db.execute("SELECT name FROM checkins")] == ["Mới"]
+    assert [r[0] for r in storage.sql.rows("SELECT name FROM checkins")] == ["Mới"]
     entries = audit(storage, "qrgate.retention.deleted")
     assert len(entries) == 1 and entries[0][1] == "scheduler" and '"rows": 1' in entries[0][2]
     assert jobs.run_due(at(2026, 11, 20, 23, 0)) == {}
@@ -166,6 +166,44 @@ def test_the_background_scheduler_is_set_for_the_next_friday_and_stops(storage):
     finally:
         jobs.shutdown()
     assert jobs.next_runs() == {}
+
+
+def test_two_server_processes_run_a_due_job_once(storage, tmp_path):
+    # Two processes on one database, both woken at Friday 15:00. The second looks while
+    # the first is still making the reports: it sees the run claimed and leaves it.
+    other = new_storage(tmp_path / "server.sqlite3")
+    first = scheduler(storage)
+    second = ServerScheduler(other, "Asia/Ho_Chi_Minh", clock=Clock(at(2026, 11, 20, 15, 0)))
+    friday = at(2026, 11, 20, 15, 0)
+    seen_meanwhile = []
+
+    class SlowArchive(ReportArchive):
+        def generate_week(self, now, audit=None):
+            seen_meanwhile.append(second.run_due(friday))
+            return super().generate_week(now, audit)
+
+    first.archive = SlowArchive(storage)
+    assert [j.name for j in first.due(friday)] == [j.name for j in second.due(friday)] == ["weekly_reports"]
+    assert first.run_due(friday) == {"weekly_reports": 2}
+    assert seen_meanwhile == [{}]
+    assert kept(storage) == [(1, 2026, 47), (2, 2026, 47)]
+    assert len(audit(storage, "qrgate.report.generated")) == 2
+    assert second.run_due(friday) == {} and second.last_run("weekly_reports") == friday
+
+
+def test_a_failed_run_is_given_back_for_the_other_process(storage, tmp_path):
+    other = new_storage(tmp_path / "server.sqlite3")
+    first = scheduler(storage)
+    second = ServerScheduler(other, "Asia/Ho_Chi_Minh", clock=Clock(at(2026, 11, 20, 15, 0)))
+
+    class BrokenArchive(ReportArchive):
+        def generate_week(self, now, audit=None):
+            raise OSError("disk full")
+
+    first.archive = BrokenArchive(storage)
+    assert first.run_due(at(2026, 11, 20, 15, 0)) == {}
+    assert second.last_run("weekly_reports") == at(2026, 11, 16, 8, 0)  # as before the failed run
+    assert second.run_due(at(2026, 11, 20, 15, 1)) == {"weekly_reports": 2}
 
 
 def test_run_due_refuses_a_time_without_a_zone(storage):

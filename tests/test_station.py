@@ -179,9 +179,9 @@ def server_side(tmp_path, station):
 
     from qrgate import protocol
     from server.stationconfig import StationConfigStore
-    from server.storage import SqliteStorage
+    from conftest import new_storage
 
-    storage = SqliteStorage(tmp_path / "server.sqlite3")
+    storage = new_storage(tmp_path / "server.sqlite3")
     venue = storage.add_venue("Xe 51B-123.45")
     storage.add_station("gate-1", protocol.public_key_to_text(station.key.public_key()), venue)
     key = Ed25519PrivateKey.generate()

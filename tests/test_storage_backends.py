@@ -58,16 +58,13 @@ class Gate:
 
 def rows(storage, query: str, params=()) -> list[tuple]:
     """Raw rows from either backend (``?`` placeholders)."""
-    if isinstance(storage, PostgresStorage):
-        with storage.pool.connection() as conn:
-            return [tuple(r) for r in conn.execute(query.replace("?", "%s"), list(params)).fetchall()]
-    return [tuple(r) for r in storage.db.execute(query, list(params)).fetchall()]
+    return [tuple(r) for r in storage.sql.rows(query, params)]
 
 
 def open_backend(kind: str, tmp_path, dsn: str | None = None):
     if kind == "sqlite":
         return SqliteStorage(tmp_path / "server.sqlite3")
-    return PostgresStorage(dsn, web_db=tmp_path / "web.sqlite3", clock=lambda: NOW_S)
+    return PostgresStorage(dsn, data_dir=tmp_path, clock=lambda: NOW_S)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -82,7 +79,7 @@ def backend(request, tmp_path):
 
 @pytest.fixture
 def pg(pg_dsn, tmp_path):  # noqa: F811
-    storage = PostgresStorage(pg_dsn, web_db=tmp_path / "web.sqlite3", clock=lambda: NOW_S)
+    storage = PostgresStorage(pg_dsn, data_dir=tmp_path, clock=lambda: NOW_S)
     yield storage
     storage.close()
 
@@ -289,7 +286,7 @@ def test_several_workers_starting_at_once_migrate_the_schema_once(pg_dsn, tmp_pa
         t.join(60)
     try:
         assert errors == [] and len(opened) == 4
-        assert opened[0].schema_versions() == [1]
+        assert opened[0].schema_versions() == [1, 2]
         assert opened[0].migrate() == []  # nothing left to do
         names = [p[0] for p in opened[0].partitions()]
         assert names == ["checkins_2026_11", "checkins_2026_12", "checkins_2027_01"]  # this month and two ahead
@@ -440,10 +437,11 @@ def test_the_setting_opens_the_backend_it_names(pg_dsn, tmp_path):  # noqa: F811
         as_url = f"postgresql:///{url['dbname']}" + (f"?host={host}" if host else "")
     else:
         as_url = f"postgresql://{url.get('user', '')}@{host}:{url.get('port', 5432)}/{url['dbname']}"
-    storage = open_storage_url(as_url, web_db=tmp_path / "web.sqlite3")
+    folder = tmp_path / "pg-data"
+    storage = open_storage_url(as_url, data_dir=folder)
     try:
-        assert isinstance(storage, PostgresStorage) and storage.schema_versions() == [1]
-        assert "station_status" not in storage.db.table_names()  # the web's SQLite file, empty so far
+        assert isinstance(storage, PostgresStorage) and storage.schema_versions() == [1, 2]
+        assert storage.data_dir == folder and not list(folder.glob("*.sqlite3*"))  # no SQLite file on the side
     finally:
         storage.close()
     with pytest.raises(UserError, match="use a file path, sqlite:///path or postgresql://"):
@@ -474,7 +472,7 @@ def test_two_bridge_workers_on_postgresql_store_a_stations_backlog_once(tmp_path
     cfg = load_server_config(write_server_config(tmp_path / "server" / "server.toml", broker=broker.files,
                                                  password=password, web_port=1))
     _, sealing_text = server_public_keys(cfg)
-    storages = [PostgresStorage(pg_dsn, web_db=cfg.data_dir / "web.sqlite3") for _ in range(2)]
+    storages = [PostgresStorage(pg_dsn, data_dir=cfg.data_dir) for _ in range(2)]
     key = Ed25519PrivateKey.generate()
     storages[0].add_station("gate-pg", protocol.public_key_to_text(key.public_key()),
                             storages[0].add_venue("Cổng PostgreSQL"))

@@ -9,9 +9,10 @@ import sys
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from conftest import database_url, new_storage
 from qrgate import protocol
-from server.storage import SqliteStorage
-from server.tracing import Tracer, Visit, delete_older_than, overlap_ms, visits_from_checkins
+from server.storage_pg import tracer_for
+from server.tracing import Visit, delete_older_than, overlap_ms, visits_from_checkins
 from test_web_support import Site
 
 pytestmark = pytest.mark.timeout(60)
@@ -37,7 +38,7 @@ def test_scans_pair_into_visits_and_a_missing_end_takes_the_default_stay():
 
 @pytest.fixture
 def storage(tmp_path):
-    storage = SqliteStorage(tmp_path / "qrgate.sqlite3")  # where server.toml below finds it
+    storage = new_storage(tmp_path / "qrgate.sqlite3")  # where server.toml below finds it
     factory = storage.add_venue("Nhà máy A")
     bus = storage.add_venue("Xe 51B-123.45")
     key = Ed25519PrivateKey.generate()
@@ -71,7 +72,7 @@ def storage(tmp_path):
 
 def test_trace_lists_visits_and_ranks_everyone_who_overlapped(storage):
     storage, factory, bus = storage
-    result = Tracer(storage).trace("cccd:001", T0, T0 + 24 * H, margin_s=15 * 60, default_stay_s=3600)
+    result = tracer_for(storage).trace("cccd:001", T0, T0 + 24 * H, margin_s=15 * 60, default_stay_s=3600)
     assert [(v["venue_id"], v["estimated"]) for v in result["visits"]] == [(factory, False), (bus, False)]
     ranked = [(c["person_key"], c["venues"]) for c in result["contacts"]]
     assert ranked == [("cccd:002", [factory]), ("cccd:003", [factory]), ("cccd:005", [bus])]
@@ -83,13 +84,14 @@ def test_trace_lists_visits_and_ranks_everyone_who_overlapped(storage):
 def test_trace_cli_prints_json_and_is_audited_and_retention_deletes_old_rows(storage, tmp_path):
     storage_obj, factory, _ = storage
     cfg = tmp_path / "server.toml"
-    cfg.write_text(f'[server]\ndata_dir = "{tmp_path}"\n[mqtt]\nport = 8883\n')
+    database = database_url(tmp_path / "qrgate.sqlite3")  # the storage fixture's, on the PostgreSQL pass
+    cfg.write_text(f'[server]\ndata_dir = "{tmp_path}"\ndatabase = "{database}"\n[mqtt]\nport = 8883\n')
     run = [sys.executable, "-c", "from server.cli import main; raise SystemExit(main())"]
     out = subprocess.run([*run, "trace", "--config", str(cfg), "--person", "cccd:001", "--from", "2026-09-21",
                           "--to", "2026-09-21"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert [c["person_key"] for c in json.loads(out.stdout)["contacts"]] == ["cccd:002", "cccd:003", "cccd:005"]
-    audit = storage_obj.db.execute("SELECT action, data FROM audit_log").fetchall()
+    audit = storage_obj.sql.rows("SELECT action, data FROM audit_log")
     assert audit == [("qrgate.trace.run", '{"contacts": 3, "person": "cccd:001"}')]
     bad = subprocess.run([*run, "trace", "--config", str(cfg), "--person", "x", "--from", "21/09/2026", "--to", "x"],
                          capture_output=True, text=True, timeout=60)
@@ -100,7 +102,7 @@ def test_trace_cli_prints_json_and_is_audited_and_retention_deletes_old_rows(sto
 
 def test_a_trace_limited_to_some_venues_only_counts_visits_elsewhere(storage):
     storage, factory, bus = storage
-    result = Tracer(storage).trace("cccd:001", T0, T0 + 24 * H, venue_ids={bus})
+    result = tracer_for(storage).trace("cccd:001", T0, T0 + 24 * H, venue_ids={bus})
     assert [v["venue_id"] for v in result["visits"]] == [bus]
     assert result["visits_elsewhere"] == 1
     assert [(c["person_key"], c["name"], c["id_number"]) for c in result["contacts"]] == [
@@ -109,7 +111,7 @@ def test_a_trace_limited_to_some_venues_only_counts_visits_elsewhere(storage):
 
 
 def test_presence_that_spans_or_crosses_the_visit_counts_in_full(tmp_path):
-    storage = SqliteStorage(tmp_path / "s.sqlite3")
+    storage = new_storage(tmp_path / "s.sqlite3")
     key = Ed25519PrivateKey.generate()
     storage.add_station("gate", protocol.public_key_to_text(key.public_key()), storage.add_venue("Nhà máy"))
     seq = iter(range(1, 100))
@@ -129,7 +131,7 @@ def test_presence_that_spans_or_crosses_the_visit_counts_in_full(tmp_path):
     scan("early", "out", T0 + 13 * H + 30 * m)
     scan("forgot", "in", T0 - 20 * H)  # an exit 33 hours later closes nothing
     scan("forgot", "out", T0 + 13 * H)
-    result = Tracer(storage).trace("cccd:f0", T0, T0 + 24 * H, margin_s=15 * 60, default_stay_s=3600)
+    result = tracer_for(storage).trace("cccd:f0", T0, T0 + 24 * H, margin_s=15 * 60, default_stay_s=3600)
     assert {c["person_key"]: c["overlap_minutes"] for c in result["contacts"]} == {
         "cccd:all-day": 60.0, "cccd:early": 60.0, "cccd:forgot": 45.0}
     assert [c["person_key"] for c in result["contacts"]] == ["cccd:all-day", "cccd:early", "cccd:forgot"]
@@ -164,7 +166,7 @@ def traced(tmp_path):
                "sync": True, "dir": direction, "kind": kind,
                "person": {"id": person_id, "name": name, "birth": "1983-03-21", "sex": ""}}
         site.storage.store_records(site.storage.station(station), [protocol.sign_record(rec, key)])
-        return site.storage.db.execute("SELECT max(id) FROM checkins").fetchone()[0]
+        return site.storage.sql.value("SELECT max(id) FROM checkins")
 
     f0 = "024083123451"
     rows = {"f0": scan("gate-a", f0, "Ca Bệnh", "in", T0 + 1 * H)}
@@ -183,7 +185,7 @@ def traced(tmp_path):
 
 
 def _trace_audit(site) -> list[dict]:
-    return [json.loads(r[0]) for r in site.storage.db.execute(
+    return [json.loads(r[0]) for r in site.storage.sql.rows(
         "SELECT data FROM audit_log WHERE action = 'qrgate.trace.run' ORDER BY id")]
 
 

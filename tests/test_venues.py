@@ -181,7 +181,7 @@ def test_a_self_checkin_is_a_signed_check_in_marked_self_declared(site, owner):
     rows = owner.http.get(f"/api/venues/{venue}/checkins").json()["checkins"]
     assert len(rows) == 1 and rows[0]["self_declared"] and rows[0]["name"] == "Lê V** A*"
     assert rows[0]["birth"] == "1990" and rows[0]["station_id"] == f"self-{venue}"
-    stored = json.loads(site.storage.db.execute("SELECT record FROM checkins").fetchone()[0])
+    stored = json.loads(site.storage.sql.value("SELECT record FROM checkins"))
     station = site.storage.station(f"self-{venue}")
     protocol.verify_record(stored, protocol.public_key_from_text(station.public_key))
     assert "tự khai báo" in owner.http.get(f"/venues/{venue}").text

@@ -8,10 +8,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from playwright.sync_api import sync_playwright
 
-from conftest import serve_app
+from conftest import new_storage, serve_app
 from qrgate import protocol
 from server.bridge import Bridge
-from server.storage import SqliteStorage
 from server.web import create_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
@@ -21,7 +20,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 
 @pytest.fixture
 def web(tmp_path):
-    storage = SqliteStorage(tmp_path / "server.sqlite3")
+    storage = new_storage(tmp_path / "server.sqlite3")
     venue = storage.add_venue("Trường THCS <b>Lê Lợi</b>")
     key = Ed25519PrivateKey.generate()
     storage.add_station("gate-1", protocol.public_key_to_text(key.public_key()), venue)

@@ -18,10 +18,9 @@ import zxingcpp
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
-from conftest import serve_app
+from conftest import new_storage, serve_app
 from server.accounts import normalise_phone
 from server.sms import DevSmsSender
-from server.storage import SqliteStorage
 from server.web import create_app
 from test_web_support import CODE_IN_SMS
 
@@ -35,7 +34,7 @@ OWNER, ANH, BINH = "0912486419", "0976929792", "0969201470"
 
 @pytest.fixture
 def server(tmp_path):
-    storage = SqliteStorage(tmp_path / "server.sqlite3")
+    storage = new_storage(tmp_path / "server.sqlite3")
     sender = DevSmsSender()
     app = create_app(storage, sender=sender, public_feed=False)
     with serve_app(app, "web server start") as base:

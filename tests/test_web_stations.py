@@ -8,10 +8,10 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from conftest import new_storage
 from qrgate import protocol
 from server.enrol import Enrolment, EnrolSettings
 from server.sms import DevSmsSender
-from server.storage import SqliteStorage
 from server.web import create_app
 from test_web_support import FakeClock, Site
 
@@ -40,7 +40,7 @@ class RecordingBroker:
 @pytest.fixture
 def site(tmp_path):
     broker = RecordingBroker()
-    storage, sender, clock = SqliteStorage(tmp_path / "server.sqlite3"), DevSmsSender(), FakeClock()
+    storage, sender, clock = new_storage(tmp_path / "server.sqlite3"), DevSmsSender(), FakeClock()
     enrolment = Enrolment(storage, broker, EnrolSettings("mqtt.example.vn", 8883, "CA", "SEAL", ("PASS",)))
     app = create_app(storage, sender=sender, clock=clock, enrolment=enrolment, broker_files=broker)
     return Site(storage, sender, clock, app), broker

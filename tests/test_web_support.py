@@ -1,5 +1,6 @@
-"""Helpers shared by the server web tests: a site on a temporary SQLite file with a fake
-clock and the development SMS sender, and a visitor that logs in by reading its SMS.
+"""Helpers shared by the server web tests: a site on a temporary database (a SQLite file,
+or PostgreSQL on that pass) with a fake clock and the development SMS sender, and a
+visitor that logs in by reading its SMS.
 
 No tests here; the module is named for the tests that use it.
 """
@@ -14,8 +15,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's note about httpx2; the client works the same
     from fastapi.testclient import TestClient
 
+from conftest import new_storage
 from server.sms import DevSmsSender
-from server.storage import SqliteStorage
 from server.web import create_app
 
 CODE_IN_SMS = re.compile(r"(\d{6})\. Mã hết hạn")
@@ -37,16 +38,43 @@ class FakeClock:
         self.now += seconds
 
 
+def stored_text(storage) -> str:
+    """Every row of every table in the server's database as text, to look for what must
+    never be stored."""
+    db = storage.sql
+    if db.dialect == "sqlite":
+        tables = [r[0] for r in db.rows("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    else:
+        tables = [r[0] for r in db.rows("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")]
+    assert "sessions" in tables and "otp_codes" in tables
+    return "\n".join(f"{table}: {row!r}" for table in tables for row in db.rows(f'SELECT * FROM "{table}"'))
+
+
+def every_route(app) -> list:
+    """Every route of ``app``, those of the routers it includes too (FastAPI keeps an
+    included router as one entry of ``app.routes``)."""
+    routes, todo = [], list(app.routes)
+    while todo:
+        route = todo.pop(0)
+        included = getattr(route, "original_router", None)
+        if included is None:
+            routes.append(route)
+            continue
+        assert not route.include_context.prefix, "the server includes its routers without a prefix"
+        todo.extend(included.routes)
+    return routes
+
+
 @dataclass
 class Site:
-    storage: SqliteStorage
+    storage: object  # SqliteStorage, or PostgresStorage on the PostgreSQL pass
     sender: DevSmsSender
     clock: FakeClock
     app: object
 
     @classmethod
     def create(cls, tmp_path, **kwargs) -> "Site":
-        storage = SqliteStorage(tmp_path / "server.sqlite3")
+        storage = new_storage(tmp_path / "server.sqlite3")
         sender = DevSmsSender()
         clock = FakeClock()
         return cls(storage, sender, clock, create_app(storage, sender=sender, clock=clock, **kwargs))

@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from conftest import REPO, ServerProcess, wait_until
+from conftest import REPO, ServerProcess, storage_for, wait_until
 from edge.policy import Instant
 from edge.queue.outbox import Outbox
 from edge.queue.publisher import Publisher
@@ -33,7 +33,6 @@ from qrgate.sealing import PersonSealer, x25519_public_from_text
 from server.bridge import Bridge, records_filter
 from server.cli import open_sealing
 from server.fleet import Fleet
-from server.storage import SqliteStorage
 from server.workers import make_worker
 
 KILLS = int(os.environ.get("WORKER_KILLS", "8"))
@@ -103,7 +102,7 @@ class StationLink:
 
 
 def stored_seqs(storage, station_id: str) -> list[int]:
-    return [r[0] for r in storage.db.execute("SELECT seq FROM checkins WHERE station_id = ?", [station_id])]
+    return [r[0] for r in storage.sql.rows("SELECT seq FROM checkins WHERE station_id = ?", [station_id])]
 
 
 @pytest.fixture
@@ -113,7 +112,7 @@ def workers(server_env):
 
     def start(worker_id: int):
         cfg = server_env.config
-        bridge = make_worker(SqliteStorage(cfg.database), cfg.mqtt, cfg.base, worker_id, opener=open_sealing(cfg))
+        bridge = make_worker(storage_for(cfg), cfg.mqtt, cfg.base, worker_id, opener=open_sealing(cfg))
         bridge.start()
         assert bridge.wait_connected(30), f"worker {worker_id} did not connect"
         started.append(bridge)
@@ -220,11 +219,11 @@ def test_a_station_joining_a_group_it_guessed_takes_no_share_of_the_records(tmp_
 
 def test_an_upgraded_bridge_drops_the_plain_subscription_its_old_session_kept(tmp_path, server_env):
     cfg = server_env.config
-    old = Bridge(SqliteStorage(cfg.database), cfg.mqtt, cfg.base, opener=open_sealing(cfg), share_group=None)
+    old = Bridge(storage_for(cfg), cfg.mqtt, cfg.base, opener=open_sealing(cfg), share_group=None)
     old.start()
     assert old.wait_subscribed(30)
     old.close()  # its session keeps the plain records subscription
-    new = Bridge(SqliteStorage(cfg.database), cfg.mqtt, cfg.base, opener=open_sealing(cfg))
+    new = Bridge(storage_for(cfg), cfg.mqtt, cfg.base, opener=open_sealing(cfg))
     new.start()
     link = StationLink(TestStation(server_env, "gate-w5", tmp_path / "st"))
     try:
