@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -27,6 +28,12 @@ STATION_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
 MAX_MESSAGE_BYTES = 256 * 1024
 MAX_RECORDS_PER_BATCH = 500
 MAX_RECORD_BYTES = 8 * 1024
+# Integers in records are signed 64-bit: what every JSON library and database holds exactly.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+# Times (ms) are within 2**53 of 1970 (285,000 years): mono + base, and a local day
+# worked out from either, cannot overflow 64 bits on any engine.
+TIME_FIELDS = ("ts", "mono", "base")
+MAX_TIME_MS = 2**53
 
 # Fields every record carries, with their JSON types.
 COMMON_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -89,9 +96,28 @@ def station_from_topic(topic: str) -> str | None:
 
 
 def canonical_json(obj: Any) -> bytes:
-    """The one byte form of a JSON value that is signed: sorted keys, no spaces, UTF-8."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      check_circular=False).encode("utf-8")
+    """The one byte form of a JSON value that is signed: sorted keys, no spaces, UTF-8.
+
+    orjson writes exactly what ``json.dumps(obj, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)`` would (tests/test_protocol.py compares them over random text)
+    at a tenth of the cost; the bridge makes this form twice per record. What it cannot
+    write (an integer beyond 64 bits, a lone surrogate) is a ValueError.
+    """
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as exc:
+        raise ValueError(f"no canonical JSON form: {exc}") from None
+
+
+def parse_json(data: bytes | str) -> Any:
+    """JSON text as Python values. orjson first (three times faster on a batch); what it
+    refuses that the standard library takes (a lone surrogate escape, NaN, a byte order
+    mark) is parsed again by ``json``, so an odd record gets its own refusal, as before,
+    instead of failing its whole batch. Raises ValueError (or UnicodeDecodeError)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 def signing_bytes(record: Mapping[str, Any]) -> bytes:
@@ -109,8 +135,11 @@ def sign_record(record: Mapping[str, Any], key: Ed25519PrivateKey) -> dict[str, 
 def _check_types(record: dict, fields: dict) -> None:
     for name, typ in fields.items():
         value = record[name]
-        # bool is an int in Python: keep "seq": true out
-        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        if typ is int:
+            # bool is an int in Python: keep "seq": true out
+            if type(value) is not int or not INT_MIN <= value <= INT_MAX:
+                raise RecordError("malformed", f"field {name!r} is not a 64-bit integer")
+        elif not isinstance(value, typ):
             raise RecordError("malformed", f"field {name!r} has the wrong type")
 
 
@@ -143,6 +172,9 @@ def validate_record(record: Any) -> dict[str, Any]:
     _check_types(record, expected)
     if record["seq"] < 1:
         raise RecordError("malformed", "seq must be at least 1")
+    for name in TIME_FIELDS:
+        if name in record and not -MAX_TIME_MS <= record[name] <= MAX_TIME_MS:
+            raise RecordError("malformed", f"field {name!r} is more than 2**53 ms from 1970")
     if kind == "checkin":
         if record["dir"] not in DIRECTIONS or record["kind"] not in KINDS:
             raise RecordError("malformed", "dir or kind out of range")
@@ -200,7 +232,7 @@ def decode_batch(payload: bytes) -> list[Any]:
     if len(payload) > MAX_MESSAGE_BYTES:
         raise RecordError("too_large", f"message of {len(payload)} bytes")
     try:
-        obj = json.loads(payload)
+        obj = parse_json(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RecordError("malformed", "message is not UTF-8 JSON") from exc
     if not isinstance(obj, dict) or not isinstance(obj.get("records"), list):

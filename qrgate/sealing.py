@@ -10,7 +10,6 @@ server derives the same key once per ephemeral public key and caches it.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import threading
 import time
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from qrgate import protocol
 from qrgate.errors import RecordError
 
 INFO = b"qrgate-person-v1"
@@ -81,7 +81,7 @@ class PersonSealer:
         if ephemeral is not None or self._aead is None or self.clock() - self._made_at > self.rotate_after_s:
             self._rotate(ephemeral)
         nonce = nonce or os.urandom(NONCE_BYTES)
-        plain = json.dumps(person, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        plain = protocol.canonical_json(person)
         sealed = self._ephemeral_public + nonce + self._aead.encrypt(nonce, plain, self.aad)
         return base64.b64encode(sealed).decode("ascii")
 
@@ -121,7 +121,7 @@ class PersonOpener:
                     self._cache.popitem(last=False)
         try:
             plain = aead.decrypt(nonce, body, _aad(station_id))
-            person = json.loads(plain)
+            person = protocol.parse_json(plain)
         except (InvalidTag, ValueError):
             raise RecordError("bad_sealed", f"cannot open sealed fields of station {station_id}") from None
         if not isinstance(person, dict):

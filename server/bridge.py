@@ -20,10 +20,12 @@ import hashlib
 import hmac
 import logging
 import os
+import queue
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -40,6 +42,8 @@ from server.storage import StationInfo, Storage
 logger = logging.getLogger(__name__)
 
 CHECK_CHUNK = 50  # records a verification thread takes at a time
+# Records messages checked ahead of the one being stored (broker side, see Bridge.start).
+PIPELINE_DEPTH = 4
 SHARE_GROUP_PREFIX = "qrgate-bridge"
 DERIVED = "derived"  # share_group: the name share_group_for() gives the server's settings
 
@@ -100,11 +104,23 @@ class KeyHistory:
         return chosen
 
 
+@dataclass(frozen=True, slots=True)
+class CheckedBatch:
+    """A records message after every check, before the database: what ``store`` needs."""
+
+    info: StationInfo
+    good: list[dict]
+    refused: dict[int, str]  # seqs acked as refused for good
+
+
 class Bridge:
     """Turns records messages into stored check-ins and acks.
 
-    ``handle(topic, payload)`` is the whole decision and can be called without a broker;
-    ``start()`` connects it to one.
+    ``handle(topic, payload)`` is the whole decision and can be called without a broker:
+    ``check`` (validate, verify, open; no writes but refusal counters) then ``store``
+    (one transaction) and the ack. ``start()`` connects it to one: there the two halves
+    run as a pipeline, so the next messages are verified on other cores while one is
+    committed (docs/performance.md).
     """
 
     def __init__(self, storage: Storage, settings: MqttSettings | None = None, base: Path = Path("."), *,
@@ -120,7 +136,12 @@ class Bridge:
         self.opener = opener
         self.fleet = Fleet(storage)
         threads = min(4, os.cpu_count() or 1) if check_threads is None else check_threads
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="verify") if threads > 1 else None
+        self._threads = max(1, threads)
+        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="verify")
+        # Broker side: (message, its check running in the pool) in arrival order, for the
+        # store thread; bounded, so a slow database holds back the network thread.
+        self._pipeline: queue.Queue = queue.Queue(maxsize=PIPELINE_DEPTH)
+        self._storer: threading.Thread | None = None
         self.verifier = RecordVerifier(storage)
         self.settings = settings
         self.counters: Counter[str] = Counter()
@@ -136,6 +157,11 @@ class Bridge:
 
     def handle(self, topic: str, payload: bytes) -> protocol.Ack | None:
         """Process one records message; return the ack to send (None: send nothing)."""
+        return self.store(self.check(topic, payload))
+
+    def check(self, topic: str, payload: bytes, *, split: bool = True) -> CheckedBatch | None:
+        """Every check of one records message (None: nothing to store and no ack).
+        ``split``: spread the batch's records over the verification threads."""
         station_id = protocol.station_from_topic(topic)
         if station_id is None:
             self._refuse("-", "misaddressed", f"topic {topic!r}")
@@ -155,7 +181,9 @@ class Bridge:
             return None
         good: list[dict] = []
         refused: dict[int, str] = {}
-        for raw, checked in zip(raw_records, self._check_all(raw_records, station_id, keys)):
+        checked_all = (self._check_all(raw_records, station_id, keys) if split
+                       else self._check_chunk(raw_records, station_id, keys))
+        for raw, checked in zip(raw_records, checked_all):
             if isinstance(checked, RecordError):
                 seq = raw.get("seq") if isinstance(raw, dict) else None
                 self._refuse(station_id, checked.reason, checked.detail)
@@ -165,10 +193,16 @@ class Bridge:
                     refused[seq] = checked.reason
                 continue
             good.append(checked)
-        result = self.storage.store_records(info, good)
+        return CheckedBatch(info, good, refused)
+
+    def store(self, batch: CheckedBatch | None) -> protocol.Ack | None:
+        """Commit a checked message's records; return the ack (None: send nothing)."""
+        if batch is None:
+            return None
+        result = self.storage.store_records(batch.info, batch.good)
         for seq, reason in result.refused.items():
-            self._refuse(station_id, reason, f"seq {seq}")
-        refused.update(result.refused)
+            self._refuse(batch.info.station_id, reason, f"seq {seq}")
+        refused = {**batch.refused, **result.refused}
         self.counters["stored"] += result.new
         self.counters["duplicate"] += len(result.stored) - result.new
         return protocol.Ack(result.stored, refused)
@@ -177,7 +211,7 @@ class Bridge:
         """Validate, verify and open every record, in order. libsodium and the AEAD run
         without the GIL, so a batch is split over a few threads: one bridge worker uses
         the cores it has (docs/performance.md)."""
-        if self._pool is None or len(raw_records) < 2 * CHECK_CHUNK:
+        if self._threads == 1 or len(raw_records) < 2 * CHECK_CHUNK:
             return self._check_chunk(raw_records, station_id, keys)
         chunks = [raw_records[i:i + CHECK_CHUNK] for i in range(0, len(raw_records), CHECK_CHUNK)]
         return [r for part in self._pool.map(lambda c: self._check_chunk(c, station_id, keys), chunks) for r in part]
@@ -226,6 +260,8 @@ class Bridge:
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         self._client = client
+        self._storer = threading.Thread(target=self._store_loop, name="bridge-store", daemon=True)
+        self._storer.start()
         connect_async(client, self.settings, props, persistent=True)
 
     @property
@@ -238,7 +274,8 @@ class Bridge:
         paho keeps that thread as ``_thread`` (paho-mqtt 2.x, pinned in constraints.txt).
         """
         thread = getattr(self._client, "_thread", None)
-        return thread is not None and thread.is_alive()
+        return (thread is not None and thread.is_alive() and self._storer is not None
+                and self._storer.is_alive())
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
@@ -251,6 +288,13 @@ class Bridge:
         if self._client is not None:
             self._client.disconnect()
             self._client.loop_stop()
+        if self._storer is not None:
+            # What is queued is stored (its acks cannot go out any more: the broker hands
+            # those messages over again, and storing is idempotent).
+            self._pipeline.put(None)
+            self._storer.join(timeout=60)
+            self._storer = None
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def subscriptions(self) -> list[tuple[str, int]]:
         topics = [(records_filter(self.share_group), 1)]
@@ -288,17 +332,31 @@ class Bridge:
         self._subscribed.clear()
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage):
-        try:
-            self._deliver(client, message)
-        finally:
-            # Also after a failure: the broker would only hand a message back on the next
-            # connection, while the station sends again within resend_after_s anyway.
-            if message.qos:
-                client.ack(message.mid, message.qos)
-
-    def _deliver(self, client, message: mqtt.MQTTMessage) -> None:
+        """On paho's network thread: start the records' checks in the pool and queue the
+        message for the store thread, which handles messages (status ones too) in
+        arrival order, so PUBACKs leave in the order the PUBLISHes came."""
         station_id = protocol.station_from_topic(message.topic)
-        if station_id and message.topic == protocol.status_topic(station_id):
+        check: Future | None = None
+        if not (station_id and message.topic == protocol.status_topic(station_id)):
+            check = self._pool.submit(self.check, message.topic, message.payload, split=False)
+        self._pipeline.put((client, message, check))
+
+    def _store_loop(self) -> None:
+        while (item := self._pipeline.get()) is not None:
+            client, message, check = item
+            try:
+                self._deliver(client, message, check)
+            except Exception:  # the store thread must outlive any one message
+                logger.exception("could not handle a message on %s", message.topic)
+            finally:
+                # Also after a failure: the broker would only hand a message back on the next
+                # connection, while the station sends again within resend_after_s anyway.
+                if message.qos:
+                    client.ack(message.mid, message.qos)
+
+    def _deliver(self, client, message: mqtt.MQTTMessage, check: Future | None) -> None:
+        station_id = protocol.station_from_topic(message.topic)
+        if check is None:
             try:
                 self.fleet.record_status(station_id, message.payload)
             except Exception:
@@ -306,7 +364,7 @@ class Bridge:
             return
         started = time.perf_counter()
         try:
-            ack = self.handle(message.topic, message.payload)
+            ack = self.store(check.result())
         except Exception:
             # A database error: no ack, so the station sends again later. Never crash.
             logger.exception("could not store batch from %s", message.topic)

@@ -230,13 +230,16 @@ def _postgresql_triggers(db, offset_ms: int) -> None:
         f" UPDATE dashboard_daily SET scans = scans - 1 WHERE venue_id = OLD.venue_id AND day = {old_day};"
         f" DELETE FROM dashboard_daily WHERE venue_id = OLD.venue_id AND day = {old_day} AND scans <= 0;"
         " RETURN NEW; END $$")
-    moved = f"OLD.venue_id IS DISTINCT FROM NEW.venue_id OR {old_day} IS DISTINCT FROM {new_day}"
+    # No WHEN on the update triggers: an UPDATE that moves a row to another partition
+    # fires the BEFORE UPDATE and then AFTER INSERT (not AFTER UPDATE), so a WHEN
+    # comparing days would skip the take-away of a row that changes month but not local
+    # day (00:00 UTC on the 1st is 07:00 in Vietnam) while AFTER INSERT still adds it.
     db.execute("CREATE TRIGGER dashboard_checkin_insert AFTER INSERT ON checkins"
                " FOR EACH ROW EXECUTE FUNCTION dashboard_count_new()")
     db.execute("CREATE TRIGGER dashboard_checkin_leave BEFORE UPDATE OF wall_ms, venue_id ON checkins"
-               f" FOR EACH ROW WHEN ({moved}) EXECUTE FUNCTION dashboard_count_old()")
+               " FOR EACH ROW EXECUTE FUNCTION dashboard_count_old()")
     db.execute("CREATE TRIGGER dashboard_checkin_update AFTER UPDATE OF wall_ms, venue_id ON checkins"
-               f" FOR EACH ROW WHEN ({moved}) EXECUTE FUNCTION dashboard_count_new()")
+               " FOR EACH ROW EXECUTE FUNCTION dashboard_count_new()")
 
 
 def _floor_day(ms: int) -> int:

@@ -82,7 +82,6 @@ class Database(Protocol):
     def one(self, query: str, params: Sequence[Any] = ()) -> tuple | None: ...
     def value(self, query: str, params: Sequence[Any] = (), default: Any = None) -> Any: ...
     def insert_id(self, query: str, params: Sequence[Any] = ()) -> int: ...
-    def stream(self, query: str, params: Sequence[Any] = (), batch: int = 2000) -> Iterator[tuple]: ...
     def transaction(self, serial: str | None = None) -> contextlib.AbstractContextManager: ...
     def schema(self, ddl: str | Mapping[str, str]) -> None: ...
     def has_table(self, name: str) -> bool: ...
@@ -144,14 +143,6 @@ class SqliteDatabase(_Common):
         cur = self.conn.execute(query, tuple(params))
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r)) for r in cur.fetchall()]
-
-    def stream(self, query: str, params: Sequence[Any] = (), batch: int = 2000) -> Iterator[tuple]:
-        cur = self.conn.execute(query, tuple(params))
-        try:
-            while chunk := cur.fetchmany(batch):
-                yield from chunk
-        finally:
-            cur.close()
 
     @contextlib.contextmanager
     def transaction(self, serial: str | None = None) -> Iterator[SqliteDatabase]:
@@ -227,13 +218,6 @@ class PostgresDatabase(_Common):
             cur = conn.execute(to_pyformat(query), list(params))
             names = [d.name for d in cur.description]
             return [dict(zip(names, r)) for r in cur.fetchall()]
-
-    def stream(self, query: str, params: Sequence[Any] = (), batch: int = 2000) -> Iterator[tuple]:
-        """Rows through a server-side cursor: a 10-million-row export never sits in memory."""
-        with self._conn() as conn, conn.transaction(), conn.cursor(name=f"qrgate_stream_{id(self):x}") as cur:
-            cur.itersize = batch
-            cur.execute(to_pyformat(query), list(params))
-            yield from cur
 
     @contextlib.contextmanager
     def transaction(self, serial: str | None = None) -> Iterator[PostgresDatabase]:

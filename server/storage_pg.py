@@ -398,6 +398,14 @@ class PostgresStorage:
                 if attempt == 2:
                     raise
                 logger.info("a partition was attached under this batch of %s; storing it again", station.station_id)
+            except psycopg.errors.DeadlockDetected:
+                # Two writers took the dashboards' (venue, day) rows in opposite orders
+                # (a station with a wrong clock beside one with a right one): PostgreSQL
+                # rolled this transaction back whole and let the other go on.
+                if attempt == 2:
+                    raise
+                logger.info("a deadlock with another writer rolled back a batch of %s; storing it again",
+                            station.station_id)
         raise AssertionError("unreachable")
 
     def _store_once(self, station: StationInfo, records: list[Mapping[str, Any]]) -> StoreResult:

@@ -148,6 +148,25 @@ def test_garbage_messages_never_crash_the_bridge(env, payload):
     assert storage.count_checkins() == 0
 
 
+@pytest.mark.parametrize("field,value", [("ts", 2**63 - 1000), ("ts", -(2**63) + 5), ("mono", 2**53 + 1),
+                                         ("ts", 2**64), ("seq", 2**63)])
+def test_times_and_numbers_beyond_the_limits_are_refused_alone_and_the_batch_is_stored(env, field, value):
+    # A time near the 64-bit limit would overflow the local day (or mono + base) in the
+    # database and fail the whole batch for ever: the protocol refuses it as malformed.
+    bridge, storage, key = env
+    good = make_record(key, 2)
+    # Written into the JSON text: no signer makes (nor json.dumps of Python would refuse)
+    # a number beyond 64 bits, but a hostile station can send one.
+    odd = protocol.canonical_json(good).replace(f'"{field}":{good[field]},'.encode(), f'"{field}":{value},'.encode())
+    assert odd != protocol.canonical_json(good)
+    payload = protocol.encode_batch([protocol.canonical_json(make_record(key, 1)), odd,
+                                     protocol.canonical_json(make_record(key, 3))])
+    ack = bridge.handle(TOPIC, payload)
+    assert ack.stored == (1, 3)
+    assert (ack.refused == {2: "malformed"}) == (field != "seq")  # an unknown number is never acked
+    assert storage.count_checkins() == 2
+
+
 @pytest.mark.parametrize("name", ["=cmd|' /C calc'!A0", "<script>alert(1)</script>", "Nguyễn " + "A" * 600,
                                   "Robert'); DROP TABLE checkins;--"])
 def test_hostile_names_are_stored_exactly_and_safely(env, name):
@@ -188,3 +207,72 @@ def test_two_workers_storing_the_same_batches_at_once_store_each_record_once(tmp
     assert setup.count_checkins("gate-1") == 400
     assert setup.refusal_counts() == {}
     assert workers[0].counters["stored"] + workers[1].counters["stored"] == 400
+
+
+@pytest.mark.timeout(120)
+def test_a_stream_of_batches_through_the_broker_is_stored_and_acked_in_full(server_env):
+    # Through a broker the bridge verifies the next messages while it stores one, and
+    # quick batches finish their checks before slow ones sent earlier. Every record is
+    # stored once and acked, and a check-in made before its boot's clock synced is
+    # corrected whichever of the two batches is stored first.
+    import ssl
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from conftest import wait_until
+
+    files, storage = server_env.broker.files, server_env.storage
+    password = files.add_user("gate-7")
+    server_env.broker.reload()
+    key = Ed25519PrivateKey.generate()
+    storage.add_station("gate-7", protocol.public_key_to_text(key.public_key()), server_env.venue_id)
+    bridge = Bridge(storage, server_env.config.mqtt, server_env.config.base, check_threads=2)
+    bridge.start()
+    acked: set[int] = set()
+    lock = threading.Lock()
+    station = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="gate-7", protocol=mqtt.MQTTv5)
+    station.username_pw_set("gate-7", password)
+    station.tls_set(ca_certs=str(files.ca_cert), cert_reqs=ssl.CERT_REQUIRED)
+    subscribed = threading.Event()
+    station.on_connect = lambda client, *a: client.subscribe(protocol.acks_topic("gate-7"), qos=1)
+    station.on_subscribe = lambda *a: subscribed.set()
+
+    def on_ack(client, userdata, message):
+        with lock:
+            acked.update(protocol.Ack.from_bytes(message.payload).stored)
+
+    station.on_message = on_ack
+    try:
+        assert bridge.wait_subscribed(30)
+        station.connect(files.host, files.port)
+        station.loop_start()
+        assert subscribed.wait(30)
+        seq, boots, payloads = 0, 12, []
+        for b in range(boots):
+            # A big batch of the boot's clock record first (slow to check), then a small
+            # one with a check-in made before the sync, also sent after it (quick to check).
+            filler = []
+            for _ in range(150):
+                seq += 1
+                filler.append(make_record(key, seq, station="gate-7"))
+            seq += 1
+            clock = protocol.sign_record({"v": 1, "type": "clock", "st": "gate-7", "seq": seq, "ts": 1_790_000_100_000,
+                                          "mono": 100_000, "boot": f"boot-{b}", "sync": True,
+                                          "base": 1_790_000_000_000}, key)
+            seq += 1
+            early = protocol.sign_record({**make_record(key, seq, station="gate-7"), "sync": False, "ts": 5_000,
+                                          "mono": 5_000, "boot": f"boot-{b}"}, key)
+            payloads += [batch(*filler, clock), batch(early)]
+        for payload in payloads:
+            station.publish(protocol.records_topic("gate-7"), payload, qos=1)
+        wait_until(lambda: len(acked) == seq, 60, "every record acked")
+        walls = storage.sql.rows("SELECT wall_ms, time_corrected FROM checkins WHERE station_id = 'gate-7'"
+                                 " AND clock_synced = ?", [False])
+        assert walls == [(1_790_000_005_000, True)] * boots
+        assert storage.count_checkins("gate-7") == seq - boots
+        assert bridge.alive()
+    finally:
+        station.disconnect()
+        station.loop_stop()
+        bridge.close()

@@ -251,6 +251,28 @@ def test_a_clock_correction_moves_scans_to_their_true_day(tmp_path):
     check_every_level(world, counts, TODAY - dt.timedelta(days=13), TODAY)
 
 
+def test_a_correction_into_the_utc_month_before_on_the_same_local_day_is_counted_once(tmp_path):
+    # 00:00 UTC on the 1st is 07:00 in Vietnam: a correction of a few minutes moves a
+    # check-in into the month before (on PostgreSQL another partition, so the UPDATE is
+    # carried out as a DELETE and an INSERT) while it stays on the same local day.
+    world = make_world(tmp_path, venues_per_ward=1)
+    storage = world.storage
+    venue_id = next(iter(world.venues))
+    station = world.stations[venue_id]
+    month_start = int(dt.datetime(2026, 9, 1, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    day = dt.date(2026, 9, 1)
+
+    def on_the_day() -> list[int]:
+        return [d["scans"] for d in venue_dashboard(storage, world.areas, venue_id, day, day, TZ)["days"]]
+
+    send(storage, station, [station.checkin(month_start + 300_000, sync=False, mono=60_000, boot="boot-7")])
+    assert on_the_day() == [1]
+    send(storage, station, [station.clock(month_start - 300_000 - 60_000, boot="boot-7")])
+    assert storage.sql.value("SELECT wall_ms FROM checkins WHERE venue_id = ?", [venue_id]) == month_start - 300_000
+    assert on_the_day() == [1]
+    assert direct_counts(storage)[venue_id, day] == 1
+
+
 def test_checkins_of_a_month_without_a_partition_are_counted_once_when_it_is_made(tmp_path):
     # On PostgreSQL a month far from now has no partition: its rows wait in the default
     # one, and making the month's partition moves them (a DELETE there, an INSERT into a

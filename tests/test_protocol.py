@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -143,3 +145,37 @@ def test_unreadable_ack_is_an_error_not_a_crash():
     for bad in (b"", b"{}", b'{"stored":"x"}', b"\x00"):
         with pytest.raises(RecordError):
             protocol.Ack.from_bytes(bad)
+
+
+# Any text without lone surrogates (which have no UTF-8 form), 64-bit integers, and the
+# settings' floats: the values a signed object can hold.
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+_SCALARS = (st.none() | st.booleans() | st.integers(protocol.INT_MIN, protocol.INT_MAX) | _TEXT
+            | st.floats(1, 604_800).map(lambda f: round(f, 3)))
+_VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+                       max_leaves=12)
+
+
+def _reference_form(value) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+@settings(max_examples=400, deadline=None)
+@given(_VALUES)
+def test_canonical_form_is_what_the_specification_says_for_any_value(value):
+    # docs/protocol.md defines the form by the standard library's writer; the fast one
+    # must give the same bytes, or signatures made by another implementation fail.
+    assert protocol.canonical_json(value) == _reference_form(value)
+    assert protocol.parse_json(protocol.canonical_json(value)) == json.loads(_reference_form(value))
+
+
+@pytest.mark.parametrize("text", [b'{"a":"\\ud800"}', b'{"a":NaN}', b"\xef\xbb\xbf{\"a\":1}", b'{"a":1e400}'])
+def test_json_the_fast_parser_refuses_is_read_as_the_standard_library_reads_it(text):
+    # So one odd record in a batch gets its own refusal, not its whole batch.
+    assert repr(protocol.parse_json(text)) == repr(json.loads(text))
+
+
+def test_what_has_no_canonical_form_is_a_value_error():
+    for value in ({"a": 2**64}, {"a": "\ud800"}):
+        with pytest.raises(ValueError):
+            protocol.canonical_json(value)

@@ -405,6 +405,51 @@ def test_a_partition_attached_under_a_running_store_costs_a_retry_not_the_batch(
     assert {where(pg, seq) for seq in (1, 2, 3)} == {name}
 
 
+def test_a_deadlock_on_the_dashboards_counts_costs_a_retry_not_the_batch(pg, pg_dsn):  # noqa: F811
+    """Every stored check-in adds one to its (venue, day) row of the dashboards' roll-up,
+    locked until the commit. Worker A holds day 2's row and asks for day 1's while
+    worker B's batch (day 1, then day 2) holds day 1's and waits for day 2's: PostgreSQL
+    rolls one of them back. B, which waited first, is the one; it stores the batch again
+    once A is through, and the counts stay exact."""
+    from zoneinfo import ZoneInfo
+
+    from server.dashboard import ensure_rollup
+
+    ensure_rollup(pg, ZoneInfo("Asia/Ho_Chi_Minh"))
+    venue = pg.add_venue("Nhà máy A")
+    gate = Gate(pg, "gate-1", venue)
+    day1, day2 = utc_ms(2026, 11, 20, 3), utc_ms(2026, 11, 21, 3)
+    gate.store(gate.checkin(1, at=day1), gate.checkin(2, at=day2))  # both rows exist
+    b = PostgresStorage(pg_dsn, clock=lambda: NOW_S)
+    info = pg.station("gate-1")
+    answer = {}
+
+    def blocked_writers() -> int:
+        with pg.pool.connection() as conn:
+            return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                " AND wait_event_type = 'Lock'").fetchone()[0]
+
+    def day_of(ms: int) -> int:
+        return (ms + 7 * 3_600_000) // 86_400_000
+
+    a = psycopg.connect(pg_dsn)
+    try:
+        a.execute("UPDATE dashboard_daily SET scans = scans WHERE venue_id = %s AND day = %s", [venue, day_of(day2)])
+        waiter = threading.Thread(target=lambda: answer.setdefault(
+            "b", b.store_records(info, [gate.checkin(3, at=day1 + 1), gate.checkin(4, at=day2 + 1)])))
+        waiter.start()
+        wait_until(lambda: blocked_writers() == 1, 20, "worker B waiting for day 2's row")
+        a.execute("UPDATE dashboard_daily SET scans = scans WHERE venue_id = %s AND day = %s", [venue, day_of(day1)])
+        a.commit()
+        waiter.join(20)
+    finally:
+        a.close()
+        b.close()
+    assert answer["b"].stored == (3, 4) and answer["b"].new == 2
+    assert rows(pg, "SELECT day, scans FROM dashboard_daily WHERE venue_id = ? ORDER BY day", [venue]) == [
+        (day_of(day1), 2), (day_of(day2), 2)]
+
+
 def test_retention_drops_whole_months_and_trims_the_boundary_month(pg):
     gate = Gate(pg, "gate-1", pg.add_venue("Nhà máy A"))
     now = int(NOW_S * 1000)  # 2026-11-22 12:00
