@@ -5,8 +5,10 @@ server's cheapest route (/healthz: the framework and one indexed row) in the sam
 `python -m bench.bench_web --checkins 10000000` (the database is generated once into
 --cache, as for bench_queries). Needs wrk (Debian: `apt install wrk`).
 
-The server runs as `qrgate-server run` would serve it: one uvicorn process with the
-real app on the generated SQLite file, logged in as the owner of a busy venue.
+The server runs as `qrgate-server run` serves it (server/cli.py: uvicorn_config and
+the SO_REUSEPORT socket), on the generated SQLite file, logged in as the owner of a busy
+venue: one web process, then two on the same port (`--processes 1,2`), as two
+`qrgate-server run --no-bridge` processes would share it.
 """
 
 from __future__ import annotations
@@ -37,10 +39,12 @@ end
 """
 SERVE = """
 import sys, uvicorn
+from server.cli import uvicorn_config, web_socket
 from server.storage import SqliteStorage
 from server.web import create_app
 app = create_app(SqliteStorage(sys.argv[1]), public_feed=False)
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
+port = int(sys.argv[2])
+uvicorn.Server(uvicorn_config(app, "127.0.0.1", port)).run(sockets=[web_socket("127.0.0.1", port)])
 """
 
 
@@ -78,17 +82,15 @@ def wrk(url: str, cookie: str, seconds: int, connections: int) -> dict:
             "errors": errors, "per_s": requests / (duration_us / 1e6)}
 
 
-def run(checkins: int, cache: Path, seconds: int = 10, connections: int = 50) -> dict:
-    if shutil.which("wrk") is None:
-        raise SystemExit("bench_web needs wrk: apt install wrk")
-    path, info = open_dataset(checkins, cache)
-    cookie, venue = owner_session(path)
+def _serve(path: Path, processes: int):
+    """Start ``processes`` web servers on one port; return (base URL, processes)."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-c", SERVE, str(path), str(port)], cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    servers = [subprocess.Popen([sys.executable, "-c", SERVE, str(path), str(port)], cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(processes)]
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 120
+    # Every process answers once it listens; wait until each has had time to bind.
+    for server in servers:
         while True:
             try:
                 urllib.request.urlopen(base + "/healthz", timeout=5).read()
@@ -97,31 +99,54 @@ def run(checkins: int, cache: Path, seconds: int = 10, connections: int = 50) ->
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit("the web server did not start: " + server.stderr.read().decode()[-2000:])
                 time.sleep(0.2)
-        results = {"checkins": info["checkins"], "connections": connections, "seconds": seconds, "venue": venue}
-        for name, url in (("healthz", "/healthz"), ("history_page", f"/venues/{venue}/checkins"),
-                          ("history_json", f"/api/history?venue={venue}")):
-            # Check the route answers as the owner would see it before loading it.
-            request = urllib.request.Request(base + url, headers={"Cookie": f"qrgate_session={cookie}"})
-            with urllib.request.urlopen(request, timeout=30) as answer:
-                assert answer.status == 200, (url, answer.status)
-            wrk(base + url, cookie, 2, connections)  # warm-up
-            results[name] = wrk(base + url, cookie, seconds, connections)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    for server in servers:
+        if server.poll() is not None:
+            raise SystemExit("a web server exited: " + server.stderr.read().decode()[-2000:])
+    return base, servers
+
+
+def run(checkins: int, cache: Path, seconds: int = 10, connections: int = 50,
+        processes: tuple[int, ...] = (1, 2)) -> dict:
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench_web needs wrk: apt install wrk")
+    path, info = open_dataset(checkins, cache)
+    cookie, venue = owner_session(path)
+    results = {"checkins": info["checkins"], "connections": connections, "seconds": seconds, "venue": venue,
+               "runs": []}
+    for count in processes:
+        base, servers = _serve(path, count)
+        run_result = {"processes": count}
+        try:
+            for name, url in (("healthz", "/healthz"), ("history_page", f"/venues/{venue}/checkins"),
+                              ("history_json", f"/api/history?venue={venue}")):
+                # Check the route answers as the owner would see it before loading it.
+                request = urllib.request.Request(base + url, headers={"Cookie": f"qrgate_session={cookie}"})
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    assert answer.status == 200, (url, answer.status)
+                wrk(base + url, cookie, 2, connections)  # warm-up
+                run_result[name] = wrk(base + url, cookie, seconds, connections)
+        finally:
+            for server in servers:
+                server.terminate()
+            for server in servers:
+                server.wait(timeout=30)
+        results["runs"].append(run_result)
     return results
 
 
 def print_table(results: dict) -> None:
-    base = results["healthz"]
     rows = []
-    for key, label in (("history_page", "history page (HTML, one venue, 50 rows)"),
-                       ("history_json", "history JSON (/api/history, one venue)")):
-        r = results[key]
-        rows.append((label, f"p95 {r['p95_ms']:.1f} ms (p50 {r['p50_ms']:.1f}, p99 {r['p99_ms']:.1f}),"
-                            f" {r['per_s']:.0f} req/s, {r['errors']} errors",
-                     f"/healthz p95 {base['p95_ms']:.1f} ms, {base['per_s']:.0f} req/s",
-                     f"{r['p95_ms'] / base['p95_ms']:.1f}x"))
+    for run_result in results["runs"]:
+        base = run_result["healthz"]
+        n = run_result["processes"]
+        for key, label in (("history_page", "history page (HTML, one venue, 50 rows)"),
+                           ("history_json", "history JSON (/api/history, one venue)")):
+            r = run_result[key]
+            rows.append((f"{label}, {n} web process{'es' if n > 1 else ''}",
+                         f"p95 {r['p95_ms']:.1f} ms (p50 {r['p50_ms']:.1f}, p99 {r['p99_ms']:.1f}),"
+                         f" {r['per_s']:.0f} req/s, {r['errors']} errors",
+                         f"/healthz p95 {base['p95_ms']:.1f} ms, {base['per_s']:.0f} req/s",
+                         f"{r['p95_ms'] / base['p95_ms']:.1f}x"))
     print(f"{results['checkins']:,} check-ins, wrk {results['connections']} connections x {results['seconds']} s;"
           " target p95 under 50 ms")
     print_ratio_table(rows)
@@ -132,9 +157,16 @@ def main(argv=None) -> int:
     parser.add_argument("--checkins", type=int, default=1_000_000)
     parser.add_argument("--cache", type=Path, default=Path(".bench-cache"))
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--processes", default="1,2", help="web processes sharing the port, one run each")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    results = run(args.checkins, args.cache, args.seconds)
+    try:
+        processes = tuple(int(x) for x in args.processes.split(","))
+    except ValueError:
+        parser.error(f"--processes must be numbers separated by commas, got {args.processes!r}")
+    if not all(1 <= p <= 16 for p in processes):
+        parser.error("--processes counts must be 1-16")
+    results = run(args.checkins, args.cache, args.seconds, processes=processes)
     print_table(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

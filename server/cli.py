@@ -13,6 +13,7 @@ import fcntl
 import json
 import logging
 import signal
+import socket
 import threading
 from pathlib import Path
 
@@ -323,15 +324,41 @@ def web_app(cfg, storage, bridge=None):
     return app
 
 
+def uvicorn_config(app, host: str, port: int):
+    """How the web UI is served: httptools' C parser for HTTP; the standard asyncio loop,
+    not uvloop, which under 50 busy connections left one request in a hundred waiting
+    over a second while the others were answered in 80 ms (docs/performance.md)."""
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", http="httptools", loop="asyncio")
+
+
+def web_socket(host: str, port: int) -> socket.socket:
+    """The web UI's listening socket, with SO_REUSEPORT: further `qrgate-server run
+    --no-bridge` processes on the same host and port share its connections (the kernel
+    spreads them), so the web uses every core without a proxy (docs/scaling.md)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
 def serve_web(app, host: str, port: int, stop: threading.Event, bridge=None) -> None:
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    sock = web_socket(host, port)
+    server = uvicorn.Server(uvicorn_config(app, host, port))
     watcher = threading.Thread(target=lambda: (stop.wait(), setattr(server, "should_exit", True)), daemon=True)
     watcher.start()
     threading.Thread(target=notify_systemd, args=(server, bridge, stop), name="watchdog", daemon=True).start()
     logger.info("web UI on http://%s:%d/", host, port)
-    server.run()
+    server.run(sockets=[sock])
 
 
 def notify_systemd(server, bridge, stop: threading.Event) -> None:

@@ -26,6 +26,7 @@ from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+import jinja2
 from pydantic import BaseModel, Field
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -55,7 +56,30 @@ from server.venues import NotFound, Venue, VenueDirectory, VenueError, VenueInpu
 logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
+_DICT_METHODS = frozenset(dir(dict))
+
+
+class TemplateEnvironment(jinja2.Environment):
+    """Jinja's environment, but ``row.name`` on a dict reads its key first.
+
+    Jinja tries the attribute and falls back to the key after an AttributeError; the
+    pages' rows are dicts, and raising that error for every cell was a third of a
+    history page's time (docs/performance.md). The names of dict's own methods
+    (``items``, ``values``, ``get``...) still mean the methods.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_METHODS:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
+
+# The templates are package files: no check of their modification time on every page.
+TEMPLATES = Jinja2Templates(env=TemplateEnvironment(loader=jinja2.FileSystemLoader(HERE / "templates"),
+                                                    autoescape=True, auto_reload=False))
 SESSION_COOKIE = "qrgate_session"
 PRE_COOKIE = "qrgate_pre"  # binds the CSRF token of a visitor who has not logged in yet
 LANG_COOKIE = "qrgate_lang"

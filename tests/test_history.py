@@ -412,3 +412,14 @@ def test_an_officer_of_a_ward_sees_only_that_ward_in_full(site):
         "areas": [{"code": "00001", "name": site.services.areas.wards["00001"].name, "level": "ward", "venues": 1}]}
     assert ward_officer.http.get("/api/history", params={"area": "79"}).status_code == 404
     assert ward_officer.http.get(f"/venues/{hcm}/checkins").status_code == 404
+
+
+def test_templates_read_a_rows_keys_escaped_and_dict_methods_stay_methods():
+    # Rows reach the templates as dicts, read key first (server.web.TemplateEnvironment);
+    # a key named like a dict method must not hide the method.
+    from server.web import TemplateEnvironment
+
+    env = TemplateEnvironment(autoescape=True)
+    page = env.from_string("{{ row.name }}|{{ row.missing }}|{{ errors.values() | join(',') }}|{{ n.real }}")
+    assert page.render(row={"name": "<b>Lê</b>"}, errors={"values": "x", "a": "y"}, n=3) == \
+        "&lt;b&gt;Lê&lt;/b&gt;||x,y|3"

@@ -153,3 +153,64 @@ def test_server_tells_systemd_it_is_ready_and_feeds_the_watchdog(tmp_path, serve
         if proc.poll() is None:
             proc.kill()
         sock.close()
+
+
+def test_a_second_web_process_shares_the_port_and_serves_on_when_the_first_stops(server_env):
+    # More `qrgate-server run --no-bridge` processes on one host use more cores: they
+    # listen on the same port (SO_REUSEPORT) and the kernel spreads the connections.
+    import urllib.request
+
+    from conftest import wait_until
+
+    url = f"http://127.0.0.1:{server_env.config.web.port}/healthz"
+
+    def start():
+        return subprocess.Popen([sys.executable, "-c", "from server.cli import main; raise SystemExit(main())",
+                                 "run", "--no-bridge", "--config", str(server_env.config.path)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    first = start()
+    second = None
+    try:
+        wait_until(answers, 60, "the first web process")
+        second = start()
+        # Both listen: the second neither fails on the taken port nor takes it over.
+        wait_until(lambda: second.poll() is not None or _listeners(server_env.config.web.port) == 2, 60,
+                   "the second web process listening")
+        assert second.poll() is None, second.stderr.read().decode()[-2000:]
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=20) == 0, first.stderr.read().decode()[-2000:]
+        assert all(answers() for _ in range(20))
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def _listeners(port: int) -> int:
+    """How many sockets listen on 127.0.0.1:port (from /proc/net/tcp)."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for line in lines if line.split()[1] == f"0100007F:{port:04X}" and line.split()[3] == "0A")
+
+
+def test_a_port_another_program_holds_is_refused_with_the_address():
+    from qrgate.errors import UserError
+    from server.cli import web_socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{port}: Address already in use"):
+            web_socket("127.0.0.1", port)
+    finally:
+        taken.close()
