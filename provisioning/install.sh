@@ -108,8 +108,9 @@ fi
 run install -m 0644 "$SRC/systemd/$UNIT" "/etc/systemd/system/$UNIT"
 if [ "$ROLE" = server ]; then
     run install -m 0644 "$SRC/systemd/qrgate-broker.service" /etc/systemd/system/qrgate-broker.service
-    # Extra bridge workers (docs/scaling.md): installed, not enabled.
+    # Extra bridge workers and web processes (docs/scaling.md): installed, not enabled.
     run install -m 0644 "$SRC/systemd/qrgate-bridge@.service" "/etc/systemd/system/qrgate-bridge@.service"
+    run install -m 0644 "$SRC/systemd/qrgate-web@.service" "/etc/systemd/system/qrgate-web@.service"
 fi
 run systemctl daemon-reload
 run systemctl enable "$UNIT"

@@ -49,7 +49,7 @@ def test_install_refuses_an_unknown_role():
 
 
 @pytest.mark.parametrize("unit", ["qrgate-edge.service", "qrgate-server.service", "qrgate-broker.service",
-                                  "qrgate-bridge@.service"])
+                                  "qrgate-bridge@.service", "qrgate-web@.service"])
 def test_systemd_units_verify(unit, tmp_path):
     tool = shutil.which("systemd-analyze")
     if tool is None:

@@ -7,7 +7,11 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import socket
+import subprocess
+import sys
 import threading
+import time
 import tracemalloc
 from zoneinfo import ZoneInfo
 
@@ -264,6 +268,52 @@ def test_files_left_by_a_previous_run_are_removed_at_start(storage, tmp_path):
     jobs = ExportJobs(storage, TZ, folder)
     try:
         assert list(folder.iterdir()) == [] and folder.stat().st_mode & 0o777 == 0o700
+    finally:
+        jobs.close()
+
+
+def test_another_web_process_shows_the_job_and_hands_its_file_over_once(storage, tmp_path):
+    # Web processes on one host share the port (any of them may get the next request)
+    # and the data folder: the jobs are in the database.
+    venue = storage.add_venue("Chợ Mới")
+    Gate(storage, venue).scan([{"name": "Lê Văn Tám", "id": "001090001234", "wall_ms": local_ms(2026, 11, 20, 8)}])
+    first = ExportJobs(storage, TZ, tmp_path / "exports")
+    second = ExportJobs(storage, TZ, tmp_path / "exports")  # starts after the first: leaves its files alone
+    try:
+        job = first.start(7, venue, "csv", 0, 2 ** 42, "a.csv")
+        wait_until(lambda: (second.get(job.id, 7) or job).state == "done", 30, "the job, seen from the other")
+        seen = second.get(job.id, 7)
+        assert (seen.rows_done, seen.total, seen.percent()) == (1, 1, 100)
+        assert [j.id for j in second.for_account(7, venue)] == [job.id] and second.get(job.id, 8) is None
+        third = ExportJobs(storage, TZ, tmp_path / "exports")  # a process started later still
+        third.close()
+        taken = second.take(job.id, 7)
+        assert taken.path.read_bytes().count(b"\r\n") == 2 and "Lê V** T**" in taken.path.read_text("utf-8-sig")
+        assert first.take(job.id, 7) is None and second.take(job.id, 7) is None  # one download only
+        second.discard(taken)
+        assert list((tmp_path / "exports").iterdir()) == []
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_job_cut_short_by_a_restart_is_failed_and_its_partial_file_removed(storage, tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(timeout=30)
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "cut-short-by-a-restart.part").write_bytes(b"half of the rows")
+    jobs = ExportJobs(storage, TZ, folder)  # makes the table; the job below is of a process now gone
+    jobs.close()
+    storage.sql.execute(
+        "INSERT INTO export_jobs (id, account_id, venue_id, fmt, filename, start_ms, end_ms, total, created_ms,"
+        " state, rows_done, owner) VALUES ('cut-short-by-a-restart', 7, 1, 'csv', 'a.csv', 0, 1, 10, ?, 'running', 4, ?)",
+        [int(time.time() * 1000), f"{socket.gethostname()}:{gone.pid}"])
+    jobs = ExportJobs(storage, TZ, folder)
+    try:
+        job = jobs.get("cut-short-by-a-restart", 7)
+        assert job.state == "failed" and "restarted" in job.error and list(folder.iterdir()) == []
+        assert jobs.start(7, 1, "csv", 0, 1, "b.csv")  # the account is not held up by it
     finally:
         jobs.close()
 
