@@ -145,6 +145,7 @@ class Bridge:
         self.verifier = RecordVerifier(storage)
         self.settings = settings
         self.counters: Counter[str] = Counter()
+        self._counting = threading.Lock()
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._client: mqtt.Client | None = None
@@ -203,8 +204,9 @@ class Bridge:
         for seq, reason in result.refused.items():
             self._refuse(batch.info.station_id, reason, f"seq {seq}")
         refused = {**batch.refused, **result.refused}
-        self.counters["stored"] += result.new
-        self.counters["duplicate"] += len(result.stored) - result.new
+        with self._counting:
+            self.counters["stored"] += result.new
+            self.counters["duplicate"] += len(result.stored) - result.new
         return protocol.Ack(result.stored, refused)
 
     def _check_all(self, raw_records: list, station_id: str, keys: KeyHistory) -> list[dict | RecordError]:
@@ -240,7 +242,8 @@ class Bridge:
             raise RecordError("bad_sealed", exc.detail) from None
 
     def _refuse(self, station_id: str, reason: str, detail: str) -> None:
-        self.counters[f"refused.{reason}"] += 1
+        with self._counting:  # refusals are counted on the verification threads too
+            self.counters[f"refused.{reason}"] += 1
         logger.warning("refused record from %s: %s (%s)", station_id, reason, detail)
         try:
             self.storage.count_refusal(station_id, reason)

@@ -46,6 +46,25 @@ def startup_lock(config_path: str):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+_held_locks: list = []  # open for the life of the process
+
+
+def hold_bridge_lock(cfg) -> None:
+    """One `run` with its bridge per host: a second would log in to the broker under the
+    same client id and the two would take the session from each other. (Web processes
+    share the port on purpose, so the port no longer tells.)"""
+    path = Path(f"{cfg.database}.bridge-lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(path, "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise UserError(f"another `qrgate-server run` with its bridge is running here ({path} is held):"
+                        " start further web processes with --no-bridge") from None
+    _held_locks.append(lock)
+
+
 def open_storage(config_path: str):
     """The configuration and the storage it names: SQLite by default, PostgreSQL when
     ``[server] database`` is a postgresql:// URL (docs/postgresql.md)."""
@@ -208,6 +227,8 @@ def run(config: str, no_bridge: bool = False) -> int:
         cfg, storage = open_storage(config)
         if no_bridge and not cfg.web.enabled:
             raise UserError(f"{cfg.path}: [web] is disabled and --no-bridge leaves nothing to run")
+        if not no_bridge:
+            hold_bridge_lock(cfg)
         bridge = None if no_bridge else Bridge(storage, cfg.mqtt, cfg.base, opener=open_sealing(cfg))
         # Build the web app (which creates its tables) before the bridge starts writing:
         # a schema change racing the bridge's first commits would be refused by SQLite.

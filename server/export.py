@@ -28,6 +28,7 @@ import secrets
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -306,20 +307,25 @@ class ExportJobs:
         self.ttl_s = ttl_s
         self.clock = clock
         self.host = socket.gethostname()
-        self.owner = f"{self.host}:{os.getpid()}"
+        # This process (and this instance of it: tests make several in one process).
+        self.owner = f"{process_identity()}#{secrets.token_hex(4)}"
         self._jobs: dict[str, ExportJob] = {}  # the jobs this process runs
         self._swept_s = float("-inf")
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="export")
+        self._closed = threading.Event()
         if not self.db.has_table("export_jobs"):
             self.db.schema(
                 "CREATE TABLE IF NOT EXISTS export_jobs (id TEXT PRIMARY KEY, account_id BIGINT NOT NULL,"
                 " venue_id BIGINT NOT NULL, fmt TEXT NOT NULL, filename TEXT NOT NULL, start_ms BIGINT,"
                 " end_ms BIGINT, total BIGINT, created_ms BIGINT NOT NULL, state TEXT NOT NULL,"
                 " rows_done BIGINT NOT NULL DEFAULT 0, finished_ms BIGINT, error TEXT NOT NULL DEFAULT '',"
-                " path TEXT, owner TEXT NOT NULL);"
+                " path TEXT, host TEXT NOT NULL, owner TEXT NOT NULL);"
                 " CREATE INDEX IF NOT EXISTS export_jobs_account ON export_jobs (account_id, created_ms)")
         self._forget_dead()
         self._remove_orphans()
+        self.sweep()
+        # Files are deleted on time even when nobody opens an export page.
+        threading.Thread(target=self._sweep_until_closed, name="export-sweep", daemon=True).start()
 
     def start(self, account_id: int, venue_id: int, fmt: str, start_ms: int, end_ms: int,
               filename: str) -> ExportJob:
@@ -339,9 +345,10 @@ class ExportJobs:
                                " ('queued', 'running')", [account_id], default=0)
             if running >= self.per_account:
                 raise ExportRefused(f"{running} exports are already running for this account; wait for one to finish")
-            db.execute(f"INSERT INTO export_jobs ({JOB_COLUMNS}, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            db.execute(f"INSERT INTO export_jobs ({JOB_COLUMNS}, host, owner) VALUES"
+                       " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                        [job.id, account_id, venue_id, fmt, filename, start_ms, end_ms, total,
-                        int(job.created_s * 1000), job.state, 0, None, "", None, self.owner])
+                        int(job.created_s * 1000), job.state, 0, None, "", None, self.host, self.owner])
             self._jobs[job.id] = job
         self._pool.submit(self._run, job)
         return job
@@ -370,8 +377,10 @@ class ExportJobs:
         call ``discard`` once the file is sent. None if there is nothing to download."""
         if not JOB_ID.fullmatch(job_id):
             return None
+        # Only a file on this host's disk (with processes on several hosts: docs/scaling.md).
         taken = self.db.execute("UPDATE export_jobs SET state = 'downloaded' WHERE id = ? AND account_id = ?"
-                                " AND state = 'done' AND path IS NOT NULL", [job_id, account_id])
+                                " AND state = 'done' AND path IS NOT NULL AND host = ?",
+                                [job_id, account_id, self.host])
         if taken != 1:
             return None
         own = self._jobs.get(job_id)
@@ -389,8 +398,8 @@ class ExportJobs:
         now = self.clock() if now is None else now
         self._swept_s = now
         removed = 0
-        expired = self.db.rows("SELECT id, path FROM export_jobs WHERE state = 'done' AND finished_ms <= ?",
-                               [int((now - self.ttl_s) * 1000)])
+        expired = self.db.rows("SELECT id, path FROM export_jobs WHERE state = 'done' AND finished_ms <= ?"
+                               " AND host = ?", [int((now - self.ttl_s) * 1000), self.host])
         for job_id, path in expired:
             # Only the process that marks it expired deletes the file: never one being sent.
             if self.db.execute("UPDATE export_jobs SET state = 'expired' WHERE id = ? AND state = 'done'",
@@ -408,6 +417,7 @@ class ExportJobs:
         return removed
 
     def close(self) -> None:
+        self._closed.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
         # Jobs that never started fail now; finished files stay for a download from
         # another process or after a restart, until their time is up.
@@ -416,6 +426,13 @@ class ExportJobs:
                 self._finish(job, "failed", "the server stopped before the export ran")
 
     # -- inside -------------------------------------------------------------------------
+
+    def _sweep_until_closed(self) -> None:
+        while not self._closed.wait(SWEEP_EVERY_S * 6):
+            try:
+                self.sweep()
+            except Exception:  # the next round tries again; the web goes on
+                logger.exception("could not sweep the export files")
 
     def _sweep_now_and_then(self) -> None:
         # A progress page asks every second: the database is swept every SWEEP_EVERY_S.
@@ -428,11 +445,11 @@ class ExportJobs:
                 for r in self.db.rows(f"SELECT {JOB_COLUMNS} FROM export_jobs {where}", params)]
 
     def _forget_dead(self) -> None:
-        """Jobs queued or running in a process of this host that is gone: failed, and
-        their partial files removed."""
-        for job_id, owner in self.db.rows("SELECT id, owner FROM export_jobs WHERE state IN ('queued', 'running')"):
-            host, _, pid = owner.rpartition(":")
-            if host != self.host or not pid.isdigit() or _alive(int(pid)):
+        """Jobs queued or running in a process of this host that is gone (another boot,
+        or no live process with that id and start time): failed, partial files removed."""
+        for job_id, owner in self.db.rows("SELECT id, owner FROM export_jobs WHERE state IN ('queued', 'running')"
+                                          " AND host = ?", [self.host]):
+            if process_alive(owner.split("#", 1)[0]):
                 continue
             if self.db.execute("UPDATE export_jobs SET state = 'failed', error = ?, finished_ms = ? WHERE id = ?"
                                " AND state IN ('queued', 'running')",
@@ -484,17 +501,46 @@ class ExportJobs:
         except Exception as exc:  # the job reports failure; the server goes on
             logger.exception("export %s of venue %s failed", job.id, job.venue_id)
             _remove(partial)
+            _remove(final)
+            job.path = None
             self._finish(job, "failed", str(exc) if isinstance(exc, UserError) else "export failed")
 
 
-def _alive(pid: int) -> bool:
+def _boot_id() -> str:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "-"
+
+
+def _start_ticks(pid: int) -> str | None:
+    """When process ``pid`` started, in clock ticks since boot (None: no such process);
+    "-" where /proc cannot tell."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except FileNotFoundError:
+        return None
+    except (OSError, IndexError):
+        return "-"
+
+
+def process_identity(pid: int | None = None) -> str:
+    """``host:boot:pid:start``: names one process for ever, whatever reuses its number
+    later (a container's server is PID 1 after every restart)."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{_boot_id()}:{pid}:{_start_ticks(pid)}"
+
+
+def process_alive(identity: str) -> bool:
+    """Whether the process ``process_identity`` named still runs on this host."""
+    try:
+        host, boot, pid, start = identity.rsplit(":", 3)
+    except ValueError:
         return False
-    except PermissionError:
-        return True  # another user's process: alive
-    return True
+    if host != socket.gethostname() or boot != _boot_id() or not pid.isdigit():
+        return False
+    now = _start_ticks(int(pid))
+    return now is not None and now == start
 
 
 def _remove(path: Path) -> bool:

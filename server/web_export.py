@@ -16,8 +16,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 
 from server import i18n
+
 from server.export import (CHECKIN_COLUMNS, FORMATS, MEDIA_TYPES, ExportJobs, ExportRefused, csv_stream,
                            count_venue_rows, export_filename, venue_export_rows)
 from server.reports import (ReportArchive, build_weekly_report, report_csv, report_filename, report_pdf, week_bounds,
@@ -141,7 +143,9 @@ def make_router(kit) -> APIRouter:
         venue, _ = kit.venue_for(who, venue_id, "checkins.export")
         form = {k: str(v)[:40] for k, v in (await request.form()).items() if k in ("start", "end", "format")}
         try:
-            job = start_job(who, venue, form.get("start", ""), form.get("end", ""), form.get("format", ""))
+            # Counting the rows and claiming a place are database writes: off the event loop.
+            job = await run_in_threadpool(start_job, who, venue, form.get("start", ""), form.get("end", ""),
+                                          form.get("format", ""))
         except RangeError as exc:
             return export_page(request, who, venue, 400, i18n.translate(who.lang, str(exc), days=MAX_DAYS), form)
         except ExportRefused as exc:

@@ -34,6 +34,7 @@ from server import i18n
 from server.checkin_views import present_checkin, present_visit
 from server.history import HistoryError, MAX_SEARCH, cursor_at, in_list, query_history, visits_for_rows
 from server.permissions import allowed
+from server.sql import SQLITE
 from server.storage_pg import tracer_for
 from server.tracing import DAY_MS
 
@@ -278,15 +279,18 @@ def make_router(kit) -> APIRouter:
         limit=Query(50, ge=1, le=MAX_PAGE),
     )
 
-    async def answer(slow: bool, fn, *args, **kwargs):
-        """Run a page's work on the event loop, or in the thread pool when it may be slow.
+    async def answer(who, slow: bool, fn, *args, **kwargs):
+        """Run a page's work on the event loop, or in the thread pool when it may wait.
 
-        A keyset page of rows reads about one page through an index (under a millisecond
-        at 10 million check-ins): on the loop it spares the hop to a pool thread, and
-        under 50 concurrent requests the pool's threads taking turns with Python's lock
-        cost more than the page itself (docs/performance.md). A search (it may examine
-        10,000 rows) or the visits view goes to the pool, so it holds up nobody."""
-        if slow:
+        A keyset page of masked rows from SQLite reads about one page through an index
+        (under a millisecond at 10 million check-ins) and writes nothing: on the loop it
+        spares the hop to a pool thread, and under 50 concurrent requests the pool's
+        threads taking turns with Python's lock cost more than the page itself
+        (docs/performance.md). Everything that may wait goes to the pool, so it holds up
+        nobody: a search (it may examine 10,000 rows), the visits view, a health
+        officer's page (its full rows are written to the audit trail, which may wait for
+        the bridge's commit), and PostgreSQL (a query may wait for a pooled connection)."""
+        if slow or storage.sql.dialect != SQLITE or services.officers.is_officer(who.account.id):
             return await run_in_threadpool(fn, *args, **kwargs)
         return fn(*args, **kwargs)
 
@@ -297,7 +301,7 @@ def make_router(kit) -> APIRouter:
                           order: str = history_params["order"], after: str | None = history_params["after"],
                           before: str | None = history_params["before"], view: str = history_params["view"],
                           limit: int = history_params["limit"]):
-        return await answer(bool(q) or view != "rows", history_page, request, who, fixed_venue=None,
+        return await answer(who, bool(q) or view != "rows", history_page, request, who, fixed_venue=None,
                             venue=int(venue) if venue else None, area=area, date_from=date_from, date_to=date_to,
                             q=q, order=order, after=after, before=before, view=view, limit=limit)
 
@@ -309,9 +313,9 @@ def make_router(kit) -> APIRouter:
                             view: str = history_params["view"], limit: int = history_params["limit"]):
         if venue_id > 2**62:
             raise HTTPException(404)
-        return await answer(bool(q) or view != "rows", history_page, request, who, fixed_venue=venue_id, venue=None,
-                            area="", date_from=date_from, date_to=date_to, q=q, order=order, after=after,
-                            before=before, view=view, limit=limit)
+        return await answer(who, bool(q) or view != "rows", history_page, request, who, fixed_venue=venue_id,
+                            venue=None, area="", date_from=date_from, date_to=date_to, q=q, order=order,
+                            after=after, before=before, view=view, limit=limit)
 
     @router.get("/api/history", tags=["history"])
     async def api_history(who=Depends(kit.logged_in), venue: str = history_params["venue"],
@@ -326,9 +330,10 @@ def make_router(kit) -> APIRouter:
         a page holding such rows is written to the audit trail. ``next_cursor`` goes on
         to older rows (for ``order=desc``), ``prev_cursor`` back to newer ones."""
         try:
-            data = await answer(bool(q) or view != "rows", read_history, who, venue=int(venue) if venue else None,
-                                area=area, date_from=date_from, date_to=date_to, q=q, order=order, after=after,
-                                before=before, view=view, limit=limit)
+            data = await answer(who, bool(q) or view != "rows", read_history, who,
+                                venue=int(venue) if venue else None, area=area, date_from=date_from,
+                                date_to=date_to, q=q, order=order, after=after, before=before, view=view,
+                                limit=limit)
         except HistoryError as exc:
             raise HTTPException(422, str(exc)) from None
         # Plain JSON types already: answering directly spares FastAPI's generic encoder,

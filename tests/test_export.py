@@ -23,8 +23,8 @@ from conftest import ON_POSTGRESQL, new_storage, wait_until
 from qrgate import protocol
 from qrgate.masking import mask_person_name
 from server.bridge import Bridge
-from server.export import (CHECKIN_COLUMNS, ExportJobs, ExportRefused, csv_stream, neutralise, venue_export_rows,
-                           write_csv, write_xlsx)
+from server.export import (CHECKIN_COLUMNS, ExportJobs, ExportRefused, csv_stream, neutralise, process_identity,
+                           venue_export_rows, write_csv, write_xlsx)
 from test_web_support import Site
 
 pytestmark = pytest.mark.timeout(120)
@@ -305,14 +305,21 @@ def test_a_job_cut_short_by_a_restart_is_failed_and_its_partial_file_removed(sto
     (folder / "cut-short-by-a-restart.part").write_bytes(b"half of the rows")
     jobs = ExportJobs(storage, TZ, folder)  # makes the table; the job below is of a process now gone
     jobs.close()
-    storage.sql.execute(
-        "INSERT INTO export_jobs (id, account_id, venue_id, fmt, filename, start_ms, end_ms, total, created_ms,"
-        " state, rows_done, owner) VALUES ('cut-short-by-a-restart', 7, 1, 'csv', 'a.csv', 0, 1, 10, ?, 'running', 4, ?)",
-        [int(time.time() * 1000), f"{socket.gethostname()}:{gone.pid}"])
+    # The process is gone; so is, for the second row, an earlier process that had this
+    # process's number (a container's server is PID 1 after every restart).
+    earlier_me = process_identity().rsplit(":", 1)[0] + ":1"
+    for job_id, owner in (("cut-short-by-a-restart", process_identity(gone.pid)),
+                          ("cut-by-a-restart-too-1", earlier_me)):
+        storage.sql.execute(
+            "INSERT INTO export_jobs (id, account_id, venue_id, fmt, filename, start_ms, end_ms, total, created_ms,"
+            " state, rows_done, host, owner) VALUES (?, 7, 1, 'csv', 'a.csv', 0, 1, 10, ?, 'running', 4, ?, ?)",
+            [job_id, int(time.time() * 1000), socket.gethostname(), f"{owner}#0000"])
     jobs = ExportJobs(storage, TZ, folder)
     try:
-        job = jobs.get("cut-short-by-a-restart", 7)
-        assert job.state == "failed" and "restarted" in job.error and list(folder.iterdir()) == []
+        for job_id in ("cut-short-by-a-restart", "cut-by-a-restart-too-1"):
+            job = jobs.get(job_id, 7)
+            assert job.state == "failed" and "restarted" in job.error
+        assert list(folder.iterdir()) == []
         assert jobs.start(7, 1, "csv", 0, 1, "b.csv")  # the account is not held up by it
     finally:
         jobs.close()

@@ -157,16 +157,17 @@ def test_server_tells_systemd_it_is_ready_and_feeds_the_watchdog(tmp_path, serve
 
 def test_a_second_web_process_shares_the_port_and_serves_on_when_the_first_stops(server_env):
     # More `qrgate-server run --no-bridge` processes on one host use more cores: they
-    # listen on the same port (SO_REUSEPORT) and the kernel spreads the connections.
+    # listen on the same port (SO_REUSEPORT) and the kernel spreads the connections. A
+    # second bridge is refused.
     import urllib.request
 
     from conftest import wait_until
 
     url = f"http://127.0.0.1:{server_env.config.web.port}/healthz"
 
-    def start():
+    def start(*options):
         return subprocess.Popen([sys.executable, "-c", "from server.cli import main; raise SystemExit(main())",
-                                 "run", "--no-bridge", "--config", str(server_env.config.path)],
+                                 "run", *options, "--config", str(server_env.config.path)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def answers() -> bool:
@@ -176,11 +177,15 @@ def test_a_second_web_process_shares_the_port_and_serves_on_when_the_first_stops
         except OSError:
             return False
 
-    first = start()
+    first = start()  # with the bridge
     second = None
     try:
         wait_until(answers, 60, "the first web process")
-        second = start()
+        # A second bridge on this host would fight the first for its broker session.
+        again = start()
+        assert again.wait(timeout=60) == 1
+        assert "another `qrgate-server run` with its bridge is running here" in again.stderr.read().decode()
+        second = start("--no-bridge")
         # Both listen: the second neither fails on the taken port nor takes it over.
         wait_until(lambda: second.poll() is not None or _listeners(server_env.config.web.port) == 2, 60,
                    "the second web process listening")
