@@ -312,7 +312,6 @@ class ExportJobs:
         self._jobs: dict[str, ExportJob] = {}  # the jobs this process runs
         self._swept_s = float("-inf")
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="export")
-        self._closed = threading.Event()
         if not self.db.has_table("export_jobs"):
             self.db.schema(
                 "CREATE TABLE IF NOT EXISTS export_jobs (id TEXT PRIMARY KEY, account_id BIGINT NOT NULL,"
@@ -321,11 +320,10 @@ class ExportJobs:
                 " rows_done BIGINT NOT NULL DEFAULT 0, finished_ms BIGINT, error TEXT NOT NULL DEFAULT '',"
                 " path TEXT, host TEXT NOT NULL, owner TEXT NOT NULL);"
                 " CREATE INDEX IF NOT EXISTS export_jobs_account ON export_jobs (account_id, created_ms)")
+        self._timers: set[threading.Timer] = set()
         self._forget_dead()
         self._remove_orphans()
         self.sweep()
-        # Files are deleted on time even when nobody opens an export page.
-        threading.Thread(target=self._sweep_until_closed, name="export-sweep", daemon=True).start()
 
     def start(self, account_id: int, venue_id: int, fmt: str, start_ms: int, end_ms: int,
               filename: str) -> ExportJob:
@@ -417,8 +415,9 @@ class ExportJobs:
         return removed
 
     def close(self) -> None:
-        self._closed.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        for timer in list(self._timers):
+            timer.cancel()
         # Jobs that never started fail now; finished files stay for a download from
         # another process or after a restart, until their time is up.
         for job in self._jobs.values():
@@ -427,12 +426,20 @@ class ExportJobs:
 
     # -- inside -------------------------------------------------------------------------
 
-    def _sweep_until_closed(self) -> None:
-        while not self._closed.wait(SWEEP_EVERY_S * 6):
+    def _sweep_when_due(self, job: ExportJob) -> None:
+        """A finished file is deleted when its hour is up even if nobody opens an export
+        page: a timer sweeps then (a thread that waits, then ends, holding nothing)."""
+        def sweep() -> None:
+            self._timers.discard(timer)
             try:
                 self.sweep()
-            except Exception:  # the next round tries again; the web goes on
+            except Exception:  # the next sweep, on the next request or start, tries again
                 logger.exception("could not sweep the export files")
+
+        timer = threading.Timer(self.ttl_s + 1, sweep)
+        timer.daemon = True
+        self._timers.add(timer)
+        timer.start()
 
     def _sweep_now_and_then(self) -> None:
         # A progress page asks every second: the database is swept every SWEEP_EVERY_S.
@@ -498,6 +505,7 @@ class ExportJobs:
             job.path = final
             job.total = max(job.total, job.rows_done)
             self._finish(job, "done")
+            self._sweep_when_due(job)
         except Exception as exc:  # the job reports failure; the server goes on
             logger.exception("export %s of venue %s failed", job.id, job.venue_id)
             _remove(partial)

@@ -282,10 +282,8 @@ class SqliteStorage:
         # up to INSERT_ROWS rows, where executemany would take and give back the lock for
         # every row, and wait for it behind the verification threads each time.
         inserted = 0
-        # SQLite before 3.32 allows 999 parameters to a statement, later ones 32,766.
-        per_statement = max(1, min(INSERT_ROWS, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 19))
-        for first in range(0, len(rows), per_statement):
-            chunk = rows[first:first + per_statement]
+        for first in range(0, len(rows), INSERT_ROWS):
+            chunk = rows[first:first + INSERT_ROWS]
             cur = conn.execute(_insert_checkins_sql(len(chunk)), [v for row in chunk for v in row])
             inserted += cur.rowcount  # the rows of this statement, not what triggers write
         return inserted
@@ -334,7 +332,7 @@ class SqliteStorage:
         }
 
 
-INSERT_ROWS = 100  # rows per INSERT at most (x 19 values; fewer where SQLite allows fewer parameters)
+INSERT_ROWS = 50  # x 19 values = 950: within the 999 parameters SQLite before 3.32 allows
 
 
 @functools.lru_cache(maxsize=INSERT_ROWS)
