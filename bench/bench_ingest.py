@@ -296,7 +296,7 @@ def worker_main(config: str, worker_id: int, dsn: str) -> None:
     database from server.toml; the bench gives each run a scratch database instead)."""
     import logging
 
-    from server.cli import open_sealing, startup_lock
+    from server.cli import ensure_dashboard_rollup, open_sealing, startup_lock
     from server.config import load_server_config
     from server.storage_pg import PostgresStorage
     from server.workers import make_worker, run_worker
@@ -306,6 +306,8 @@ def worker_main(config: str, worker_id: int, dsn: str) -> None:
     with startup_lock(config):
         storage = PostgresStorage(dsn, data_dir=cfg.data_dir)
         bridge = make_worker(storage, cfg.mqtt, cfg.base, worker_id, opener=open_sealing(cfg))
+        # As `qrgate-server bridge` does: the dashboards' roll-up triggers count each row.
+        ensure_dashboard_rollup(cfg, storage)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     bridge.start()
