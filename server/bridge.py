@@ -294,8 +294,11 @@ class Bridge:
         if self._storer is not None:
             # What is queued is stored (its acks cannot go out any more: the broker hands
             # those messages over again, and storing is idempotent).
-            self._pipeline.put(None)
-            self._storer.join(timeout=60)
+            try:
+                self._pipeline.put(None, timeout=60)
+                self._storer.join(timeout=60)
+            except queue.Full:
+                logger.error("the bridge's store thread did not take its queue: closing without it")
             self._storer = None
         self._pool.shutdown(wait=False, cancel_futures=True)
 
