@@ -142,8 +142,9 @@ class FeedbackLoop:
             self._show(render_result(self.shown, self.state))
             return
         if self.shown is not None and now >= self._result_until:
-            self.shown = None
+            # The idle screen first: ``shown`` is None only once the panel shows it.
             self._draw_idle()
+            self.shown = None
             return
         if self.shown is not None:
             if state is not None:  # keep the result, refresh its status line
