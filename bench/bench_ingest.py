@@ -44,7 +44,7 @@ if str(REPO_ROOT) not in sys.path:
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey  # noqa: E402
 
-from bench.table import print_ratio_table  # noqa: E402
+from bench.table import parse_counts, print_ratio_table  # noqa: E402
 from edge.policy import Instant  # noqa: E402
 from edge.queue.outbox import Outbox  # noqa: E402
 from qrgate import protocol  # noqa: E402
@@ -715,12 +715,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per worker count; the fastest counts")
     parser.add_argument("--dsn", help="PostgreSQL server for --backend postgres (scratch databases are made there)")
     args = parser.parse_args(argv)
-    try:
-        counts = tuple(int(x) for x in args.workers.split(","))
-    except ValueError:
-        parser.error(f"--workers must be numbers separated by commas, got {args.workers!r}")
-    if not all(1 <= k <= 16 for k in counts):
-        parser.error("--workers counts must be 1-16")
+    counts = parse_counts(parser, args.workers, "--workers")
     _check_backend(args.backend)
     results = {} if args.workers_only else run(args.records)
     results["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}

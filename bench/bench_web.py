@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from bench.bench_queries import open_dataset
-from bench.table import print_ratio_table
+from bench.table import parse_counts, print_ratio_table
 from provisioning.broker import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,12 +160,7 @@ def main(argv=None) -> int:
     parser.add_argument("--processes", default="1,2", help="web processes sharing the port, one run each")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    try:
-        processes = tuple(int(x) for x in args.processes.split(","))
-    except ValueError:
-        parser.error(f"--processes must be numbers separated by commas, got {args.processes!r}")
-    if not all(1 <= p <= 16 for p in processes):
-        parser.error("--processes counts must be 1-16")
+    processes = parse_counts(parser, args.processes, "--processes")
     results = run(args.checkins, args.cache, args.seconds, processes=processes)
     print_table(results)
     if args.json:
