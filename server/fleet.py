@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from qrgate.errors import UserError
-from server.sql import POSTGRESQL
+from server.sql import code_point_order
 from server.venues import is_row_id
 
 logger = logging.getLogger(__name__)
@@ -41,9 +41,6 @@ class Fleet:
                     id {pk}, station_id TEXT, at_ms BIGINT, action TEXT, detail TEXT);
                 """
             )
-        # Station ids in code-point order on every engine (PostgreSQL would use the
-        # database's collation, where "gate-9" and "gate1" may swap).
-        self._by_station = " COLLATE \"C\"" if db.dialect == POSTGRESQL else ""
 
     def record_status(self, station_id: str, payload: bytes, now_ms: int | None = None) -> bool:
         """Store a status message; False if it is not one (ignored, logged)."""
@@ -73,7 +70,10 @@ class Fleet:
         rows = self.storage.sql.rows(
             "SELECT s.station_id, s.status, s.venue_id, v.name, t.online, t.backlog, t.clock_synced, t.fw,"
             " t.fault, t.last_seen_ms FROM stations s JOIN venues v ON v.id = s.venue_id"
-            f" LEFT JOIN station_status t ON t.station_id = s.station_id ORDER BY s.station_id{self._by_station}"
+            " LEFT JOIN station_status t ON t.station_id = s.station_id"
+            # Station ids in code-point order on every engine (PostgreSQL would use the
+            # database's collation, where "gate-9" and "gate1" may swap).
+            f" ORDER BY {code_point_order(self.storage.sql, 's.station_id')}"
         )
         out = []
         for r in rows:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qrgate import persons
-from server.sql import SQLITE
+from server.sql import code_point_order, in_list
 from server.tracing import MAX_VISIT_MS, Visit, visits_from_checkins
 
 MAX_LIMIT = 500
@@ -58,14 +58,6 @@ _DIGITS = re.compile(r"\d{3,8}", re.ASCII)
 
 class HistoryError(ValueError):
     """A query the caller got wrong (bad cursor, order, limit or search): answer 422."""
-
-
-def in_list(db, column: str, values: Sequence[Any]) -> tuple[str, list]:
-    """``column`` is one of ``values``, as one parameter whatever their number: SQLite
-    reads a JSON array (json_each), PostgreSQL an array (= ANY)."""
-    if db.dialect == SQLITE:
-        return f"{column} IN (SELECT value FROM json_each(?))", [json.dumps(list(values))]
-    return f"{column} = ANY(?)", [list(values)]
 
 
 @dataclass
@@ -276,7 +268,7 @@ def _read_person(db, scope: _Scope, after, n: int, select: str) -> list[tuple]:
     # '|' + 1 is '}': every key starting with the prefix sorts in [prefix, prefix with '}')
     # in byte order; PostgreSQL compares text by the database's collation, which may
     # ignore punctuation, so there the comparison says byte order.
-    key = "c.person_key" if db.dialect == SQLITE else 'c.person_key COLLATE "C"'
+    key = code_point_order(db, "c.person_key")
     for prefix in scope.search.prefixes:
         person += f" OR ({key} >= ? AND {key} < ?)"
         pparams += [prefix, prefix[:-1] + "}"]

@@ -36,7 +36,8 @@ from qrgate.errors import UserError
 from qrgate.persons import person_key
 from qrgate.personal_pass import issue_pass
 from server.poster import _font, _wrap
-from server.roster import RosterPerson, RosterStore, binary_order
+from server.roster import RosterPerson, RosterStore
+from server.sql import code_point_order
 from server.stationconfig import ConfigPublisher, StationConfigStore
 
 logger = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ class PassOffice:
             sql += " AND batch_id = ?"
             params.append(batch_id)
         return [self._record(r) for r in self.db.rows(
-            sql + f" ORDER BY batch_id DESC, {binary_order(self.db, 'pid')}", params)]
+            sql + f" ORDER BY batch_id DESC, {code_point_order(self.db, 'pid')}", params)]
 
     def get(self, venue_id: int, pid: str) -> PassRecord | None:
         row = self.db.one(f"SELECT {self._COLUMNS} FROM passes WHERE venue_id = ? AND pid = ?", [venue_id, pid])
@@ -271,7 +272,7 @@ class PassOffice:
         marks = ",".join("?" * len(person_ids))
         pids = [r[0] for r in self.db.rows(
             f"SELECT pid FROM passes WHERE venue_id = ? AND state = 'active' AND person_id IN ({marks})"
-            f" ORDER BY {binary_order(self.db, 'pid')}", [venue_id, *person_ids])]
+            f" ORDER BY {code_point_order(self.db, 'pid')}", [venue_id, *person_ids])]
         for pid in pids:
             self.revoke(venue_id, pid, reason, today)
         return pids

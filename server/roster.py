@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 from qrgate.errors import UserError
 from qrgate.masking import mask_id_number, mask_person_name
 from qrgate.persons import person_key
+from server.sql import code_point_order
 
 logger = logging.getLogger(__name__)
 
@@ -474,12 +475,6 @@ _ROSTER_TABLE = """
 """
 
 
-def binary_order(db, column: str) -> str:
-    """``column`` for an ORDER BY in code point order on both engines (SQLite's BINARY;
-    PostgreSQL's "C" rather than the database's collation)."""
-    return column if db.dialect == "sqlite" else f'{column} COLLATE "C"'
-
-
 class _Refused(Exception):
     """Raised inside the import's transaction to roll it back with the file's problems."""
 
@@ -506,7 +501,7 @@ class RosterStore:
 
     def people(self, venue_id: int, offset: int = 0, limit: int | None = None) -> list[RosterPerson]:
         sql = (f"SELECT {self._COLUMNS} FROM roster_people WHERE venue_id = ?"
-               f" ORDER BY {binary_order(self.db, 'department')}, {binary_order(self.db, 'employee_no_folded')}")
+               f" ORDER BY {code_point_order(self.db, 'department')}, {code_point_order(self.db, 'employee_no_folded')}")
         params: list[Any] = [venue_id]
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
@@ -574,7 +569,7 @@ class RosterStore:
         # file, one kept from before): that is one person twice, so refuse the file.
         keys = [r[0] for r in db.rows(
             "SELECT person_key FROM roster_people WHERE venue_id = ? AND person_key != ''"
-            f" GROUP BY person_key HAVING count(*) > 1 ORDER BY {binary_order(db, 'person_key')} LIMIT 5",
+            f" GROUP BY person_key HAVING count(*) > 1 ORDER BY {code_point_order(db, 'person_key')} LIMIT 5",
             [venue_id])]
         if not keys:
             return

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import re
 import sqlite3
 import threading
@@ -67,6 +68,21 @@ def ddl_for(dialect: str, ddl: str | Mapping[str, str]) -> str:
     for word, value in _DDL_WORDS[dialect].items():
         text = text.replace(word, value)
     return text
+
+
+def in_list(db: Database, column: str, values: Sequence[Any]) -> tuple[str, list]:
+    """``column`` is one of ``values``, as one parameter whatever their number: SQLite
+    reads a JSON array (json_each), PostgreSQL an array (= ANY)."""
+    if db.dialect == SQLITE:
+        return f"{column} IN (SELECT value FROM json_each(?))", [json.dumps(list(values))]
+    return f"{column} = ANY(?)", [list(values)]
+
+
+def code_point_order(db: Database, column: str) -> str:
+    """``column`` compared in code point order on both engines (SQLite's BINARY, the
+    default; PostgreSQL's "C" rather than the database's collation, which may ignore
+    punctuation), for an ORDER BY or a range."""
+    return column if db.dialect == SQLITE else f'{column} COLLATE "C"'
 
 
 class Database(Protocol):

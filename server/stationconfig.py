@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from qrgate import protocol
 from qrgate.protocol import MODES
 from qrgate.errors import UserError
-from server.sql import POSTGRESQL
+from server.sql import code_point_order
 from server.venues import is_row_id
 
 logger = logging.getLogger(__name__)
@@ -77,8 +77,6 @@ class StationConfigStore:
                 """
             )
         db.ensure_column("blocklist", "until_ms", "BIGINT")  # files from before entries could end
-        # Keys in code-point order on every engine, not in the database's collation.
-        self._code_points = " COLLATE \"C\"" if db.dialect == POSTGRESQL else ""
 
     def settings(self, station_id: str) -> tuple[StationSettings, int]:
         row = self.storage.sql.one("SELECT settings, version FROM station_settings WHERE station_id = ?", [station_id])
@@ -118,7 +116,7 @@ class StationConfigStore:
         at_ms = at_ms if at_ms is not None else int(time.time() * 1000)
         return [r[0] for r in self.storage.sql.rows(
             "SELECT person_key FROM blocklist WHERE until_ms IS NULL OR until_ms > ?"
-            f" ORDER BY person_key{self._code_points}", [at_ms])]
+            f" ORDER BY {code_point_order(self.storage.sql, 'person_key')}", [at_ms])]
 
     def stations_of(self, venue_ids: list[int]) -> list[str]:
         """Active stations bound to any of the venues."""
@@ -131,7 +129,7 @@ class StationConfigStore:
                     if self.storage.sql.has_table("self_stations") else "")
         return [r[0] for r in self.storage.sql.rows(
             f"SELECT station_id FROM stations WHERE status = 'active' AND venue_id IN ({marks}){not_self}"
-            f" ORDER BY station_id{self._code_points}", list(venue_ids))]
+            f" ORDER BY {code_point_order(self.storage.sql, 'station_id')}", list(venue_ids))]
 
     def build(self, station_id: str, key: Ed25519PrivateKey, *, now_ms: int | None = None) -> dict[str, Any]:
         """The signed config message for one station."""
@@ -157,7 +155,7 @@ class StationConfigStore:
 
     def active_stations(self) -> list[str]:
         return [r[0] for r in self.storage.sql.rows(
-            f"SELECT station_id FROM stations WHERE status = 'active' ORDER BY station_id{self._code_points}")]
+            f"SELECT station_id FROM stations WHERE status = 'active' ORDER BY {code_point_order(self.storage.sql, 'station_id')}")]
 
 
 def publish_configs(store: StationConfigStore, key: Ed25519PrivateKey, mqtt_settings, base: Path,

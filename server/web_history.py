@@ -32,9 +32,9 @@ from starlette.concurrency import run_in_threadpool
 from qrgate import persons
 from server import i18n
 from server.checkin_views import present_checkin, present_visit
-from server.history import HistoryError, MAX_SEARCH, cursor_at, in_list, query_history, visits_for_rows
+from server.history import HistoryError, MAX_SEARCH, cursor_at, query_history, visits_for_rows
 from server.permissions import allowed
-from server.sql import SQLITE
+from server.sql import SQLITE, in_list
 from server.storage_pg import tracer_for
 from server.tracing import DAY_MS
 
