@@ -36,6 +36,7 @@ from zoneinfo import ZoneInfo
 
 from qrgate.errors import UserError
 from server.areas import Area, AreaDirectory
+from server.sql import ddl_for
 
 logger = logging.getLogger(__name__)
 
@@ -116,12 +117,6 @@ def _venues_have_areas(db) -> bool:
     return {"province", "district", "ward"} <= db.columns("venues")
 
 
-def rollup_supported(storage) -> bool:
-    """Are the check-ins in the storage's database, where the triggers can count them?
-    (Both engines keep them there: true once the storage has made its tables.)"""
-    return storage.sql.has_table("checkins")
-
-
 def rollup_offset_s(storage) -> int | None:
     """The UTC offset the roll-up counts local days with (None: no roll-up yet)."""
     value = _meta(storage.sql).get("utc_offset_s")
@@ -159,10 +154,9 @@ def _build(db, offset_s: int, meta: dict[str, str]) -> None:
     offset_ms = offset_s * 1000
     started = time.perf_counter()
     db.execute("CREATE TABLE IF NOT EXISTS dashboard_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS dashboard_daily (venue_id BIGINT NOT NULL, day BIGINT NOT NULL,"
-        " scans BIGINT NOT NULL, PRIMARY KEY (venue_id, day))"
-        + (" WITHOUT ROWID" if db.dialect == "sqlite" else ""))
+    db.execute(ddl_for(db.dialect, "CREATE TABLE IF NOT EXISTS dashboard_daily (venue_id BIGINT NOT NULL,"
+                                   " day BIGINT NOT NULL, scans BIGINT NOT NULL, PRIMARY KEY (venue_id, day))"
+                                   " {without_rowid}"))
     if _venues_have_areas(db):
         db.execute("CREATE INDEX IF NOT EXISTS dashboard_venues_area ON venues (province, district, ward)")
     for name in sorted(TRIGGERS[db.dialect]):

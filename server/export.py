@@ -320,7 +320,6 @@ class ExportJobs:
                 " rows_done BIGINT NOT NULL DEFAULT 0, finished_ms BIGINT, error TEXT NOT NULL DEFAULT '',"
                 " path TEXT, host TEXT NOT NULL, owner TEXT NOT NULL);"
                 " CREATE INDEX IF NOT EXISTS export_jobs_account ON export_jobs (account_id, created_ms)")
-        self.db.ensure_column("export_jobs", "host", "TEXT NOT NULL DEFAULT ''")  # a table from before hosts
         self._timers: set[threading.Timer] = set()
         self._forget_dead()
         self._remove_orphans()

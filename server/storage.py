@@ -7,10 +7,11 @@ twice is stored once; a different record under a stored (station, seq) is a conf
 from __future__ import annotations
 
 import functools
+import itertools
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -209,7 +210,6 @@ class SqliteStorage:
     def store_records(self, station: StationInfo, records: Iterable[Mapping[str, Any]]) -> StoreResult:
         """Store verified records (check-ins with their opened ``person``, and clock
         records) in one transaction; return what to ack."""
-        records = list(records)
         stored: list[int] = []
         refused: dict[int, str] = {}
         new = 0
@@ -217,21 +217,13 @@ class SqliteStorage:
         conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            i = 0
-            while i < len(records):
-                # Runs of check-ins go in one executemany each; a clock record between
-                # them is applied in its place, so the order of the batch is kept.
-                if records[i].get("type") == "clock":
-                    run, table = records[i:i + 1], "clock_bases"
-                    inserted = int(self._insert_clock(conn, station, records[i], received))
-                    i += 1
+            for clock, run in record_runs(records):
+                if clock:
+                    table = "clock_bases"
+                    inserted = sum(self._insert_clock(conn, station, rec, received) for rec in run)
                 else:
-                    j = i
-                    while j < len(records) and records[j].get("type") != "clock":
-                        j += 1
-                    run, table = records[i:j], "checkins"
+                    table = "checkins"
                     inserted = self._insert_checkins(conn, station, run, received)
-                    i = j
                 new += inserted
                 if inserted == len(run):
                     stored.extend(rec["seq"] for rec in run)
@@ -330,6 +322,14 @@ class SqliteStorage:
             r["reason"]: r["n"]
             for r in self.db.query("SELECT reason, sum(count) AS n FROM refusals GROUP BY reason")
         }
+
+
+def record_runs(records: Iterable[Mapping[str, Any]]) -> Iterator[tuple[bool, list[Mapping[str, Any]]]]:
+    """A batch as runs in its order: (True, clock records) or (False, check-ins), so a
+    storage writes each run of check-ins in few statements and applies a clock record in
+    its place (it corrects the check-ins stored before it and sets those after it)."""
+    for clock, run in itertools.groupby(records, key=lambda rec: rec.get("type") == "clock"):
+        yield clock, list(run)
 
 
 INSERT_ROWS = 50  # x 19 values = 950: within the 999 parameters SQLite before 3.32 allows

@@ -47,7 +47,7 @@ except ImportError:  # a SQLite-only install: open_storage_url still serves SQLi
 from qrgate import persons, protocol
 from qrgate.errors import UserError
 from server.sql import SCHEMA_LOCK, PostgresDatabase, configure_connection
-from server.storage import SqliteStorage, StationInfo, StoreResult
+from server.storage import SqliteStorage, StationInfo, StoreResult, record_runs
 from server.tracing import CONTACT_COLUMNS, DAY_MS, Tracer
 
 logger = logging.getLogger(__name__)
@@ -162,17 +162,16 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             partitions_dropped text[] NOT NULL
         );
     """),
+    (2, "the whole server on PostgreSQL", """
+        -- Person keys compare byte by byte, as on SQLite: the history's id search walks a
+        -- range of keys whose bounds are punctuation, which a linguistic collation reorders.
+        ALTER TABLE checkins ALTER COLUMN person_key TYPE text COLLATE "C";
+        -- The operators' all-venue history pages through time; the weekly report asks each
+        -- station's last contact.
+        CREATE INDEX checkins_wall ON checkins (wall_ms);
+        CREATE INDEX checkins_station_received ON checkins (station_id, received_ms);
+    """),
 ]
-
-MIGRATIONS.append((2, "the whole server on PostgreSQL", """
-    -- Person keys compare byte by byte, as on SQLite: the history's id search walks a
-    -- range of keys whose bounds are punctuation, which a linguistic collation reorders.
-    ALTER TABLE checkins ALTER COLUMN person_key TYPE text COLLATE "C";
-    -- The operators' all-venue history pages through time; the weekly report asks each
-    -- station's last contact.
-    CREATE INDEX checkins_wall ON checkins (wall_ms);
-    CREATE INDEX checkins_station_received ON checkins (station_id, received_ms);
-"""))
 
 _PARTITION_NAME = re.compile(r"checkins_(\d{4})_(\d{2})")
 _CHECKIN_COLUMNS = ("station_id", "seq", "venue_id", "direction", "kind", "person_key", "id_number", "name", "birth",
@@ -415,19 +414,11 @@ class PostgresStorage:
         received = self._now_ms()
         walls: list[int] = []
         with self.pool.connection() as conn:
-            i = 0
-            while i < len(records):
-                # Runs of check-ins go in one statement each; a clock record between them
-                # is applied in its place, so the order of the batch is kept.
-                if records[i].get("type") == "clock":
-                    run, outcomes = records[i:i + 1], [self._insert_clock(conn, station, records[i], received, walls)]
-                    i += 1
+            for clock, run in record_runs(records):
+                if clock:
+                    outcomes = [self._insert_clock(conn, station, rec, received, walls) for rec in run]
                 else:
-                    j = i
-                    while j < len(records) and records[j].get("type") != "clock":
-                        j += 1
-                    run, outcomes = records[i:j], self._insert_checkins(conn, station, records[i:j], received, walls)
-                    i = j
+                    outcomes = self._insert_checkins(conn, station, run, received, walls)
                 for rec, outcome in zip(run, outcomes):
                     if outcome == "new":
                         new += 1

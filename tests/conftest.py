@@ -106,13 +106,13 @@ def new_storage(path: Path | str):
 
 
 def storage_for(config: ServerConfig):
-    """The storage a server.toml names (as ``qrgate-server`` opens it)."""
-    if not config.server.database:
-        return SqliteStorage(config.database)
-    from server.storage_pg import open_storage_url
+    """The storage a server.toml names, opened as ``qrgate-server`` opens it (closed
+    after the test on the PostgreSQL pass)."""
+    from server.storage_pg import open_configured
 
-    storage = open_storage_url(config.server.database, data_dir=config.data_dir)
-    _opened_storages.append(storage)
+    storage = open_configured(config)
+    if config.server.database:
+        _opened_storages.append(storage)
     return storage
 
 
