@@ -59,11 +59,14 @@ def unavailable(message: str):
 
 @contextlib.contextmanager
 def serve_app(app, what: str = "web server start"):
-    """An ASGI app served by uvicorn on a free local port in a thread; yields its base URL."""
+    """An ASGI app served by uvicorn on a free local port in a thread, as the server
+    serves it (server.cli.uvicorn_config); yields its base URL."""
     import uvicorn
 
+    from server.cli import uvicorn_config
+
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
