@@ -210,44 +210,23 @@ def test_two_workers_storing_the_same_batches_at_once_store_each_record_once(tmp
 
 
 @pytest.mark.timeout(120)
-def test_a_stream_of_batches_through_the_broker_is_stored_and_acked_in_full(server_env):
+def test_a_stream_of_batches_through_the_broker_is_stored_and_acked_in_full(server_env, tmp_path):
     # Through a broker the bridge verifies the next messages while it stores one, and
     # quick batches finish their checks before slow ones sent earlier. Every record is
     # stored once and acked, and a check-in made before its boot's clock synced is
     # corrected whichever of the two batches is stored first.
-    import ssl
-
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
     from conftest import wait_until
+    from test_workers import StationLink, TestStation
 
-    files, storage = server_env.broker.files, server_env.storage
-    password = files.add_user("gate-7")
-    server_env.broker.reload()
-    key = Ed25519PrivateKey.generate()
-    storage.add_station("gate-7", protocol.public_key_to_text(key.public_key()), server_env.venue_id)
+    storage = server_env.storage
+    gate = TestStation(server_env, "gate-7", tmp_path / "gate-7")
+    key = gate.key
     bridge = Bridge(storage, server_env.config.mqtt, server_env.config.base, check_threads=2)
     bridge.start()
-    acked: set[int] = set()
-    lock = threading.Lock()
-    station = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="gate-7", protocol=mqtt.MQTTv5)
-    station.username_pw_set("gate-7", password)
-    station.tls_set(ca_certs=str(files.ca_cert), cert_reqs=ssl.CERT_REQUIRED)
-    subscribed = threading.Event()
-    station.on_connect = lambda client, *a: client.subscribe(protocol.acks_topic("gate-7"), qos=1)
-    station.on_subscribe = lambda *a: subscribed.set()
-
-    def on_ack(client, userdata, message):
-        with lock:
-            acked.update(protocol.Ack.from_bytes(message.payload).stored)
-
-    station.on_message = on_ack
+    link = None
     try:
         assert bridge.wait_subscribed(30)
-        station.connect(files.host, files.port)
-        station.loop_start()
-        assert subscribed.wait(30)
+        link = StationLink(gate)
         seq, boots, payloads = 0, 12, []
         for b in range(boots):
             # A big batch of the boot's clock record first (slow to check), then a small
@@ -265,14 +244,14 @@ def test_a_stream_of_batches_through_the_broker_is_stored_and_acked_in_full(serv
                                           "mono": 5_000, "boot": f"boot-{b}"}, key)
             payloads += [batch(*filler, clock), batch(early)]
         for payload in payloads:
-            station.publish(protocol.records_topic("gate-7"), payload, qos=1)
-        wait_until(lambda: len(acked) == seq, 60, "every record acked")
+            link.publish_payload(payload)
+        wait_until(lambda: len(link.acked) == seq, 60, "every record acked")
         walls = storage.sql.rows("SELECT wall_ms, time_corrected FROM checkins WHERE station_id = 'gate-7'"
                                  " AND clock_synced = ?", [False])
         assert walls == [(1_790_000_005_000, True)] * boots
         assert storage.count_checkins("gate-7") == seq - boots
         assert bridge.alive()
     finally:
-        station.disconnect()
-        station.loop_stop()
+        if link is not None:
+            link.close()
         bridge.close()

@@ -91,7 +91,9 @@ class StationLink:
             self.acked |= set(protocol.Ack.from_bytes(message.payload).stored)
 
     def publish(self, seqs) -> None:
-        payload = protocol.encode_batch(self.station.record(s) for s in seqs)
+        self.publish_payload(protocol.encode_batch(self.station.record(s) for s in seqs))
+
+    def publish_payload(self, payload: bytes) -> None:
         info = self.client.publish(protocol.records_topic(self.station.station_id), payload, qos=1)
         info.wait_for_publish(30)
         assert info.rc == mqtt.MQTT_ERR_SUCCESS and info.is_published()
