@@ -99,7 +99,7 @@ class PersonOpener:
     def open(self, sealed: str, station_id: str) -> dict[str, Any]:
         """Return the person object; RecordError('bad_sealed') if it cannot be opened."""
         try:
-            blob = base64.b64decode(sealed, validate=True)
+            blob = protocol.b64decode_strict(sealed)
         except ValueError:
             raise RecordError("bad_sealed", "not base64") from None
         if len(blob) < 32 + NONCE_BYTES + 16:

@@ -227,7 +227,7 @@ class Bridge:
                     raise RecordError("misaddressed", f"record of {record['st']} on {station_id}'s topic")
                 protocol.verify_record(record, keys.for_seq(record["seq"]))
                 if "sealed" in record:
-                    record = {**record, "person": self._open(record, station_id)}
+                    record["person"] = self._open(record, station_id)  # a dict of this batch's own
                 out.append(record)
             except RecordError as exc:
                 out.append(exc)
