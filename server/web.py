@@ -40,7 +40,7 @@ from server import i18n
 from server.accounts import Account, Accounts, AuthRefused, AuthSettings, PhoneError, normalise_phone, parse_phone_list
 from server.areas import AreaDirectory
 from server.audit import AuditLog
-from server.checkin_views import venue_checkins
+from server.checkin_views import venue_checkins, when_texts
 from server.enrol import Enrolment, enrol_code_text
 from server.enrol import make_router as make_enrol_router
 from server.fleet import Fleet
@@ -95,7 +95,7 @@ SECURITY_HEADERS = {
 
 def _present(row: dict, tz: ZoneInfo) -> dict:
     """A check-in as a venue role may see it: personal fields masked."""
-    when = dt.datetime.fromtimestamp(row["wall_ms"] / 1000, tz)
+    time_iso, time_text = when_texts(row["wall_ms"], tz)
     return {
         "id": row["id"],
         "station_id": row["station_id"],
@@ -106,8 +106,8 @@ def _present(row: dict, tz: ZoneInfo) -> dict:
         "name": mask_person_name(row["name"]),
         "id_number": mask_id_number(row["id_number"]),
         "birth": mask_birth(row["birth"]),
-        "time": when.isoformat(timespec="seconds"),
-        "time_text": when.strftime("%d/%m/%Y %H:%M:%S"),
+        "time": time_iso,
+        "time_text": time_text,
         "clock_synced": bool(row["clock_synced"]),
     }
 

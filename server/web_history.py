@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlencode
 
+import orjson
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -337,10 +338,11 @@ def make_router(kit) -> APIRouter:
         except HistoryError as exc:
             raise HTTPException(422, str(exc)) from None
         # Plain JSON types already: answering directly spares FastAPI's generic encoder,
-        # which took half of this endpoint's time.
-        return JSONResponse({"rows": data["items"], "next_cursor": data["next_cursor"],
-                             "prev_cursor": data["prev_cursor"], "unmasked_rows": data["unmasked_rows"],
-                             "partial_search": data["partial_search"]})
+        # which took half of this endpoint's time, and orjson writes it in a tenth of the
+        # standard library's time (UTF-8 text, where json would escape every non-ASCII letter).
+        return Response(orjson.dumps({"rows": data["items"], "next_cursor": data["next_cursor"],
+                                      "prev_cursor": data["prev_cursor"], "unmasked_rows": data["unmasked_rows"],
+                                      "partial_search": data["partial_search"]}), media_type="application/json")
 
     # -- officers: areas ------------------------------------------------------------------------
 
