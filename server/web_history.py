@@ -338,8 +338,8 @@ def make_router(kit) -> APIRouter:
         except HistoryError as exc:
             raise HTTPException(422, str(exc)) from None
         # Plain JSON types already: answering directly spares FastAPI's generic encoder,
-        # which took half of this endpoint's time, and orjson writes it in a tenth of the
-        # standard library's time (UTF-8 text, where json would escape every non-ASCII letter).
+        # which took half of this endpoint's time; orjson writes the same JSON (UTF-8, no
+        # spaces) faster than the standard library behind JSONResponse.
         return Response(orjson.dumps({"rows": data["items"], "next_cursor": data["next_cursor"],
                                       "prev_cursor": data["prev_cursor"], "unmasked_rows": data["unmasked_rows"],
                                       "partial_search": data["partial_search"]}), media_type="application/json")
