@@ -149,9 +149,7 @@ def generate(path: str | Path, checkins: int, *, venues: int = 3000, people: int
     # Insert in arrival order, as the bridge would.
     order = np.argsort(wall, kind="stable")
 
-    conn.execute("DROP INDEX IF EXISTS idx_checkins_station_id_seq")
-    conn.execute("DROP INDEX IF EXISTS idx_checkins_venue_id_wall_ms")
-    conn.execute("DROP INDEX IF EXISTS idx_checkins_person_key_wall_ms")
+    # Every index of the server's schema is dropped for the insert and made again after it.
     indexes = [r for r in conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'"
                                        " AND tbl_name = 'checkins' AND sql IS NOT NULL")]
     for name, _ in indexes:
@@ -176,13 +174,8 @@ def generate(path: str | Path, checkins: int, *, venues: int = 3000, people: int
         done += len(rows)
         if progress:
             progress(done)
-    conn.execute("CREATE UNIQUE INDEX idx_checkins_station_id_seq ON checkins (station_id, seq)")
-    conn.execute("CREATE INDEX idx_checkins_venue_id_wall_ms ON checkins (venue_id, wall_ms)")
-    conn.execute("CREATE INDEX idx_checkins_person_key_wall_ms ON checkins (person_key, wall_ms)")
-    for name, index_sql in indexes:
-        if name not in ("idx_checkins_station_id_seq", "idx_checkins_venue_id_wall_ms",
-                        "idx_checkins_person_key_wall_ms"):
-            conn.execute(index_sql)
+    for _, index_sql in indexes:
+        conn.execute(index_sql)
     conn.execute("ANALYZE")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import sqlite3
 import threading
 import time
@@ -21,6 +22,8 @@ import sqlite_utils
 from qrgate import persons, protocol
 from qrgate.errors import UserError
 from server.sql import Database, SqliteDatabase
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +132,7 @@ class SqliteStorage:
                 defaults={"time_corrected": 0},
             )
             db["checkins"].create_index(["station_id", "seq"], unique=True)
-            db["checkins"].create_index(["venue_id", "wall_ms"])
-            db["checkins"].create_index(["person_key", "wall_ms"])
+        self._create_scan_indexes()
         # The history of all venues and retention read check-ins in time order.
         db.execute("CREATE INDEX IF NOT EXISTS idx_checkins_wall_ms ON checkins (wall_ms)")
         if "clock_bases" not in db.table_names():
@@ -145,6 +147,42 @@ class SqliteStorage:
             db["refusals"].create(
                 {"station_id": str, "reason": str, "count": int, "last_ms": int}, pk=("station_id", "reason")
             )
+
+    def _create_scan_indexes(self) -> None:
+        """The check-ins of a venue, and of a person, in time order: (venue_id, wall_ms, id)
+        and (person_key, wall_ms, id), each carrying the columns a trace reads of the
+        others' scans (person or venue, and direction), so tracing reads these indexes
+        alone and not the rows, which are large (the signed record is kept).
+
+        A database made before these indexes has the same two without the carried
+        columns; they are replaced once, in one transaction (about 15 s a 10 million
+        check-ins), while other processes opening the file wait for it.
+        """
+        db = self.db
+        wanted = {"idx_checkins_venue_scan": "venue_id, wall_ms, id, person_key, direction",
+                  "idx_checkins_person_scan": "person_key, wall_ms, id, venue_id, direction"}
+        replaced = ("idx_checkins_venue_id_wall_ms", "idx_checkins_person_key_wall_ms")
+        have = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'"
+                                         " AND tbl_name = 'checkins'")}
+        if set(wanted) <= have and not have & set(replaced):
+            return
+        if have & set(replaced):
+            log.info("rebuilding the check-in indexes for tracing in %s (once)", self.path)
+        conn = db.conn
+        conn.execute("PRAGMA busy_timeout = 900000")  # another process may be building them
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for name, columns in wanted.items():
+                    conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON checkins ({columns})")
+                for name in replaced:
+                    conn.execute(f"DROP INDEX IF EXISTS {name}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.execute("PRAGMA busy_timeout = 10000")
 
     def add_venue(self, name: str, kind: str = "", address: str = "") -> int:
         name = name.strip()

@@ -7,10 +7,12 @@ A vehicle is a venue, so a bus trip is one place. Two visits are contacts when t
 overlap at the same venue once the traced person's visit is widened by ``margin_s``.
 
 The answer is the one a pairing of every check-in in the table would give, but the
-queries read only what can matter, through the (person_key, wall_ms) and
-(venue_id, wall_ms) indexes: the person's own scans around the range, and per visit the
-venue's scans in its window plus the few scans just outside it that complete a visit
-crossing the window's edges (see ``Tracer._scans_around``).
+queries read only what can matter, through the (person_key, wall_ms, id) and
+(venue_id, wall_ms, id) indexes, which carry the venue or person and the direction so
+that a trace on SQLite reads no table row until the contacts' names: the person's own
+scans around the range, and per visit the venue's scans in its window plus the few
+scans just outside it that complete a visit crossing the window's edges (see
+``Tracer._scans_around``).
 """
 
 from __future__ import annotations
@@ -61,29 +63,38 @@ class Contact:
 def visits_from_checkins(rows: list[tuple[str, int, str, int]], default_stay_ms: int) -> list[Visit]:
     """Pair (person_key, venue_id, direction, wall_ms) rows into visits (see the module's
     rules; scans at the same instant are taken entry first, whatever order they came in)."""
-    by_place: dict[tuple[str, int], list[tuple[str, int]]] = defaultdict(list)
+    by_place: dict[tuple[str, int], list[tuple[int, str]]] = defaultdict(list)
     for person, venue, direction, wall in rows:
-        by_place[(person, venue)].append((direction, wall))
-    visits: list[Visit] = []
-    for (person, venue), scans in by_place.items():
-        scans.sort(key=lambda s: (s[1], s[0] != "in"))
-        open_at: int | None = None
-        for direction, wall in scans:
-            if direction == "in":
-                if open_at is not None:  # entered again without an exit: close the first
-                    visits.append(Visit(person, venue, open_at, min(wall, open_at + default_stay_ms), True))
-                open_at = wall
-            else:
-                if open_at is not None and wall - open_at <= MAX_VISIT_MS:
-                    visits.append(Visit(person, venue, open_at, wall, False))
-                else:
-                    if open_at is not None:  # an exit days later is not this entry's
-                        visits.append(Visit(person, venue, open_at, open_at + default_stay_ms, True))
-                    visits.append(Visit(person, venue, wall - default_stay_ms, wall, True))
-                open_at = None
-        if open_at is not None:
-            visits.append(Visit(person, venue, open_at, open_at + default_stay_ms, True))
+        by_place[(person, venue)].append((wall, direction))
+    visits = [Visit(person, venue, start, end, estimated)
+              for (person, venue), scans in by_place.items()
+              for start, end, estimated in paired(scans, default_stay_ms)]
     visits.sort(key=lambda v: (v.start_ms, v.venue_id))
+    return visits
+
+
+def paired(scans: list[tuple[int, str]], default_stay_ms: int) -> list[tuple[int, int, bool]]:
+    """One person's visits at one venue as (start_ms, end_ms, estimated), from their
+    (wall_ms, direction) scans there, which this sorts in place: by time, and at one
+    instant the entry first ("in" sorts before "out")."""
+    scans.sort()
+    visits: list[tuple[int, int, bool]] = []
+    open_at: int | None = None
+    for wall, direction in scans:
+        if direction == "in":
+            if open_at is not None:  # entered again without an exit: close the first
+                visits.append((open_at, min(wall, open_at + default_stay_ms), True))
+            open_at = wall
+        else:
+            if open_at is not None and wall - open_at <= MAX_VISIT_MS:
+                visits.append((open_at, wall, False))
+            else:
+                if open_at is not None:  # an exit days later is not this entry's
+                    visits.append((open_at, open_at + default_stay_ms, True))
+                visits.append((wall - default_stay_ms, wall, True))
+            open_at = None
+    if open_at is not None:
+        visits.append((open_at, open_at + default_stay_ms, True))
     return visits
 
 
@@ -126,18 +137,24 @@ class Tracer:
         contacts: dict[str, Contact] = {}
         seen: dict[str, tuple] = {}
         for visit in visits:
-            scans = self._scans_around(visit, margin, stay, person_key, seen)
-            for other in visits_from_checkins(scans, stay):
-                shared = overlap_ms(visit, other, margin)
-                if shared <= 0:
+            lo, hi = visit.start_ms - margin, visit.end_ms + margin  # the traced visit, widened
+            for key, scans in self._scans_around(visit, margin, stay, person_key, seen).items():
+                shared, began = 0, hi
+                for start, end, _ in paired(scans, stay):
+                    start = start if start > lo else lo
+                    end = end if end < hi else hi
+                    if end > start:
+                        shared += end - start
+                        began = start if start < began else began  # when they were first together
+                if not shared:
                     continue
-                c = contacts.get(other.person_key)
+                c = contacts.get(key)
                 if c is None:
-                    c = contacts[other.person_key] = Contact(other.person_key, "", checkin_id=seen[other.person_key][4])
+                    c = contacts[key] = Contact(key, "", first_ms=began, checkin_id=seen[key][4])
+                elif began < c.first_ms:
+                    c.first_ms = began
                 c.overlap_ms += shared
                 c.venues.add(visit.venue_id)
-                began = max(visit.start_ms - margin, other.start_ms)  # when they were first together
-                c.first_ms = min(c.first_ms or began, began)
         details = self._checkin_details([c.checkin_id for c in contacts.values()])
         for c in contacts.values():
             c.name, c.kind, c.id_number, c.birth = (value or "" for value in details.get(c.checkin_id, ("",) * 4))
@@ -196,9 +213,9 @@ class Tracer:
             [json.dumps(ids)])}
 
     def _scans_around(self, visit: Visit, margin: int, stay: int, person_key: str,
-                      seen: dict[str, tuple]) -> list[tuple]:
+                      seen: dict[str, tuple]) -> dict[str, list[tuple[int, str]]]:
         """Everyone else's scans at the visit's venue that make up the visits able to
-        overlap it, as (person_key, venue_id, direction, wall_ms) rows.
+        overlap it, as (wall_ms, direction) lists by person_key (for :func:`paired`).
 
         A visit overlapping [start - margin, end + margin] either has a scan in the window
         [start - margin - stay, end + margin + stay], or it is an entry before the window
@@ -210,13 +227,18 @@ class Tracer:
         venue = visit.venue_id
         lo, hi = visit.start_ms - margin - stay, visit.end_ms + margin + stay
         rows = self._venue_window(venue, lo, hi, person_key)
+        scans: dict[str, list[tuple[int, str]]] = {}
         first: dict[str, tuple] = {}
         last: dict[str, tuple] = {}
         for r in rows:
-            first.setdefault(r[0], r)
-            last[r[0]] = r
-            seen[r[0]] = r
-        scans = [r[:4] for r in rows]
+            key = r[0]
+            if key in scans:
+                scans[key].append((r[3], r[2]))
+            else:
+                scans[key] = [(r[3], r[2])]
+                first[key] = r
+            last[key] = r
+        seen.update(last)
         # An exit whose entry is before the window: that entry only changes the overlap
         # (against the default stay before the exit) when the exit is late enough; the
         # same for an entry whose exit is after the window. Look up only those.
@@ -240,9 +262,9 @@ class Tracer:
                 if key in inside:
                     if r[2] != "out":
                         continue
-                    scans.append((key, venue, "in", inside[key][1]))
+                    scans[key] = [(inside[key][1], "in")]
                     seen[key] = r[:5]
-                scans.append(r[:4])
+                scans[key].append((r[3], r[2]))
         return scans
 
 

@@ -94,3 +94,38 @@ def test_postgresql_traces_the_same_million_rows_to_the_same_answer(million, pg_
             [(c["person_key"], c["overlap_minutes"]) for c in theirs["contacts"]], person
         compared += len(theirs["contacts"])
     assert compared > 20
+
+
+def test_a_database_from_before_the_tracing_indexes_is_upgraded_in_place_and_traces_the_same(tmp_path):
+    small = generate(tmp_path / "old.sqlite3", 50_000, venues=200, people=5_000, days=28, seed=9)
+    storage = SqliteStorage(small.path)
+    start = small.end_ms - 14 * DAY_MS
+    people = [r[0] for r in storage.db.execute("SELECT DISTINCT person_key FROM checkins WHERE wall_ms >= ?"
+                                               " ORDER BY person_key LIMIT 5", [start])]
+    before = [Tracer(storage).trace(p, start, small.end_ms) for p in people]
+    assert sum(len(b["contacts"]) for b in before) > 5
+    # The indexes of a database made by an earlier release.
+    storage.db.conn.executescript(
+        "DROP INDEX idx_checkins_venue_scan; DROP INDEX idx_checkins_person_scan;"
+        " CREATE INDEX idx_checkins_venue_id_wall_ms ON checkins (venue_id, wall_ms);"
+        " CREATE INDEX idx_checkins_person_key_wall_ms ON checkins (person_key, wall_ms);")
+    storage.db.conn.close()
+    reopened = SqliteStorage(small.path)
+    names = {r[0] for r in reopened.db.execute("SELECT name FROM sqlite_master WHERE type = 'index'"
+                                               " AND tbl_name = 'checkins'")}
+    assert {"idx_checkins_venue_scan", "idx_checkins_person_scan"} <= names
+    assert not names & {"idx_checkins_venue_id_wall_ms", "idx_checkins_person_key_wall_ms"}
+    assert reopened.count_checkins() == 50_000
+    assert [Tracer(reopened).trace(p, start, small.end_ms) for p in people] == before
+    # Who else was at a venue, and where a person was, come from the indexes alone, not
+    # from the large rows; the history's order (time, then id) needs no sort.
+    for sql in ("SELECT person_key, venue_id, direction, wall_ms, id FROM checkins WHERE venue_id = 3"
+                " AND wall_ms >= 0 AND wall_ms <= 9 AND person_key != 'x' ORDER BY wall_ms, id",
+                "SELECT person_key, venue_id, direction, wall_ms FROM checkins WHERE person_key = 'x'"
+                " AND wall_ms >= 0 AND wall_ms <= 9 ORDER BY wall_ms",
+                "SELECT id, name FROM checkins WHERE venue_id = 3 ORDER BY wall_ms DESC, id DESC LIMIT 50"):
+        plan = " ".join(r[3] for r in reopened.db.execute(f"EXPLAIN QUERY PLAN {sql}"))
+        assert "idx_checkins_venue_scan" in plan or "idx_checkins_person_scan" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan
+        if "name" not in sql:
+            assert "COVERING INDEX" in plan, plan
