@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from edge.clock import SystemClock
 from edge.config import StationConfig
@@ -67,6 +68,7 @@ class Station:
     ):
         self.config = config
         self.clock = clock or SystemClock()
+        self._tz = ZoneInfo(config.station.timezone)  # the day a pass's dates are checked on
         state_dir = config.state_dir
         # One station process per state folder; key rotation waits for it to stop.
         from edge.key_rotation import station_lock
@@ -333,7 +335,7 @@ class Station:
         mono_ns = int(now.mono_s * 1e9)
         synced = bool(self.clock.synced())
         # With an unsynced clock the date may be years off: check pass signatures, not dates.
-        today = dt.date.fromtimestamp(now.wall_s) if synced else None
+        today = dt.datetime.fromtimestamp(now.wall_s, self._tz).date() if synced else None
         try:
             person = parse_payload(text, pass_keys=self.pass_keys, today=today)
         except PayloadRefused as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge.policy import PolicyConfig
 from qrgate import protocol
@@ -37,6 +38,10 @@ class StationSection:
     metrics_host: str = option("127.0.0.1")
     # How often the station checks its clock, disk space and old presence.
     housekeeping_s: float = option(5.0, min=0.05, max=300.0)
+    # The venue's time zone. A pass's dates are days of the server's calendar ([web]
+    # timezone there): the station checks them against today's date in this zone, not in
+    # the system's (often UTC on a fresh image, seven hours behind Vietnam).
+    timezone: str = option("Asia/Ho_Chi_Minh")
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,10 @@ def load_station_config(path: str | Path) -> StationConfig:
         x25519_public_from_text(station.server_key)
     except ValueError:
         raise ConfigError(f"{path}: section [station]: option 'server_key' is not a base64 X25519 key") from None
+    try:
+        ZoneInfo(station.timezone)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise ConfigError(f"{path}: section [station]: option 'timezone' is not a known time zone: {station.timezone!r}") from None
     for key in station.pass_keys:
         try:
             protocol.public_key_from_text(key)

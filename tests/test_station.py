@@ -254,3 +254,35 @@ def test_a_failing_camera_is_shown_as_a_fault_and_reopened(station, monkeypatch)
     faults = [e.fault for e in station.events if isinstance(e, StationState)]
     assert faults == ["camera", ""]  # shown, then cleared when frames came back
     assert station.outbox.backlog() == 1  # and scanning went on
+
+
+def test_a_pass_is_checked_on_the_venues_calendar_not_the_systems(station, monkeypatch):
+    """A pass handed out at 01:30 in Vietnam carries that day's date; a station whose
+    system zone is UTC (a fresh image) still reads the day before there."""
+    import datetime as dt
+    import time
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from qrgate.personal_pass import issue_pass, key_id
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        key = Ed25519PrivateKey.generate()
+        station.pass_keys[key_id(key.public_key())] = key.public_key()
+        # 2026-09-21 18:30 UTC is 2026-09-22 01:30 in Asia/Ho_Chi_Minh (the default zone).
+        station.clock_fake.t = 1_789_948_800 + 18 * 3600 + 1800 - 1_790_000_000
+        assert dt.date.fromtimestamp(station.clock_fake.now().wall_s) == dt.date(2026, 9, 21)
+        fresh = issue_pass(key, pid="NV0000AB", name="Trần Thị Mai", issued=dt.date(2026, 9, 22),
+                           expires=dt.date(2026, 10, 21))
+        out = station.handle_text(fresh)
+        assert out.result is Result.ACCEPTED_OFFLINE, out.reason
+        station.clock_fake.advance(60)
+        ended = issue_pass(key, pid="NV0000CD", name="Lê Văn Tám", issued=dt.date(2026, 9, 1),
+                           expires=dt.date(2026, 9, 21))
+        out = station.handle_text(ended)
+        assert (out.result, out.reason) == (Result.REFUSED, "expired")
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
