@@ -12,6 +12,7 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from provisioning.station import Binding, station_public_key, write_station_config
 from qrgate.errors import DriverError, UserError
@@ -77,9 +78,11 @@ def enrol(server_url: str, token: str, station_dir: Path, *, name: str = "", sou
             pass_keys=tuple(answer["pass_keys"]), mqtt_host=mqtt["host"], mqtt_port=int(mqtt["port"]),
             ca_file=str(ca_file), password=mqtt["password"],
         )
-    except (KeyError, TypeError, ValueError):
+        options = {"server_url": server_url.rstrip("/")}
+        if "timezone" in answer:  # the server's calendar, for the dates on its passes
+            options["timezone"] = str(ZoneInfo(answer["timezone"]))
+    except (KeyError, TypeError, ValueError, ZoneInfoNotFoundError):
         raise UserError("the server's answer is not an enrolment binding") from None
-    path = write_station_config(station_dir, binding, source=source, feedback=feedback,
-                                station_options={"server_url": server_url.rstrip("/")})
+    path = write_station_config(station_dir, binding, source=source, feedback=feedback, station_options=options)
     logger.info("enrolled as %s at %s", binding.station_id, binding.venue_name)
     return path

@@ -62,6 +62,7 @@ class EnrolSettings:
     ca_pem: str
     server_key: str
     pass_keys: tuple[str, ...]
+    timezone: str = "Asia/Ho_Chi_Minh"  # [web] timezone: the calendar of a pass's dates
 
 
 class Enrolment:
@@ -141,6 +142,7 @@ class Enrolment:
                      "password": password},
             "server_key": s.server_key,
             "pass_keys": list(s.pass_keys),
+            "timezone": s.timezone,
         }
 
     def rotate(self, request: Any, *, now_ms: int | None = None) -> dict[str, Any]:
@@ -207,6 +209,7 @@ def enrolment_for(config, storage) -> Enrolment:
         ca_pem=files.ca_cert.read_text(encoding="ascii"),
         server_key=sealing_key,
         pass_keys=(pass_key,),
+        timezone=config.web.timezone,
     )
     return Enrolment(storage, files, settings)
 

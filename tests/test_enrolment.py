@@ -3,6 +3,7 @@ key made on the station, single-use codes, and a station that then works."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -68,7 +69,9 @@ def database_holds(storage, text: str) -> bool:
 
 
 def test_a_station_enrolled_from_a_shell_publishes_and_is_stored(tmp_path, server_env, enrol_server):
-    url, _ = enrol_server
+    url, enrolment = enrol_server
+    # A server whose [web] timezone is not the default: the station learns the calendar.
+    enrolment.settings = dataclasses.replace(enrolment.settings, timezone="Asia/Bangkok")
     code = run("qrgate-provision", "enrol-code", "--server-config", str(server_env.config.path),
                "--venue", str(server_env.venue_id), "--url", url)
     assert code.returncode == 0, code.stderr
@@ -82,7 +85,9 @@ def test_a_station_enrolled_from_a_shell_publishes_and_is_stored(tmp_path, serve
     station_row = server_env.storage.station("gate-east")
     assert station_row is not None and station_row.venue_id == server_env.venue_id
     assert not database_holds(server_env.storage, "PRIVATE")  # only the public key went over
-    station = Station(load_station_config(tmp_path / "st" / "station.toml"), source=ListSource([]))
+    config = load_station_config(tmp_path / "st" / "station.toml")
+    assert config.station.timezone == "Asia/Bangkok"
+    station = Station(config, source=ListSource([]))
     station.start()
     try:
         wait_until(lambda: station.publisher.online, 30, "enrolled station online")
