@@ -155,7 +155,7 @@ class SqliteStorage:
         alone and not the rows, which are large (the signed record is kept).
 
         A database made before these indexes has the same two without the carried
-        columns; they are replaced once, in one transaction (about 15 s a 10 million
+        columns; they are replaced once, in one transaction (about 30 s a 10 million
         check-ins), while other processes opening the file wait for it.
         """
         db = self.db
