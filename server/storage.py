@@ -158,29 +158,21 @@ class SqliteStorage:
         columns; they are replaced once, in one transaction (about 30 s a 10 million
         check-ins), while other processes opening the file wait for it.
         """
-        db = self.db
         wanted = {"idx_checkins_venue_scan": "venue_id, wall_ms, id, person_key, direction",
                   "idx_checkins_person_scan": "person_key, wall_ms, id, venue_id, direction"}
-        replaced = ("idx_checkins_venue_id_wall_ms", "idx_checkins_person_key_wall_ms")
-        have = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'"
-                                         " AND tbl_name = 'checkins'")}
-        if set(wanted) <= have and not have & set(replaced):
+        replaced = {"idx_checkins_venue_id_wall_ms", "idx_checkins_person_key_wall_ms"}
+        have = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'index'"
+                                              " AND tbl_name = 'checkins'")}
+        if set(wanted) <= have and not have & replaced:
             return
-        if have & set(replaced):
+        if have & replaced:
             log.info("rebuilding the check-in indexes for tracing in %s (once)", self.path)
-        conn = db.conn
+        conn = self.db.conn
         conn.execute("PRAGMA busy_timeout = 900000")  # another process may be building them
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for name, columns in wanted.items():
-                    conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON checkins ({columns})")
-                for name in replaced:
-                    conn.execute(f"DROP INDEX IF EXISTS {name}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            self.sql.schema("; ".join([*(f"CREATE INDEX IF NOT EXISTS {name} ON checkins ({columns})"
+                                         for name, columns in wanted.items()),
+                                       *(f"DROP INDEX IF EXISTS {name}" for name in sorted(replaced))]))
         finally:
             conn.execute("PRAGMA busy_timeout = 10000")
 
