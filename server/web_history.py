@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from qrgate import persons
-from server import i18n
+from server import history_table, i18n
 from server.checkin_views import present_checkin, present_visit
 from server.history import HistoryError, MAX_SEARCH, cursor_at, query_history, visits_for_rows
 from server.permissions import allowed
@@ -259,12 +259,18 @@ def make_router(kit) -> APIRouter:
             data = read_history(who, venue=venue, area=area, date_from=date_from, date_to=date_to, q=q, order=order,
                                 after=after, before=before, view=view, limit=limit)
         except HistoryError as exc:
+            scope = scope_of(who)
             return kit.render(request, who, "history_list.html", 422, error=str(exc), filters=filters,
-                              items=[], scope=scope_of(who), prev_cursor=None, next_cursor=None, unmasked_rows=0,
-                              partial_search=False, title_venue=title_venue, base_path=request.url.path,
-                              keep_query=keep_query)
+                              items=[], table=table_of(view, [], who.lang, scope), scope=scope, prev_cursor=None,
+                              next_cursor=None, unmasked_rows=0, partial_search=False, title_venue=title_venue,
+                              base_path=request.url.path, keep_query=keep_query)
         return kit.render(request, who, "history_list.html", error="", filters=filters, title_venue=title_venue,
-                          base_path=request.url.path, keep_query=keep_query, **data)
+                          base_path=request.url.path, keep_query=keep_query,
+                          table=table_of(view, data["items"], who.lang, data["scope"]), **data)
+
+    def table_of(view: str, items: list[dict], lang: str, scope: Scope):
+        write = history_table.visit_rows if view == "visits" else history_table.scan_rows
+        return write(items, lang, officer=bool(scope.areas))
 
     history_params = dict(
         venue=Query("", max_length=18, pattern=r"^\d*$",

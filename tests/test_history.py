@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from html.parser import HTMLParser
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -423,3 +424,104 @@ def test_templates_read_a_rows_keys_escaped_and_dict_methods_stay_methods():
     page = env.from_string("{{ row.name }}|{{ row.missing }}|{{ errors.values() | join(',') }}|{{ n.real }}")
     assert page.render(row={"name": "<b>Lê</b>"}, errors={"values": "x", "a": "y"}, n=3) == \
         "&lt;b&gt;Lê&lt;/b&gt;||x,y|3"
+
+
+# -- the table's rows, written without the template engine (server.history_table) ------------
+
+HOSTILE_TEXT = "\"'><img src=x onerror=alert(1)></td></tr><script>x</script> & =cmd|' /C calc'!A0"
+
+
+class _Table(HTMLParser):
+    """Rows of cell texts, and every tag with its attributes, as a browser would read them."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.rows: list[list[str]] = []
+        self.tags: list[tuple[str, dict]] = []
+        self.in_cell = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag == "tr":
+            self.rows.append([])
+        elif tag == "td":
+            self.rows[-1].append("")
+            self.in_cell = True
+
+    def handle_endtag(self, tag):
+        if tag == "td":
+            self.in_cell = False
+
+    def handle_data(self, data):
+        if self.in_cell:
+            self.rows[-1][-1] += data
+
+
+def _parsed(markup) -> _Table:
+    table = _Table()
+    table.feed(str(markup))
+    table.close()
+    return table
+
+
+def _hostile_item(full: bool, **extra) -> dict:
+    return {"id": 7, "venue_id": 1, "venue": HOSTILE_TEXT, "station_id": HOSTILE_TEXT, "seq": 12,
+            "direction": HOSTILE_TEXT, "kind": HOSTILE_TEXT, "name": HOSTILE_TEXT, "id_number": HOSTILE_TEXT,
+            "birth": HOSTILE_TEXT, "full": full, "time": HOSTILE_TEXT, "time_text": HOSTILE_TEXT,
+            "clock_synced": False, "time_corrected": False, "self_declared": False, **extra}
+
+
+ALLOWED_TAGS = {"tr": {"data-id", "class"}, "td": {"class", "colspan", "id"}, "time": {"datetime"},
+                "span": {"class"}, "a": {"class", "href"}}
+
+
+def _only_our_markup(table: _Table) -> None:
+    for tag, attrs in table.tags:
+        assert tag in ALLOWED_TAGS and set(attrs) <= ALLOWED_TAGS[tag], (tag, attrs)
+
+
+@pytest.mark.parametrize("officer", [False, True])
+def test_scan_rows_keep_hostile_text_as_text_in_every_cell(officer):
+    from server.history_table import scan_rows
+
+    items = [_hostile_item(True), _hostile_item(False, id=8, clock_synced=True, time_corrected=True),
+             _hostile_item(False, id=9, direction="in", self_declared=True)]
+    table = _parsed(scan_rows(items, "en", officer))
+    _only_our_markup(table)
+    person = [HOSTILE_TEXT] * 4  # name, id, birth, kind
+    assert table.rows == [
+        [HOSTILE_TEXT, HOSTILE_TEXT, "Out", *person, f"{HOSTILE_TEXT}#12", *(["Trace"] if officer else [])],
+        [f"{HOSTILE_TEXT} time corrected", HOSTILE_TEXT, "Out", *person, f"{HOSTILE_TEXT}#12", *([""] if officer else [])],
+        [HOSTILE_TEXT, HOSTILE_TEXT, "In", *person, "self-declared", *([""] if officer else [])],
+    ]
+    tags = [t for t in table.tags if t[0] in ("tr", "td", "time", "a")]
+    assert ("tr", {"data-id": "7", "class": "full"}) in tags and ("tr", {"data-id": "8"}) in tags
+    assert ("td", {"class": "unsynced"}) in tags and ("td", {"class": f"dir-{HOSTILE_TEXT}"}) in tags
+    assert ("time", {"datetime": HOSTILE_TEXT}) in tags
+    assert (("a", {"class": "trace-link", "href": "/trace?checkin=7"}) in tags) is officer
+    assert _parsed(scan_rows([], "vi", officer)).rows == [["Không có lượt quét nào khớp."]]
+
+
+def test_visit_rows_keep_hostile_text_as_text_and_tag_estimated_ends():
+    from server.history_table import visit_rows
+
+    item = _hostile_item(True, start=HOSTILE_TEXT, start_text="21/09/2026 08:00:00", end=HOSTILE_TEXT,
+                         end_text=HOSTILE_TEXT, minutes=60, start_scanned=True, end_scanned=False)
+    table = _parsed(visit_rows([item], "en", True))
+    _only_our_markup(table)
+    assert table.rows == [["21/09/2026 08:00:00", f"{HOSTILE_TEXT} estimated", "60", *[HOSTILE_TEXT] * 4, "Trace"]]
+    assert _parsed(visit_rows([], "en", False)).rows == [["No scans match."]]
+
+
+def test_an_officer_reads_a_hostile_name_in_full_on_the_page_as_text(site):
+    site, hcm, hanoi, rows = site
+    officer = site.visitor().login(OFFICER)
+    for view in ("rows", "visits"):
+        page = officer.http.get(f"/venues/{hcm}/checkins", params={"view": view})
+        assert page.status_code == 200
+        assert "<img src=x" not in page.text and "&lt;img src=x onerror=alert(1)&gt;" in page.text
+        body = page.text[page.text.index("<tbody>") + len("<tbody>"):page.text.index("</tbody>")]
+        table = _parsed(body)
+        _only_our_markup(table)
+        assert [r[4 if view == "visits" else 3] for r in table.rows] == ["<img src=x onerror=alert(1)>",
+                                                                        "Nguyễn Văn Lâm"]
