@@ -146,9 +146,12 @@ class Services:
 
 class VisitorCookies:
     """Every response: the security headers, `no-store` outside /static/, and the
-    pre-session cookie a visitor's CSRF token is bound to before logging in (its value is
-    in ``request.state.pre``). Plain ASGI: the decorator form of a Starlette middleware
-    runs each request through extra tasks and streams, a cost every page paid."""
+    pre-session cookie a visitor's CSRF token is bound to before logging in. A request
+    without one gets one only when it was used (:func:`pre_session`): a logged-in
+    visitor's token is bound to the session, and minting a cookie for every API call of
+    a script that keeps only its session cookie was a few per cent of each answer. Plain
+    ASGI: the decorator form of a Starlette middleware runs each request through extra
+    tasks and streams, a cost every page paid."""
 
     def __init__(self, app, secure: bool):
         self.app = app
@@ -159,20 +162,17 @@ class VisitorCookies:
             await self.app(scope, receive, send)
             return
         pre = HTTPConnection(scope).cookies.get(PRE_COOKIE)
-        new_cookie = None
-        if not pre or len(pre) > 100:
-            pre = secrets.token_urlsafe(24)
-            carrier = Response()
-            carrier.set_cookie(PRE_COOKIE, pre, httponly=True, samesite="lax", secure=self.secure)
-            new_cookie = carrier.headers["set-cookie"]
-        scope.setdefault("state", {})["pre"] = pre
+        state = scope.setdefault("state", {})
+        state["pre"] = pre if pre and len(pre) <= 100 else None
         static = scope["path"].startswith("/static/")
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                if new_cookie:
-                    headers.append("set-cookie", new_cookie)
+                if state.get("pre_new"):
+                    carrier = Response()
+                    carrier.set_cookie(PRE_COOKIE, state["pre"], httponly=True, samesite="lax", secure=self.secure)
+                    headers.append("set-cookie", carrier.headers["set-cookie"])
                 for name, value in SECURITY_HEADERS.items():
                     if name not in headers:
                         headers[name] = value
@@ -181,6 +181,15 @@ class VisitorCookies:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def pre_session(request: Request) -> str:
+    """The visitor's pre-session cookie value; a new one (set on the response by
+    VisitorCookies) when the request came without one."""
+    state = request.state
+    if state.pre is None:
+        state.pre, state.pre_new = secrets.token_urlsafe(24), True
+    return state.pre
 
 
 @dataclass
@@ -296,7 +305,7 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
     def visitor_of(request: Request) -> Visitor:
         token = request.cookies.get(SESSION_COOKIE)
         account = accounts.session_account(token)
-        binding = token if account else request.state.pre
+        binding = token if account else pre_session(request)
         lang = request.cookies.get(LANG_COOKIE, "vi")
         lang = lang if lang in i18n.LANGUAGES else "vi"
         ip = request.client.host if request.client else ""

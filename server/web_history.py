@@ -162,22 +162,24 @@ def make_router(kit) -> APIRouter:
     def officer_venue_ids(account_id: int, area_code: str | None = None) -> list[int]:
         return services.officers.venue_ids(account_id, area_code)
 
-    def scope_of(who) -> Scope:
+    def scope_of(who, names: bool = True) -> Scope:
+        """What ``who`` may read; ``names``: with the venues' names for the filter (only
+        the page of all one's venues shows it; a venue's page and the API do without)."""
         account = who.account
         areas = services.officers.areas_of(account.id)
         full = officer_venue_ids(account.id) if areas else []
         if account.is_operator:
-            count = db.value("SELECT count(*) FROM venues", default=0)
-            names = by_name(db.rows("SELECT id, name FROM venues")) if count <= VENUE_SELECT_MAX else []
-            return Scope(None, frozenset(full), names, areas)
+            count = db.value("SELECT count(*) FROM venues", default=0) if names else 0
+            listed = by_name(db.rows("SELECT id, name FROM venues")) if names and count <= VENUE_SELECT_MAX else []
+            return Scope(None, frozenset(full), listed, areas)
         ids = {v.id for v, role in services.venues.for_account(account.id) if allowed(role, "checkins.view")}
         ids |= set(full)
         ordered = sorted(ids)
-        names = []
-        if ordered and len(ordered) <= VENUE_SELECT_MAX:
+        listed = []
+        if names and ordered and len(ordered) <= VENUE_SELECT_MAX:
             condition, params = in_list(db, "id", ordered)
-            names = by_name(db.rows(f"SELECT id, name FROM venues WHERE {condition}", params))
-        return Scope(ordered, frozenset(full), names, areas)
+            listed = by_name(db.rows(f"SELECT id, name FROM venues WHERE {condition}", params))
+        return Scope(ordered, frozenset(full), listed, areas)
 
     def by_name(rows) -> list[tuple[int, str]]:
         # Sorted here: code point order on both engines, not PostgreSQL's collation.
@@ -201,10 +203,12 @@ def make_router(kit) -> APIRouter:
         return int(dt.datetime.combine(day, dt.time(), tz).timestamp() * 1000)
 
     def read_history(who, *, venue: int | None, area: str, date_from: str, date_to: str, q: str, order: str,
-                     after: str | None, before: str | None, view: str, limit: int, stay_minutes: int = 60) -> dict:
+                     after: str | None, before: str | None, view: str, limit: int, stay_minutes: int = 60,
+                     venue_names: bool = False) -> dict:
         """One page as a visitor may see it (404 outside what they see, HistoryError for
-        a bad filter); audits the rows read in full."""
-        scope = scope_of(who)
+        a bad filter); audits the rows read in full. ``venue_names``: the scope lists
+        the venues' names, for the filter of the page of all one's venues."""
+        scope = scope_of(who, names=venue_names)
         ids = scope.venue_ids
         if area:
             if area not in {a.code for a in scope.areas}:
@@ -257,9 +261,10 @@ def make_router(kit) -> APIRouter:
         title_venue = services.venues.get(fixed_venue) if fixed_venue is not None else None
         try:
             data = read_history(who, venue=venue, area=area, date_from=date_from, date_to=date_to, q=q, order=order,
-                                after=after, before=before, view=view, limit=limit)
+                                after=after, before=before, view=view, limit=limit,
+                                venue_names=fixed_venue is None)
         except HistoryError as exc:
-            scope = scope_of(who)
+            scope = scope_of(who, names=fixed_venue is None)
             return kit.render(request, who, "history_list.html", 422, error=str(exc), filters=filters,
                               items=[], table=table_of(view, [], who.lang, scope), scope=scope, prev_cursor=None,
                               next_cursor=None, unmasked_rows=0, partial_search=False, title_venue=title_venue,

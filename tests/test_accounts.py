@@ -320,3 +320,13 @@ def test_every_answer_carries_the_security_headers_and_a_first_visit_gets_its_cs
     # A cookie too long to be ours is replaced, not trusted.
     visitor.http.cookies.set("qrgate_pre", "x" * 101)
     assert visitor.http.get("/login").headers["set-cookie"].startswith("qrgate_pre=")
+    # A logged-in script that keeps only its session cookie is not handed a new one on
+    # every call (its CSRF token is bound to the session); logged out, it is again.
+    session = site.visitor().login(PHONE).http.cookies["qrgate_session"]
+    script = site.visitor()
+    script.http.cookies.set("qrgate_session", session)
+    for path in ("/api/session", "/venues", "/api/history"):
+        answer = script.http.get(path)
+        assert answer.status_code == 200 and "set-cookie" not in answer.headers, path
+    script.http.cookies.set("qrgate_session", "expired-or-forged")
+    assert script.http.get("/login").headers["set-cookie"].startswith("qrgate_pre=")

@@ -361,6 +361,11 @@ def test_the_venue_page_filters_by_date_and_search_and_pages_through_cursors(sit
     assert [r["id"] for r in back["rows"]] == [rows["hanoi"]]
     page = owner.http.get(f"/venues/{hcm}/checkins", params={"q": "nguyen"})
     assert page.status_code == 200 and "Nguyễn V** L**" in page.text and "Đặng" not in page.text
+    assert 'id="f-venue"' not in page.text  # a venue's own page has no venue filter
+    everything = owner.http.get("/history").text
+    options = everything[everything.index('<select id="f-venue"'):]
+    options = options[:options.index("</select>")]
+    assert f'<option value="{hanoi}">{HANOI["name"]}</option>' in options and f'<option value="{hcm}">' in options
     day = owner.http.get("/api/history", params={"from": "2026-09-20", "to": "2026-09-20"}).json()
     assert day["rows"] == []
     visits = owner.http.get("/api/history", params={"view": "visits", "venue": hcm}).json()["rows"]
