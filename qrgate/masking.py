@@ -7,6 +7,7 @@ code (CSV/XLSX, HTML) still escapes whatever these functions return.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -29,7 +30,10 @@ def _letters(word: str) -> list[str]:
     return letters
 
 
+@functools.lru_cache(maxsize=4096)
 def _mask_word(word: str) -> str:
+    # Cached: a page of names repeats the same few given and middle names (Văn, Thị...),
+    # and splitting letters one code point at a time was most of masking a row.
     letters = _letters(word)
     return letters[0] + "*" * (len(letters) - 1)
 
