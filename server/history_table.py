@@ -32,6 +32,12 @@ def _words(lang: str) -> dict[str, str]:
     return {key: _esc(i18n.translate(lang, key)) for key in _WORDS}
 
 
+def _person(r: dict) -> str:
+    """The name, id and birth cells of a row (masked or not, as present_checkin left them)."""
+    return (f'<td class="name">{_esc(r["name"])}</td><td class="idno">{_esc(r["id_number"])}</td>'
+            f'<td class="birth">{_esc(r["birth"])}</td>')
+
+
 def scan_rows(items: Iterable[dict], lang: str, officer: bool) -> Markup:
     """``<tr>`` per check-in (server.checkin_views.present_checkin), or one row saying
     none match. ``officer``: a last column with a trace link on the rows read in full."""
@@ -54,8 +60,7 @@ def scan_rows(items: Iterable[dict], lang: str, officer: bool) -> Markup:
             f'<td{time_attr}><time datetime="{_esc(r["time"])}">{_esc(r["time_text"])}</time>{tag}</td>'
             f'<td class="wrap venue">{_esc(r["venue"])}</td>'
             f'<td class="dir-{_esc(direction)}">{w["checkins.in"] if direction == "in" else w["checkins.out"]}</td>'
-            f'<td class="name">{_esc(r["name"])}</td><td class="idno">{_esc(r["id_number"])}</td>'
-            f'<td class="birth">{_esc(r["birth"])}</td><td>{_esc(r["kind"])}</td><td>{station}</td>{last}</tr>\n')
+            f'{_person(r)}<td>{_esc(r["kind"])}</td><td>{station}</td>{last}</tr>\n')
     if not out:
         out.append(f'<tr><td colspan="9" id="none">{w["hist.none"]}</td></tr>\n')
     return Markup("".join(out))
@@ -77,8 +82,7 @@ def visit_rows(items: Iterable[dict], lang: str, officer: bool) -> Markup:
             f'<td><time datetime="{_esc(r["end"])}">{_esc(r["end_text"])}</time>'
             f'{"" if r["end_scanned"] else estimated}</td>'
             f'<td class="minutes">{int(r["minutes"])}</td><td class="wrap venue">{_esc(r["venue"])}</td>'
-            f'<td class="name">{_esc(r["name"])}</td><td class="idno">{_esc(r["id_number"])}</td>'
-            f'<td class="birth">{_esc(r["birth"])}</td>{last}</tr>\n')
+            f'{_person(r)}{last}</tr>\n')
     if not out:
         out.append(f'<tr><td colspan="8" id="none">{w["hist.none"]}</td></tr>\n')
     return Markup("".join(out))
