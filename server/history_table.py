@@ -13,7 +13,7 @@ an ``int()``; the words of the page come from the translation table, escaped too
 from __future__ import annotations
 
 from html import escape
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from markupsafe import Markup
 
@@ -38,13 +38,26 @@ def _person(r: dict) -> str:
             f'<td class="birth">{_esc(r["birth"])}</td>')
 
 
-def scan_rows(items: Iterable[dict], lang: str, officer: bool) -> Markup:
-    """``<tr>`` per check-in (server.checkin_views.present_checkin), or one row saying
-    none match. ``officer``: a last column with a trace link on the rows read in full."""
-    w = _words(lang)
+def _rows(items: Iterable[dict], w: dict[str, str], officer: bool, cells: Callable[[dict], str],
+          columns: int) -> Markup:
+    """A ``<tr>`` per item around its ``cells``, with the trace column for an officer
+    (a link on the rows read in full), or one row saying none match."""
     trace = f'<td><a class="trace-link" href="/trace?checkin=%d">{w["hist.trace"]}</a></td>'
     out = []
     for r in items:
+        last = (trace % int(r["id"]) if r["full"] else "<td></td>") if officer else ""
+        out.append(f'<tr data-id="{int(r["id"])}"{_FULL if r["full"] else ""}>{cells(r)}{last}</tr>\n')
+    if not out:
+        out.append(f'<tr><td colspan="{columns}" id="none">{w["hist.none"]}</td></tr>\n')
+    return Markup("".join(out))
+
+
+def scan_rows(items: Iterable[dict], lang: str, officer: bool) -> Markup:
+    """``<tr>`` per check-in (server.checkin_views.present_checkin): time, venue,
+    direction, person, card and station."""
+    w = _words(lang)
+
+    def cells(r: dict) -> str:
         if r["time_corrected"]:
             time_attr, tag = "", f' <span class="tag small">{w["checkins.corrected"]}</span>'
         else:
@@ -54,16 +67,12 @@ def scan_rows(items: Iterable[dict], lang: str, officer: bool) -> Markup:
         else:
             station = f'{_esc(r["station_id"])}#{_esc(r["seq"])}'
         direction = r["direction"]
-        last = (trace % int(r["id"]) if r["full"] else "<td></td>") if officer else ""
-        out.append(
-            f'<tr data-id="{int(r["id"])}"{_FULL if r["full"] else ""}>'
-            f'<td{time_attr}><time datetime="{_esc(r["time"])}">{_esc(r["time_text"])}</time>{tag}</td>'
-            f'<td class="wrap venue">{_esc(r["venue"])}</td>'
-            f'<td class="dir-{_esc(direction)}">{w["checkins.in"] if direction == "in" else w["checkins.out"]}</td>'
-            f'{_person(r)}<td>{_esc(r["kind"])}</td><td>{station}</td>{last}</tr>\n')
-    if not out:
-        out.append(f'<tr><td colspan="9" id="none">{w["hist.none"]}</td></tr>\n')
-    return Markup("".join(out))
+        return (f'<td{time_attr}><time datetime="{_esc(r["time"])}">{_esc(r["time_text"])}</time>{tag}</td>'
+                f'<td class="wrap venue">{_esc(r["venue"])}</td>'
+                f'<td class="dir-{_esc(direction)}">{w["checkins.in"] if direction == "in" else w["checkins.out"]}</td>'
+                f'{_person(r)}<td>{_esc(r["kind"])}</td><td>{station}</td>')
+
+    return _rows(items, w, officer, cells, 9)
 
 
 def visit_rows(items: Iterable[dict], lang: str, officer: bool) -> Markup:
@@ -71,18 +80,13 @@ def visit_rows(items: Iterable[dict], lang: str, officer: bool) -> Markup:
     and person; an end or start without a scan is tagged as estimated."""
     w = _words(lang)
     estimated = f' <span class="tag">{w["hist.estimated"]}</span>'
-    trace = f'<td><a class="trace-link" href="/trace?checkin=%d">{w["hist.trace"]}</a></td>'
-    out = []
-    for r in items:
-        last = (trace % int(r["id"]) if r["full"] else "<td></td>") if officer else ""
-        out.append(
-            f'<tr data-id="{int(r["id"])}"{_FULL if r["full"] else ""}>'
-            f'<td><time datetime="{_esc(r["start"])}">{_esc(r["start_text"])}</time>'
-            f'{"" if r["start_scanned"] else estimated}</td>'
-            f'<td><time datetime="{_esc(r["end"])}">{_esc(r["end_text"])}</time>'
-            f'{"" if r["end_scanned"] else estimated}</td>'
-            f'<td class="minutes">{int(r["minutes"])}</td><td class="wrap venue">{_esc(r["venue"])}</td>'
-            f'{_person(r)}{last}</tr>\n')
-    if not out:
-        out.append(f'<tr><td colspan="8" id="none">{w["hist.none"]}</td></tr>\n')
-    return Markup("".join(out))
+
+    def cells(r: dict) -> str:
+        return (f'<td><time datetime="{_esc(r["start"])}">{_esc(r["start_text"])}</time>'
+                f'{"" if r["start_scanned"] else estimated}</td>'
+                f'<td><time datetime="{_esc(r["end"])}">{_esc(r["end_text"])}</time>'
+                f'{"" if r["end_scanned"] else estimated}</td>'
+                f'<td class="minutes">{int(r["minutes"])}</td><td class="wrap venue">{_esc(r["venue"])}</td>'
+                f'{_person(r)}')
+
+    return _rows(items, w, officer, cells, 8)

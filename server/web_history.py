@@ -169,8 +169,9 @@ def make_router(kit) -> APIRouter:
         areas = services.officers.areas_of(account.id)
         full = officer_venue_ids(account.id) if areas else []
         if account.is_operator:
-            count = db.value("SELECT count(*) FROM venues", default=0) if names else 0
-            listed = by_name(db.rows("SELECT id, name FROM venues")) if names and count <= VENUE_SELECT_MAX else []
+            listed = []
+            if names and db.value("SELECT count(*) FROM venues", default=0) <= VENUE_SELECT_MAX:
+                listed = by_name(db.rows("SELECT id, name FROM venues"))
             return Scope(None, frozenset(full), listed, areas)
         ids = {v.id for v, role in services.venues.for_account(account.id) if allowed(role, "checkins.view")}
         ids |= set(full)
