@@ -20,7 +20,8 @@ def enrol_from_code(config_path: Path, *, timeout: float = 600.0, source=None, d
 
     ``config_path`` needs only [source] and [feedback]; they are kept in the new file.
     """
-    from provisioning.enrol_client import enrol, parse_enrol_code
+    from provisioning.enrol_client import check_writable, enrol, parse_enrol_code
+    from provisioning.station import state_path
 
     config_path = Path(config_path).resolve()
     data = read_toml(config_path)
@@ -28,6 +29,13 @@ def enrol_from_code(config_path: Path, *, timeout: float = 600.0, source=None, d
     if not isinstance(source_options, dict) or "kind" not in source_options:
         raise ConfigError(f"{config_path}: section [source]: option 'kind' is required")
     feedback_options = data.get("feedback", {})
+    # install.sh writes the setup file with [station] state_dir = "/var/lib/qrgate": the one
+    # folder the unit may write. Kept in the enrolled file; a bare setup file keeps "state".
+    station_options = data.get("station", {})
+    state_dir = station_options.get("state_dir", "state") if isinstance(station_options, dict) else "state"
+    if not isinstance(state_dir, str) or not state_dir:
+        raise ConfigError(f"{config_path}: section [station]: option 'state_dir' must be a folder path")
+    check_writable(config_path.parent, state_path(config_path.parent, state_dir))  # before a code is spent
     feedback = load_section(data, "feedback", FeedbackSection, config_path)
     if source is None:
         from edge.drivers.sources import open_source
@@ -63,7 +71,8 @@ def enrol_from_code(config_path: Path, *, timeout: float = 600.0, source=None, d
                     continue
                 show("ĐANG CÀI ĐẶT…", url)
                 try:
-                    path = enrol(url, token, config_path.parent, source=source_options, feedback=feedback_options)
+                    path = enrol(url, token, config_path.parent, source=source_options, feedback=feedback_options,
+                                 state_dir=state_dir)
                 except QrgateError as exc:
                     logger.error("enrolment failed: %s", exc)
                     show("CHƯA CÀI ĐƯỢC", "Xin mã cài đặt mới", str(exc)[:60])

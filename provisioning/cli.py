@@ -35,15 +35,19 @@ def broker(dir: str, port: int, host: str, listen: str | None) -> int:
 
 
 @app.command("server", arg("--broker-dir", required=True), arg("--config", required=True, help="server.toml to write"),
-             arg("--web-port", type=int, default=8080))
-def server(broker_dir: str, config: str, web_port: int) -> int:
+             arg("--web-port", type=int, default=8080),
+             arg("--data-dir", default="data",
+                 help="database and keys, relative to the config's folder (default: data; installed: /var/lib/qrgate)"))
+def server(broker_dir: str, config: str, web_port: int, data_dir: str) -> int:
     """Give the server a broker account and write its server.toml."""
     from provisioning.broker import SERVER_USER, BrokerFiles
     from provisioning.station import write_server_config
 
+    if not 1 <= web_port <= 65535:
+        raise UserError(f"--web-port must be 1-65535, got {web_port}")
     files = BrokerFiles.open(broker_dir)
     password = files.add_user(SERVER_USER)
-    print(write_server_config(Path(config), broker=files, password=password, web_port=web_port))
+    print(write_server_config(Path(config), broker=files, password=password, web_port=web_port, data_dir=data_dir))
     return 0
 
 
@@ -219,12 +223,14 @@ def enrol_code(server_config: str, venue: int, minutes: float, url: str, png: st
 
 @app.command("enroll", arg("--token", required=True), arg("--server", required=True, help="e.g. https://qr.example.vn"),
              arg("--dir", required=True, help="the station's folder (its key is made there)"),
-             arg("--name", default="", help="a station id to ask for (default: the server picks one)"))
-def enroll(token: str, server: str, dir: str, name: str) -> int:
+             arg("--name", default="", help="a station id to ask for (default: the server picks one)"),
+             arg("--state-dir", default="state",
+                 help="key and outbox folder, relative to --dir (default: state; installed stations: /var/lib/qrgate)"))
+def enroll(token: str, server: str, dir: str, name: str, state_dir: str) -> int:
     """Enrol this machine as a station, from a shell (the code's token and server address)."""
     from provisioning.enrol_client import enrol
 
-    print(enrol(server, token, Path(dir), name=name))
+    print(enrol(server, token, Path(dir), name=name, state_dir=state_dir))
     return 0
 
 

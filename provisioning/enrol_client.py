@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from provisioning.station import Binding, station_public_key, write_station_config
+from provisioning.station import DEFAULT_STATE_DIR, Binding, state_path, station_public_key, write_station_config
 from qrgate.errors import DriverError, UserError
 
 logger = logging.getLogger(__name__)
@@ -59,11 +59,28 @@ def post_json(url: str, body: dict, *, refused: str, timeout: float = 20.0) -> d
         raise DriverError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from None
 
 
+def check_writable(station_dir: Path, state_folder: Path) -> None:
+    """Refuse before the one-time code is spent if the binding could not be written."""
+    for folder, what in ((station_dir, "the configuration folder"), (state_folder, "the state folder")):
+        probe = folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent  # a folder still to be made: its parent must be writable
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise UserError(f"{what} {folder} is not writable by user id {os.getuid()}: run enrolment as the "
+                            f"station's service user (sudo -u qrgate ...) on a station installed by install.sh")
+
+
 def enrol(server_url: str, token: str, station_dir: Path, *, name: str = "", source: dict | None = None,
-          feedback: dict | None = None, timeout: float = 20.0) -> Path:
-    """Enrol this station; return the path of the station.toml written."""
+          feedback: dict | None = None, timeout: float = 20.0, state_dir: str = DEFAULT_STATE_DIR) -> Path:
+    """Enrol this station; return the path of the station.toml written.
+
+    ``state_dir`` is where the key and the outbox live ([station] state_dir; relative
+    to ``station_dir``).
+    """
     station_dir = Path(station_dir).resolve()
-    public_key = station_public_key(station_dir)  # made here, on the device; never sent
+    state_folder = state_path(station_dir, state_dir)
+    check_writable(station_dir, state_folder)
+    public_key = station_public_key(state_folder)  # made here, on the device; never sent
     answer = post_json(server_url.rstrip("/") + "/api/enrol",
                        {"v": HANDSHAKE_VERSION, "token": token, "public_key": public_key, "name": name},
                        refused="the server refused the enrolment", timeout=timeout)
@@ -83,6 +100,7 @@ def enrol(server_url: str, token: str, station_dir: Path, *, name: str = "", sou
             options["timezone"] = str(ZoneInfo(answer["timezone"]))
     except (KeyError, TypeError, ValueError, ZoneInfoNotFoundError):
         raise UserError("the server's answer is not an enrolment binding") from None
-    path = write_station_config(station_dir, binding, source=source, feedback=feedback, station_options=options)
+    path = write_station_config(station_dir, binding, source=source, feedback=feedback, station_options=options,
+                                state_dir=state_dir)
     logger.info("enrolled as %s at %s", binding.station_id, binding.venue_name)
     return path

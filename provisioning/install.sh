@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Install qrgate on 64-bit Raspberry Pi OS (or Debian) as a station or a server.
+# Install qrgate on 64-bit Raspberry Pi OS (or Debian 12) as a station or a server.
 #
 #   sudo provisioning/install.sh                 # a station (default)
 #   sudo provisioning/install.sh --role server   # the server (with Mosquitto)
 #   provisioning/install.sh --dry-run            # print every step, change nothing
 #
 # Creates the service user qrgate (groups gpio i2c video input dialout for a station),
-# a venv in /opt/qrgate/venv that sees apt's picamera2, lgpio and evdev, config in
-# /etc/qrgate (0750, files 0640), state in /var/lib/qrgate, udev rules for scanners and
-# the systemd unit, enabled. Run it again to upgrade: it keeps config and state.
+# a venv in /opt/qrgate/venv that sees apt's numpy, evdev, picamera2 and lgpio, config in
+# /etc/qrgate, state in /var/lib/qrgate, udev rules for serial scanners and the systemd
+# unit, enabled. Run it again to upgrade: it keeps config and state.
 set -euo pipefail
 
 ROLE=station
@@ -16,7 +16,7 @@ DRY=0
 PREFIX=/opt/qrgate
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -39,18 +39,28 @@ run() {
         "$@"
     fi
 }
+note() { echo "note: $*" >&2; }
 
 if [ "$DRY" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
     echo "install.sh: error: run as root (sudo), or with --dry-run to see the steps" >&2
     exit 1
 fi
 
-APT=(python3-venv python3-dev gcc libzbar0 fonts-dejavu-core)
+# No compiler: every dependency comes as a wheel or as pure Python.
+APT=(python3-venv libzbar0 fonts-dejavu-core)
 GROUPS_WANTED=()
 UNIT=qrgate-server.service
 EXTRAS=server
+# Packages apt provides for a station, which pip must not replace: picamera2's compiled
+# parts (simplejpeg, libcamera) are built against apt's numpy, and a numpy 2 from pip in
+# the venv makes them fail to import ("numpy.dtype size changed").
+APT_PROVIDES=()
+PI_APT=()
 if [ "$ROLE" = station ]; then
-    APT+=(python3-picamera2 python3-lgpio python3-evdev i2c-tools)
+    APT+=(python3-numpy python3-evdev i2c-tools)
+    APT_PROVIDES=(numpy evdev)
+    # Only in the Raspberry Pi archive: a Debian mini PC with a USB scanner is a station too.
+    PI_APT=(python3-picamera2 python3-lgpio)
     GROUPS_WANTED=(gpio i2c video input dialout)
     UNIT=qrgate-edge.service
     EXTRAS=pi
@@ -61,16 +71,27 @@ fi
 echo "Installing qrgate ($ROLE) from $SRC into $PREFIX"
 run apt-get update -qq
 run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${APT[@]}"
+if [ ${#PI_APT[@]} -gt 0 ]; then
+    if [ "$DRY" -eq 1 ]; then
+        echo "+ (where the Raspberry Pi archive offers them) apt-get install -y -qq ${PI_APT[*]}"
+    elif apt-cache show "${PI_APT[@]}" >/dev/null 2>&1; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${PI_APT[@]}"
+    else
+        note "${PI_APT[*]} are not offered here (not Raspberry Pi OS): no Pi camera or Pi pins;" \
+             "USB scanners, image folders and the screen work"
+    fi
+fi
 
 if ! id qrgate >/dev/null 2>&1; then
     run useradd --system --home-dir /var/lib/qrgate --no-create-home --shell /usr/sbin/nologin qrgate
 fi
 for group in "${GROUPS_WANTED[@]}"; do
-    if getent group "$group" >/dev/null; then
-        run usermod -a -G "$group" qrgate
-    else
-        echo "note: group $group does not exist here; skipped" >&2
+    if ! getent group "$group" >/dev/null; then
+        # Raspberry Pi OS has gpio and i2c; plain Debian does not, and the unit's
+        # SupplementaryGroups= would fail (status=216/GROUP) without them.
+        run groupadd --system "$group"
     fi
+    run usermod -a -G "$group" qrgate
 done
 
 copy_source() {
@@ -88,22 +109,68 @@ else
 fi
 run rm -rf "$PREFIX/src"
 run mv "$PREFIX/src.new" "$PREFIX/src"
-# apt's picamera2, lgpio and evdev live in the system site packages: the venv sees them.
+# apt's numpy, evdev, picamera2 and lgpio live in the system site packages: the venv sees them.
 if [ ! -x "$PREFIX/venv/bin/python" ]; then
     run python3 -m venv --system-site-packages "$PREFIX/venv"
 fi
-run "$PREFIX/venv/bin/python" -m pip install -q --upgrade pip
-run "$PREFIX/venv/bin/python" -m pip install -q -c "$PREFIX/src/constraints.txt" "$PREFIX/src[$EXTRAS]"
+# The pinned versions, less those apt provides (pip would otherwise install its own over them).
+CONSTRAINTS="$PREFIX/src/constraints.txt"
+if [ ${#APT_PROVIDES[@]} -gt 0 ]; then
+    CONSTRAINTS="$PREFIX/constraints-$ROLE.txt"
+    pattern="^($(IFS='|'; echo "${APT_PROVIDES[*]}"))=="
+    if [ "$DRY" -eq 1 ]; then
+        echo "+ grep -v -E '$pattern' $PREFIX/src/constraints.txt > $CONSTRAINTS"
+    else
+        grep -v -E "$pattern" "$PREFIX/src/constraints.txt" > "$CONSTRAINTS"
+    fi
+fi
+# pip's whole output (what it downloaded, any wheel it had to build) goes to a log.
+LOG=/var/log/qrgate-install.log
+pip_install() {
+    if [ "$DRY" -eq 1 ]; then
+        echo "+ $PREFIX/venv/bin/python -m pip install $* >> $LOG"
+    elif ! "$PREFIX/venv/bin/python" -m pip install "$@" >>"$LOG" 2>&1; then
+        tail -n 30 "$LOG" >&2
+        echo "install.sh: error: pip failed; its whole output is in $LOG" >&2
+        exit 1
+    fi
+}
+pip_install --upgrade pip
+pip_install --prefer-binary -c "$CONSTRAINTS" "$PREFIX/src[$EXTRAS]"
+for module in "${APT_PROVIDES[@]}"; do
+    if [ "$DRY" -eq 1 ]; then
+        echo "+ check that the venv imports $module from apt (/usr/lib/python3/dist-packages)"
+    elif ! "$PREFIX/venv/bin/python" -c "import sys, $module; sys.exit(not $module.__file__.startswith('/usr/lib/python3/'))"; then
+        echo "install.sh: error: the venv's $module is not apt's; remove it with" \
+             "$PREFIX/venv/bin/python -m pip uninstall $module, then run install.sh again" >&2
+        exit 1
+    fi
+done
 
-run install -d -m 0750 -o root -g qrgate /etc/qrgate
-run install -d -m 0700 -o qrgate -g qrgate /var/lib/qrgate
-if [ "$ROLE" = server ]; then
+if [ "$ROLE" = station ]; then
+    # The station's service user writes its binding here when it enrols
+    # (sudo -u qrgate qrgate-edge enroll); the unit itself only reads it.
+    run install -d -m 0750 -o qrgate -g qrgate /etc/qrgate
+else
+    run install -d -m 0750 -o root -g qrgate /etc/qrgate
     run install -d -m 0750 -o qrgate -g qrgate /etc/qrgate/broker
 fi
+run install -d -m 0700 -o qrgate -g qrgate /var/lib/qrgate
 if [ "$ROLE" = station ]; then
+    if [ ! -e /etc/qrgate/station.toml ]; then
+        run install -m 0640 -o qrgate -g qrgate "$SRC/provisioning/station.toml.in" /etc/qrgate/station.toml
+    fi
     run install -m 0644 "$SRC/provisioning/udev/99-qrgate.rules" /etc/udev/rules.d/99-qrgate.rules
-    run udevadm control --reload-rules
-    run udevadm trigger --subsystem-match=tty --subsystem-match=input
+    if [ "$DRY" -eq 1 ] || udevadm control --ping >/dev/null 2>&1; then
+        run udevadm control --reload-rules
+        run udevadm trigger --subsystem-match=tty
+    else
+        note "udev is not running here (a container?): the scanner rules apply from the next boot"
+    fi
+    if command -v raspi-config >/dev/null 2>&1; then
+        # The screen is on I2C, which Raspberry Pi OS leaves off (0 means: enable).
+        run raspi-config nonint do_i2c 0
+    fi
 fi
 run install -m 0644 "$SRC/systemd/$UNIT" "/etc/systemd/system/$UNIT"
 if [ "$ROLE" = server ]; then
@@ -120,12 +187,14 @@ fi
 
 if [ "$ROLE" = station ]; then
     cat <<TXT
-Done. Next, bind this station to a venue: put a setup file in /etc/qrgate/station.toml
-with [source] and [feedback] (see docs/technician.md), then run
+Done. Next, say which camera or scanner and screen this station has in
+/etc/qrgate/station.toml ([source] and [feedback], docs/technician.md), then bind it:
     sudo -u qrgate $PREFIX/venv/bin/qrgate-edge enroll --config /etc/qrgate/station.toml
-and show the setup code from the server to the camera. Then: systemctl start $UNIT
+and show the setup code from the server to the camera or scanner. Then:
+    sudo systemctl enable --now $UNIT
+(The unit waits for the binding: it does not start before enrolment.)
 TXT
-    echo
 else
-    echo "Done. Write /etc/qrgate/server.toml (docs/operator.md), then: systemctl start $UNIT"
+    echo "Done. Set up the broker and write /etc/qrgate/server.toml (docs/operator.md), then:" \
+         "systemctl start qrgate-broker $UNIT"
 fi

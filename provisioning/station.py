@@ -64,14 +64,21 @@ def _table(values: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+# A station folder made by hand or by the demo keeps its state beside station.toml.
+DEFAULT_STATE_DIR = "state"
 DEFAULT_SOURCE = {"kind": "folder", "path": "images"}
 DEFAULT_FEEDBACK = {"indicators": "gpio", "pin_factory": "mock", "panel": "dummy", "screen_png": "screen.png"}
 
 
 def write_station_config(station_dir: Path, binding: Binding, *, source: dict[str, object] | None = None,
                          feedback: dict[str, object] | None = None, mode: str = "toggle",
-                         station_options: dict[str, object] | None = None) -> Path:
-    """Write station.toml and the 0600 broker password file into ``station_dir``."""
+                         station_options: dict[str, object] | None = None, state_dir: str = DEFAULT_STATE_DIR) -> Path:
+    """Write station.toml and the 0600 broker password file into ``station_dir``.
+
+    ``state_dir`` (the key, the outbox) is written as given: relative paths resolve
+    beside station.toml; an installed station keeps it in /var/lib/qrgate, the one
+    folder its unit may write.
+    """
     station_dir = Path(station_dir).resolve()
     station_dir.mkdir(parents=True, exist_ok=True)
     _write_private(station_dir / "mqtt.password", binding.password + "\n")
@@ -79,7 +86,7 @@ def write_station_config(station_dir: Path, binding: Binding, *, source: dict[st
 # Station {binding.station_id}: written by qrgate-provision.
 [station]
 id = {_toml_str(binding.station_id)}
-state_dir = "state"
+state_dir = {_toml_str(state_dir)}
 venue = {_toml_str(binding.venue_name)}
 pass_keys = [{", ".join(_toml_str(k) for k in binding.pass_keys)}]
 server_key = {_toml_str(binding.server_key)}
@@ -114,9 +121,14 @@ name = "default"
     return config_path
 
 
-def station_public_key(station_dir: Path) -> str:
+def state_path(station_dir: Path, state_dir: str = DEFAULT_STATE_DIR) -> Path:
+    """The state folder as the station will resolve it (relative to station.toml's folder)."""
+    return Path(station_dir).resolve() / state_dir  # an absolute state_dir wins the join
+
+
+def station_public_key(state_folder: Path) -> str:
     """Make (once) the station's Ed25519 key in its state folder; return the public half."""
-    key = load_or_create_key(Path(station_dir).resolve() / "state" / STATION_KEY_FILE)
+    key = load_or_create_key(Path(state_folder) / STATION_KEY_FILE)
     return protocol.public_key_to_text(key.public_key())
 
 
@@ -136,7 +148,7 @@ def enroll_local(
     station_options: dict[str, object] | None = None,
 ) -> StationSetup:
     """Create the station's key, register it, give it broker credentials, write station.toml."""
-    public = station_public_key(station_dir)
+    public = station_public_key(state_path(station_dir))
     storage.add_station(station_id, public, venue_id)
     binding = Binding(station_id, venue_name, server_key, tuple(pass_keys), broker.host, broker.port,
                       str(broker.ca_cert), broker.add_user(station_id))

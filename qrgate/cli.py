@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -76,7 +77,8 @@ class App:
         ns = parser.parse_args(argv)
         logging.basicConfig(
             level=logging.WARNING - 10 * min(ns.verbose + 1, 2),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            # journald stamps every line itself (JOURNAL_STREAM is set under systemd).
+            format=("" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s ") + "%(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
         func = ns._func

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from qrgate.errors import DriverError
 
+
 def _create_private_file(path: Path, data: bytes) -> None:
     """Write a new secret file atomically with mode 0600; never overwrite one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,6 +29,18 @@ def _create_private_file(path: Path, data: bytes) -> None:
     os.unlink(tmp)
 
 
+def _create_once(path: Path, data: bytes) -> None:
+    try:
+        _create_private_file(path, data)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        # Typically a state folder owned by another user (enrolment run as root, the
+        # service as qrgate): say which file and why, not a traceback.
+        raise DriverError(f"cannot create {path}: {exc.strerror} (the state folder must be writable "
+                          f"by the user running this, user id {os.getuid()})") from exc
+
+
 def load_or_create_key(path: Path, kind: type = Ed25519PrivateKey):
     """Load the private key at ``path``, generating it first if there is none.
 
@@ -38,10 +51,7 @@ def load_or_create_key(path: Path, kind: type = Ed25519PrivateKey):
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        try:
-            _create_private_file(path, pem)
-        except FileExistsError:
-            pass
+        _create_once(path, pem)
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError) as exc:
@@ -53,10 +63,7 @@ def load_or_create_key(path: Path, kind: type = Ed25519PrivateKey):
 
 def load_or_create_secret(path: Path) -> bytes:
     if not path.exists():
-        try:
-            _create_private_file(path, secrets.token_bytes(32))
-        except FileExistsError:
-            pass
+        _create_once(path, secrets.token_bytes(32))
     try:
         data = path.read_bytes()
     except OSError as exc:

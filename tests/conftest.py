@@ -28,7 +28,7 @@ _opened_storages: list = []
 
 # Tests that never touch a server database: the PostgreSQL pass does not run them again.
 collect_ignore = [
-    "test_decoder.py", "test_deploy.py", "test_display.py", "test_feedback.py", "test_outbox.py",
+    "test_boot_rig.py", "test_decoder.py", "test_deploy.py", "test_display.py", "test_feedback.py", "test_outbox.py",
     "test_payloads.py", "test_policy.py", "test_powercut.py", "test_protocol.py", "test_scanners.py",
     "test_service.py", "test_sources.py",
 ] if ON_POSTGRESQL else []

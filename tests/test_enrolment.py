@@ -141,6 +141,36 @@ def test_a_new_station_reads_the_setup_code_with_its_own_camera(tmp_path, server
     assert server_env.storage.station(config.station.id) is not None
 
 
+def test_a_station_set_up_by_install_sh_keeps_its_key_and_outbox_in_the_state_folder(tmp_path, server_env,
+                                                                                      enrol_server):
+    """install.sh writes the setup file with [station] state_dir = "/var/lib/qrgate", the one
+    folder the unit may write; the config folder (/etc/qrgate) is read-only to the unit."""
+    from edge.enrolment import enrol_from_code
+    from server.enrol import enrol_code_text
+
+    url, enrolment = enrol_server
+    camera, state = tmp_path / "camera", tmp_path / "var-lib-qrgate"
+    camera.mkdir()
+    write_qr_png(enrol_code_text(url, enrolment.create_token(server_env.venue_id)), camera / "setup.png")
+    setup = (Path(__file__).parent.parent / "provisioning" / "station.toml.in").read_text()
+    setup = setup.replace('"/var/lib/qrgate"', f'"{state}"').replace('kind = "picamera2"', f'kind = "folder"\npath = "{camera}"')
+    setup = setup.replace('indicators = "gpio"', 'indicators = "none"').replace('panel = "ssd1306"', 'panel = "dummy"')
+    etc = tmp_path / "etc-qrgate"
+    etc.mkdir()
+    (etc / "station.toml").write_text(setup)
+    config = load_station_config(enrol_from_code(etc / "station.toml", timeout=30))
+    assert config.state_dir == state
+    assert stat.S_IMODE(os.stat(state / "station.key").st_mode) == 0o600
+    os.chmod(etc, 0o555)  # as under ProtectSystem=strict
+    try:
+        station = Station(config, source=ListSource([]))
+        station.close()
+    finally:
+        os.chmod(etc, 0o755)
+    assert (state / "outbox.sqlite3").exists()
+    assert sorted(p.name for p in etc.iterdir()) == ["ca.crt", "mqtt.password", "station.toml"]
+
+
 def test_rotating_the_key_keeps_queued_records_valid_and_refuses_forgeries(tmp_path, server_env, enrol_server):
     url, enrolment = enrol_server
     token = enrolment.create_token(server_env.venue_id)

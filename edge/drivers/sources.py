@@ -32,7 +32,8 @@ _REGISTRY: dict[str, _SourceEntry] = {
     "video": _SourceEntry("edge.drivers.source_video", "VideoSource", ("cv2",),
                           "OpenCV not installed (pip install opencv-python-headless)"),
     "webcam": _SourceEntry("edge.drivers.source_webcam", "WebcamSource", ("cv2",),
-                           "OpenCV not installed (pip install opencv-python-headless)"),
+                           "OpenCV not installed (on a station: sudo apt install python3-opencv, "
+                           "built for apt's numpy; elsewhere: pip install opencv-python-headless)"),
     "picamera2": _SourceEntry("edge.drivers.camera_picamera2", "Picamera2Source",
                               ("picamera2", "libcamera"),
                               "picamera2 not installed (apt install python3-picamera2; "
