@@ -13,9 +13,13 @@ stored).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import logging
+import shlex
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -53,6 +57,16 @@ def _prepare_data_dir(path: Path) -> Path:
     return path
 
 
+def _console_script(name: str) -> str:
+    """How to type one of this installation's commands: its name if the shell finds this
+    very one, else its path (the demo usually runs from a venv that is not on PATH)."""
+    script = Path(sys.executable).parent / name
+    found = shutil.which(name)
+    if not script.exists() or (found and Path(found).resolve() == script.resolve()):
+        return name
+    return shlex.quote(str(script))
+
+
 def main(argv=None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -81,6 +95,22 @@ class Demo:
         self.say = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
 
     def run(self) -> int:
+        """Run the demo; Ctrl-C or SIGTERM (`kill`, a service manager) stops it.
+
+        SIGTERM takes Ctrl-C's path, a KeyboardInterrupt in this thread, so either one
+        closes everything started so far, newest first: station, bridge, scheduler, web
+        UI and last the broker (started in its own session, it would outlive us).
+        """
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            with contextlib.ExitStack() as started:
+                return self._run(started)
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _run(self, started: contextlib.ExitStack) -> int:
         from edge.app import Station
         from edge.config import load_station_config
         from provisioning.broker import SERVER_USER, BrokerFiles, BrokerProcess, free_port
@@ -89,20 +119,22 @@ class Demo:
         from qrgate.keyfiles import load_or_create_key
         from qrgate.samples import write_sample_images
         from server.bridge import Bridge
-        from server.cli import open_sealing
+        from server.cli import ensure_dashboard_rollup, hold_bridge_lock, open_sealing, web_app
         from server.config import load_server_config
-        from server.storage import SqliteStorage
+        from server.scheduler import ServerScheduler
+        from server.storage_pg import open_configured
 
         args = self.args
         data = _prepare_data_dir(Path(args.data))
         broker_files = BrokerFiles.create(data / "broker", port=free_port())
         server_password = broker_files.add_user(SERVER_USER)
         web_port = args.web_port or free_port()
-        server_cfg = load_server_config(
-            write_server_config(data / "server" / "server.toml", broker=broker_files,
-                                password=server_password, web_port=web_port)
-        )
-        storage = SqliteStorage(server_cfg.database)
+        server_toml = write_server_config(data / "server" / "server.toml", broker=broker_files,
+                                          password=server_password, web_port=web_port)
+        server_cfg = load_server_config(server_toml)
+        # The demo's one venue is public: its latest (masked) check-ins show at /.
+        server_cfg = dataclasses.replace(server_cfg, web=dataclasses.replace(server_cfg.web, public_feed=True))
+        storage = open_configured(server_cfg)
         pass_key = load_or_create_key(server_cfg.pass_key_file)
         venue_id = storage.add_venue("Nhà máy Demo - Cổng 1", "factory gate", "KCN Tân Bình, TP Hồ Chí Minh")
 
@@ -121,44 +153,52 @@ class Demo:
         )
 
         broker = BrokerProcess(broker_files)
+        started.callback(broker.stop)  # registered first, so it is stopped last
         broker.start()
+        # The server as `qrgate-server run` assembles it (server/cli.py): its bridge, the
+        # web app of its configuration (enrolment through the broker's files, passes,
+        # /metrics) and its scheduled jobs.
+        hold_bridge_lock(server_cfg)
         bridge = Bridge(storage, server_cfg.mqtt, server_cfg.base, opener=open_sealing(server_cfg))
+        app = web_app(server_cfg, storage, bridge)
+        ensure_dashboard_rollup(server_cfg, storage)
+        self._start_web(app, web_port, started)
+        scheduler = ServerScheduler(storage, server_cfg.web.timezone, reports=server_cfg.reports,
+                                    retention=server_cfg.retention)
+        started.callback(scheduler.shutdown)
+        scheduler.start()
+        started.callback(bridge.close)
         bridge.start()
-        stop_web = threading.Event()
-        web_thread = self._start_web(storage, web_port, stop_web)
         station = Station(load_station_config(setup.config_path))
-        try:
-            station.start()
-            self.say(f"Web UI:        http://127.0.0.1:{web_port}/")
-            self.say(f"Venue page:    {self._venue_login_link(storage, venue_id, web_port)}"
-                     " (logs in the demo owner 0900 000 001; single use, 15 minutes)")
-            self.say(f"Station screen: {data / 'station' / 'screen.png'} (updated after every scan)")
-            self.say(f"Broker:        mqtts://127.0.0.1:{broker_files.port} (config {broker_files.conf})")
-            if not args.once:
-                self.say("Scanning the sample images in a loop; Ctrl-C to stop.")
-                station.run()
-                return 0
-            for capture in station.source.captures():
-                station.handle_capture(capture)
-                station.new_presentation()  # every image is shown once, as its own scan
-            drained = station.publisher.wait_drained(args.timeout)
-            summary = self._summary(station, storage, image_count)
-            if args.json:
-                print(json.dumps(summary, ensure_ascii=False), flush=True)
-            else:
-                self.say(json.dumps(summary, ensure_ascii=False, indent=2))
-            ok = drained and summary["stored_at_server"] == summary["accepted"]
-            if not ok:
-                print("qrgate-demo: not every accepted scan was stored by the server", file=sys.stderr)
-            return 0 if ok else 1
-        except KeyboardInterrupt:
+        started.callback(station.close)
+        station.start()
+
+        self.say(f"Web UI:        http://127.0.0.1:{web_port}/")
+        self.say(f"Venue page:    {self._venue_login_link(storage, venue_id, web_port)}"
+                 " (logs in the demo owner 0900 000 001; single use, 15 minutes)")
+        self.say(f"Station screen: {data / 'station' / 'screen.png'} (updated after every scan)")
+        self.say(f"Broker:        mqtts://127.0.0.1:{broker_files.port} (config {broker_files.conf})")
+        provision = _console_script("qrgate-provision")
+        self.say(f"Second station: {provision} enrol-code --server-config {shlex.quote(str(server_toml))}"
+                 f" --venue {venue_id}, then {provision} enroll --token TOKEN"
+                 f" --server http://127.0.0.1:{web_port} --dir STATION_DIR")
+        if not args.once:
+            self.say("Scanning the sample images in a loop; Ctrl-C to stop.")
+            station.run()
             return 0
-        finally:
-            station.close()
-            bridge.close()
-            stop_web.set()
-            web_thread.join(timeout=5)
-            broker.stop()
+        for capture in station.source.captures():
+            station.handle_capture(capture)
+            station.new_presentation()  # every image is shown once, as its own scan
+        drained = station.publisher.wait_drained(args.timeout)
+        summary = self._summary(station, storage, image_count)
+        if args.json:
+            print(json.dumps(summary, ensure_ascii=False), flush=True)
+        else:
+            self.say(json.dumps(summary, ensure_ascii=False, indent=2))
+        ok = drained and summary["stored_at_server"] == summary["accepted"]
+        if not ok:
+            print("qrgate-demo: not every accepted scan was stored by the server", file=sys.stderr)
+        return 0 if ok else 1
 
     @staticmethod
     def _venue_login_link(storage, venue_id: int, port: int) -> str:
@@ -174,25 +214,29 @@ class Demo:
         token = accounts.issue_login_link(owner.phone)
         return f"http://127.0.0.1:{port}/login/link?token={token}&next=/venues/{venue_id}"
 
-    def _start_web(self, storage, port: int, stop: threading.Event) -> threading.Thread:
+    @staticmethod
+    def _start_web(app, port: int, started: contextlib.ExitStack) -> None:
+        """Serve the web app on 127.0.0.1:``port`` in a thread, stopped when ``started``
+        closes. Not on the server's shared (SO_REUSEPORT) socket: a demo must not quietly
+        share its port with a real server already on it."""
         import uvicorn
 
-        from server.web import create_app
+        from server.cli import uvicorn_config
 
-        server = uvicorn.Server(uvicorn.Config(create_app(storage, public_feed=True), host="127.0.0.1", port=port, log_level="warning"))
+        server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port))
+        thread = threading.Thread(target=server.run, name="web", daemon=True)
 
-        def serve():
-            server.run()
+        def stop() -> None:
+            server.should_exit = True
+            thread.join(timeout=5)
 
-        thread = threading.Thread(target=serve, name="web", daemon=True)
         thread.start()
-        threading.Thread(target=lambda: (stop.wait(), setattr(server, "should_exit", True)), daemon=True).start()
+        started.callback(stop)
         deadline = time.monotonic() + 15
         while not server.started:
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise UserError(f"the web UI could not listen on port {port} (in use? try --web-port 0)")
             time.sleep(0.02)  # waiting for uvicorn's startup flag, bounded by the deadline
-        return thread
 
     @staticmethod
     def _summary(station, storage, images: int) -> dict:

@@ -330,7 +330,11 @@ class Bridge:
         if failed:
             logger.error("broker refused the bridge's subscriptions: %s", ", ".join(failed))
             return
-        logger.info("bridge %s subscribed: %s", self._client_id, ", ".join(t for t, _ in self.subscriptions()))
+        # Never the topic filters: the shared group's name in them is the secret that
+        # keeps stations out of the group (share_group_for), and logs travel further.
+        logger.info("bridge %s subscribed to the stations' records (%s)%s", self._client_id,
+                    "shared group" if self.share_group else "not shared",
+                    " and status" if self.follow_status else "")
         self._subscribed.set()
 
     def _on_disconnect(self, *args):

@@ -255,3 +255,32 @@ def test_a_stream_of_batches_through_the_broker_is_stored_and_acked_in_full(serv
         if link is not None:
             link.close()
         bridge.close()
+
+
+@pytest.mark.timeout(60)
+def test_bridge_log_says_it_subscribed_but_never_names_the_shared_group(server_env, caplog):
+    # The group's name is what keeps stations out of the group (share_group_for); logs
+    # go to journald, the demo's terminal and bug reports, so not even DEBUG may hold it.
+    import logging
+
+    from server.bridge import share_group_for
+    from server.workers import make_worker
+
+    config = server_env.config
+    group = share_group_for(config.mqtt, config.base)
+    caplog.set_level(logging.DEBUG)
+    bridges = [Bridge(server_env.storage, config.mqtt, config.base),
+               make_worker(server_env.storage, config.mqtt, config.base, 2)]
+    try:
+        for bridge in bridges:
+            bridge.start()
+        for bridge in bridges:
+            assert bridge.wait_subscribed(30)
+            assert bridge.share_group == group  # the name checked below is the one in use
+    finally:
+        for bridge in bridges:
+            bridge.close()
+    subscribed = [r.getMessage() for r in caplog.records if "subscribed" in r.getMessage()]
+    assert len(subscribed) == 2, subscribed
+    digest = group.rsplit("-", 1)[1]
+    assert digest not in caplog.text
