@@ -95,7 +95,9 @@ def _print_line(line: dict, as_json: bool) -> None:
 def selftest(config: str, json: bool) -> int:
     """Check storage, clock, camera or scanner, lights, screen and broker; say what is wrong.
 
-    Exit status 0 when nothing failed (warnings allowed), 1 otherwise.
+    While the station runs, its camera or scanner, lights and screen are not opened (they
+    are busy): its own view of them is reported, from the health file it keeps in
+    /run/qrgate. Exit status 0 when nothing failed (warnings allowed), 1 otherwise.
     """
     import json as json_module
 

@@ -27,7 +27,8 @@ class FeedbackLoop:
     """Shows each Outcome for ``result_seconds``, then the idle screen.
 
     ``indicators`` (edge.drivers.indicators.Indicators) and ``screen``
-    (edge.display.panel.Screen) may each be None when the station has none.
+    (edge.display.panel.Screen) may each be None when the station has none, and be
+    handed over later with ``attach()`` (a panel that answers only after start).
     """
 
     def __init__(self, indicators, screen, *, result_seconds: float = 2.5, idle_shift_seconds: float = 30.0,
@@ -42,6 +43,7 @@ class FeedbackLoop:
         self.shown: Outcome | None = None
         self._outcomes: deque[Outcome] = deque()
         self._new_state: StationState | None = None
+        self._new_parts: list[tuple[str, object]] = []
         self._cond = threading.Condition()
         self._posted = 0
         self._handled = 0
@@ -73,6 +75,19 @@ class FeedbackLoop:
             self._posted += 1
             self._cond.notify_all()
 
+    def attach(self, *, indicators=None, screen=None) -> None:
+        """Start using lights or a screen that could not be opened at start; returns at
+        once. A new screen shows the current view straight away."""
+        parts = [(name, part) for name, part in (("indicators", indicators), ("screen", screen)) if part is not None]
+        with self._cond:
+            if not self._closed:
+                self._new_parts += parts
+                self._posted += len(parts)
+                self._cond.notify_all()
+                return
+        for _, part in parts:  # too late: nobody else would release them
+            part.close()
+
     def wait_idle(self, timeout: float) -> bool:
         """True once every posted event has been handled (for tests and the demo)."""
         deadline = time.monotonic() + timeout
@@ -90,7 +105,9 @@ class FeedbackLoop:
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        for part in (self.indicators, self.screen):
+        with self._cond:
+            late, self._new_parts = [part for _, part in self._new_parts], []
+        for part in (self.indicators, self.screen, *late):
             if part is not None:
                 part.close()
 
@@ -109,7 +126,7 @@ class FeedbackLoop:
             logger.exception("cannot draw the idle screen")
         while True:
             with self._cond:
-                while not (self._closed or self._outcomes or self._new_state is not None):
+                while not (self._closed or self._outcomes or self._new_state is not None or self._new_parts):
                     wait = self._next_deadline(self.clock()) - self.clock()
                     if wait <= 0:
                         break
@@ -119,16 +136,24 @@ class FeedbackLoop:
                 outcomes = list(self._outcomes)
                 self._outcomes.clear()
                 state, self._new_state = self._new_state, None
+                parts, self._new_parts = self._new_parts, []
             try:
-                self._step(outcomes, state)
+                self._step(outcomes, state, parts)
             except Exception:  # a broken panel must not stop the feedback thread
                 logger.exception("feedback step failed")
             with self._cond:
-                self._handled += len(outcomes) + (state is not None)
+                self._handled += len(outcomes) + (state is not None) + len(parts)
                 self._cond.notify_all()
 
-    def _step(self, outcomes: list[Outcome], state: StationState | None) -> None:
+    def _step(self, outcomes: list[Outcome], state: StationState | None,
+              parts: list[tuple[str, object]] = ()) -> None:
         now = self.clock()
+        for name, part in parts:
+            replaced = getattr(self, name)
+            if replaced is not None:
+                replaced.close()
+            setattr(self, name, part)
+        new_screen = any(name == "screen" for name, _ in parts)
         if state is not None:
             self.state = state
         for outcome in outcomes:
@@ -147,14 +172,14 @@ class FeedbackLoop:
             self.shown = None
             return
         if self.shown is not None:
-            if state is not None:  # keep the result, refresh its status line
+            if state is not None or new_screen:  # keep the result, refresh its status line
                 self._show(render_result(self.shown, self.state))
             return
         if now >= self._next_shift:
             self._shift_index = (self._shift_index + 1) % len(IDLE_SHIFTS)
             self._next_shift = now + self.idle_shift_seconds
             self._draw_idle()
-        elif state is not None:
+        elif state is not None or new_screen:
             self._draw_idle()
         if self.screen is not None and now - self._last_activity >= self.dim_after_seconds:
             self.screen.dim(True)

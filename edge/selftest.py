@@ -2,11 +2,14 @@
 
 Each check returns a ``Check``; a technician reads the lines top to bottom. Nothing here
 changes the station's data: the outbox is opened read-only, the screen shows a test
-pattern, the lights blink once.
+pattern, the lights blink once. While the station runs (it holds its state folder's
+lock) its camera or scanner, pins and screen are busy: selftest then reports the running
+station's own view of them, from the health file it writes every housekeeping round.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -17,9 +20,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from edge.config import StationConfig
-from qrgate.errors import QrgateError
+from qrgate.errors import QrgateError, UserError
 
 
 @dataclass(frozen=True)
@@ -112,30 +116,139 @@ def check_source(cfg: StationConfig, timeout: float = 5.0) -> Check:
     return Check(part, "ok", f"{kind}: input received")
 
 
+def _pins(cfg: StationConfig) -> str:
+    fb = cfg.feedback
+    return f"green GPIO{fb.green}, red GPIO{fb.red}, amber GPIO{fb.amber}, buzzer GPIO{fb.buzzer}"
+
+
 def check_feedback(cfg: StationConfig) -> list[Check]:
-    from edge.app import open_feedback
+    from edge.app import open_indicators, open_screen
 
     fb = cfg.feedback
     if fb.indicators == "none" and fb.panel == "none":
         return [Check("feedback", "warn", "no lights, buzzer or screen configured")]
-    try:
-        loop = open_feedback(cfg)
-    except QrgateError as exc:
-        return [Check("feedback", "fail", str(exc))]
     checks = []
-    if loop.indicators is not None:
-        from edge.outcome import Result
+    if fb.indicators != "none":
+        try:
+            indicators = open_indicators(cfg)
+        except (QrgateError, OSError, ImportError) as exc:
+            checks.append(Check("pins", "fail", str(exc)))
+        else:
+            from edge.outcome import Result
 
-        loop.indicators.signal(Result.ACCEPTED)
-        checks.append(Check("pins", "ok", f"green GPIO{fb.green}, red GPIO{fb.red}, amber GPIO{fb.amber}, "
-                                          f"buzzer GPIO{fb.buzzer}: the green light should blink now"))
-    if loop.screen is not None:
-        from edge.display.screens import render_idle
-        from edge.outcome import StationState
+            indicators.signal(Result.ACCEPTED)
+            checks.append(Check("pins", "ok", f"{_pins(cfg)}: the green light should blink now"))
+            indicators.close()
+    if fb.panel != "none":
+        try:
+            screen = open_screen(cfg)
+        except (QrgateError, OSError, ImportError) as exc:
+            checks.append(Check("screen", "fail", str(exc)))
+        else:
+            from edge.display.screens import render_idle
+            from edge.outcome import StationState
 
-        loop.screen.show(render_idle(StationState(venue="Kiểm tra màn hình", online=True)))
-        checks.append(Check("screen", "ok", f"{fb.panel} panel: the screen should read 'Kiểm tra màn hình'"))
-    loop.close()
+            screen.show(render_idle(StationState(venue="Kiểm tra màn hình", online=True)))
+            checks.append(Check("screen", "ok", f"{fb.panel} panel: the screen should read 'Kiểm tra màn hình'"))
+            screen.close()
+    return checks
+
+
+def station_running(cfg: StationConfig) -> bool:
+    """True while a station process holds the state folder's lock (edge/key_rotation.py)."""
+    if not cfg.state_dir.is_dir():
+        return False  # nothing ever ran here; taking the lock would make the folder
+    from edge.key_rotation import station_lock
+
+    try:
+        with station_lock(cfg.state_dir):
+            return False
+    except UserError:
+        return True
+    except OSError:
+        return False  # cannot tell (no permission for the lock): test the devices
+
+
+def read_health(cfg: StationConfig, candidates: list[Path] | None = None) -> tuple[Path | None, dict | None]:
+    """The running station's health file and its contents: the first of ``candidates``
+    (``edge.app.health_file_candidates``) written by this station."""
+    from edge.app import health_file_candidates
+
+    for path in candidates if candidates is not None else health_file_candidates(cfg):
+        try:
+            health = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(health, dict) and health.get("station") == cfg.station.id:
+            return path, health
+    return None, None
+
+
+# What each station fault means, for the technician (the screen shows "LỖI: ...").
+FAULT_WORDS = {
+    "storage": "storage fault: the disk is nearly full or a write failed",
+    "camera": "camera fault: the camera cannot be opened or read",
+    "scanner": "scanner fault: the scanner cannot be opened or read",
+}
+
+
+def _process_alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except PermissionError:
+        return True  # alive, another user's
+    except (OSError, TypeError, ValueError):
+        return False
+    return True
+
+
+def check_running_station(cfg: StationConfig, candidates: list[Path] | None = None,
+                          monotonic: Callable[[], float] = time.monotonic) -> list[Check]:
+    """The camera or scanner, pins and screen as the running station sees them.
+
+    Opening them here would fail (a camera is busy, a grabbed scanner, pins taken) or
+    disturb the station, so nothing is opened: the station's health file is read. A
+    fault in it, or a health file not rewritten for a while, is a failure.
+    """
+    from edge.app import health_file_candidates
+
+    kind = str(cfg.source.get("kind", ""))
+    part = "scanner" if kind in ("hid", "serial") else "camera"
+    candidates = candidates if candidates is not None else health_file_candidates(cfg)
+    path, health = read_health(cfg, candidates)
+    if health is None:
+        where = ", ".join(str(c) for c in candidates)
+        return [Check(part, "warn", f"in use by the running station, which wrote no health file ({where}): "
+                                    "stop it (systemctl stop qrgate-edge) to test the devices")]
+    # The station rewrites it every housekeeping round; the watchdog allows this long.
+    # Its monotonic time says how old it is: a file of an earlier boot has a time ahead of
+    # this boot's clock or far behind it. (The boot id is no test: a unit with
+    # ProtectKernelTunables= in a container reads another boot id than a shell does.)
+    stale_after = max(3 * cfg.station.housekeeping_s, 60.0)
+    age = monotonic() - float(health.get("mono_s", 0.0))
+    if not 0 <= age <= stale_after or not _process_alive(health.get("pid")):
+        return [Check(part, "fail", f"in use by the running station (pid {health.get('pid')}), whose health file "
+                                    f"{path} is out of date: it may hang; see journalctl -u qrgate-edge")]
+    fault = str(health.get("fault") or "")
+    last = health.get("last_capture_age_s")
+    thing = "frame" if part == "camera" else "scan"
+    view = [
+        "scanning" if health.get("scanning") else "not scanning",
+        FAULT_WORDS.get(fault, f"fault '{fault}'") if fault else "no fault",
+        f"last {thing} {last + age:.1f} s ago" if last is not None else f"no {thing} yet",  # as of now
+    ]
+    checks = [Check(part, "fail" if fault or not health.get("scanning") else "ok",
+                    f"in use by the running station: {', '.join(view)}")]
+    missing = health.get("missing") or {}
+    fb = cfg.feedback
+    if fb.indicators != "none":
+        problem = missing.get("lights")
+        checks.append(Check("pins", "fail", f"the running station cannot drive them: {problem}") if problem
+                      else Check("pins", "ok", f"{_pins(cfg)}: in use by the running station"))
+    if fb.panel != "none":
+        problem = missing.get("screen")
+        checks.append(Check("screen", "fail", f"the running station has no screen: {problem}") if problem
+                      else Check("screen", "ok", f"{fb.panel} panel: in use by the running station"))
     return checks
 
 
@@ -188,10 +301,13 @@ def run_selftest(cfg: StationConfig, clock=None, *, skip: tuple[str, ...] = ()) 
     steps: list[tuple[str, Callable[[], Check | list[Check]]]] = [
         ("storage", lambda: check_storage(cfg)),
         ("clock", lambda: check_clock(clock or SystemClock())),
-        ("source", lambda: check_source(cfg)),
-        ("feedback", lambda: check_feedback(cfg)),
-        ("broker", lambda: check_broker(cfg)),
     ]
+    if station_running(cfg):
+        # Its devices are busy: ask the station instead of opening them (false failures).
+        steps.append(("station", lambda: check_running_station(cfg)))
+    else:
+        steps += [("source", lambda: check_source(cfg)), ("feedback", lambda: check_feedback(cfg))]
+    steps.append(("broker", lambda: check_broker(cfg)))
     checks: list[Check] = []
     for name, step in steps:
         if name in skip:

@@ -73,8 +73,10 @@ class ServiceNotifier:
         ok, reason = self.alive()
         if ok:
             st = self.station
+            # `systemctl status qrgate-edge` shows this line: a fault belongs in it.
             self.notifier.notify(f"WATCHDOG=1\nSTATUS=backlog {st.outbox.backlog()}"
-                                 f"{', offline' if not st.publisher.online else ''}")
+                                 f"{', offline' if not st.publisher.online else ''}"
+                                 f"{f', {st.fault} fault' if st.fault else ''}")
         else:
             logger.error("not feeding the watchdog: %s", reason)
             self.notifier.notify(f"STATUS={reason}")

@@ -241,3 +241,34 @@ def test_posting_never_blocks_and_a_flood_of_states_costs_no_memory():
     finally:
         gate.set()
         loop.close()
+
+
+def test_a_screen_attached_late_shows_the_current_result_at_once_and_is_blanked_at_close():
+    from edge.display.screens import render_result
+
+    device = open_panel("dummy")
+    loop = FeedbackLoop(None, None, result_seconds=60)  # the panel did not answer at start
+    loop.start()
+    try:
+        loop.post(StationState(venue="Cổng 1", online=True))
+        loop.post(Outcome(Result.ACCEPTED, direction="in", masked_name="A*"))
+        assert loop.wait_idle(5)
+        loop.attach(screen=Screen(device))
+        assert loop.wait_idle(5)
+        expected = render_result(Outcome(Result.ACCEPTED, direction="in", masked_name="A*"),
+                                 StationState(venue="Cổng 1", online=True))
+        assert device.image.convert("1").tobytes() == expected.convert("1").tobytes()
+    finally:
+        loop.close()
+    assert device.image.getbbox() is None
+
+
+def test_a_part_attached_after_close_is_released():
+    from PIL import Image
+
+    device = open_panel("dummy")
+    device.display(Image.new("1", (128, 64), 1))  # lit
+    loop = FeedbackLoop(None, None)
+    loop.close()
+    loop.attach(screen=Screen(device))  # the retry opened the panel as the station stopped
+    assert device.image.getbbox() is None  # cleared and released, not left lit

@@ -7,6 +7,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections import deque
 from pathlib import Path
 
@@ -134,6 +135,33 @@ def test_a_pause_longer_than_the_timeout_splits_codes_without_enter(decoder, typ
     assert decoder.flush_if_idle(typist.now + 0.01) is None
     assert decoder.flush_if_idle(typist.now + 0.2) == "XYZ"
     assert not decoder.pending
+
+
+def test_after_an_enter_a_pause_inside_a_code_does_not_split_it(decoder, typist):
+    # This scanner ends codes with Enter; a slow USB hub holds the rest of a name back.
+    events = typist.type("first") + typist.type("Nguyen Gia", enter=False)
+    typist.now += 0.2
+    events += typist.type(" Manh")
+
+    assert feed_all(decoder, events) == ["first", "Nguyen Gia Manh"]
+
+
+def test_after_an_enter_an_idle_line_does_not_complete_a_code(decoder, typist):
+    assert feed_all(decoder, typist.type("first") + typist.type("ABC", enter=False)) == ["first"]
+
+    assert decoder.flush_if_idle(typist.now + 0.2) is None  # the reader loop's idle check
+    typist.now += 0.2
+    assert feed_all(decoder, typist.type("XYZ")) == ["ABCXYZ"]
+
+
+def test_a_code_cut_off_before_its_enter_is_dropped_not_glued_to_the_next(decoder, typist, caplog):
+    assert feed_all(decoder, typist.type("first") + typist.type("cut-o", enter=False)) == ["first"]
+
+    with caplog.at_level(logging.WARNING, logger="edge.drivers.scanner_hid"):
+        assert decoder.flush_if_idle(typist.now + 2.0) is None
+    assert not decoder.pending and "stopped before its Enter" in caplog.text
+    typist.now += 2.0
+    assert feed_all(decoder, typist.type("next")) == ["next"]
 
 
 def test_syn_dropped_discards_the_partial_code(decoder, typist):
@@ -327,6 +355,44 @@ def test_hid_scanner_unplugged_and_plugged_back_is_read_again(fake_devices, scan
     assert first.ungrab_calls == 1 and first.closed
     assert second_grabbed
     assert "lost" in caplog.text
+
+
+def test_hid_scanner_that_sends_enter_keeps_a_code_whole_across_a_pause(fake_devices, scanner_path):
+    source = HidScannerSource(scanner_path, retry_s=0.01)
+    reader = CaptureReader(source)
+    device = fake_devices.wait_for_count(1)
+    typist = Typist(start=time.time())  # the reader compares key times with its own clock
+
+    device.push(typist.type("first"))
+    assert reader.next().text == "first"
+    device.push(typist.type("Nguyen Gia", enter=False))
+    typist.now += 0.3  # the rest comes 300 ms later, through a slow hub
+    device.push(typist.type(" Manh"))
+    code = reader.next()
+    reader.stop()
+
+    assert code.text == "Nguyen Gia Manh"
+
+
+def test_hid_scanner_reopened_may_be_one_without_enter(fake_devices, scanner_path):
+    source = HidScannerSource(scanner_path, retry_s=0.01)
+    reader = CaptureReader(source)
+    first = fake_devices.wait_for_count(1)
+    first.push(Typist(start=time.time()).type("with-enter"))
+    assert reader.next().text == "with-enter"
+
+    scanner_path.unlink()
+    first.unplug()
+    scanner_path.touch()  # another scanner, set to send no suffix, on the same port
+    second = fake_devices.wait_for_count(2)
+    typist = Typist(start=time.time())
+    events = typist.type("ABC", enter=False)
+    typist.now += 0.5
+    second.push(events + typist.type("XYZ", enter=False))
+    codes = [reader.next().text, reader.next().text]
+    reader.stop()
+
+    assert codes == ["ABC", "XYZ"]  # split on the pause again, as before any Enter
 
 
 def test_hid_close_while_waiting_for_keys_ends_captures_at_once(fake_devices, scanner_path):

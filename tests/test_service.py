@@ -76,6 +76,63 @@ def test_station_tells_systemd_it_is_ready_feeds_the_watchdog_and_stops_cleanly(
         sock.close()
 
 
+def test_a_station_started_without_its_camera_is_ready_shows_the_fault_and_scans_when_it_appears(tmp_path):
+    # A station must come up and say what is wrong, not crash-loop under Restart=always.
+    import json
+
+    from PIL import Image
+
+    from conftest import wait_until
+    from edge.display.screens import render_idle
+    from edge.feedback import IDLE_SHIFTS
+    from edge.outcome import StationState
+
+    camera = tmp_path / "camera"  # not there yet
+    cfg = station_toml(tmp_path, f'kind = "folder"\npath = "{camera}"\nloop = true\ninterval_s = 0.05')
+    runtime = tmp_path / "run"  # systemd's RuntimeDirectory=qrgate
+    runtime.mkdir()
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(20)
+    env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000",
+           "RUNTIME_DIRECTORY": str(runtime)}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "qrgate-edge"), "run", "--config", str(cfg)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def screen_shows(state: StationState) -> bool:
+        try:
+            shown = Image.open(tmp_path / "screen.png").convert("1").tobytes()
+        except OSError:
+            return False
+        return shown in {render_idle(state, shift).convert("1").tobytes() for shift in IDLE_SHIFTS}
+
+    def health() -> dict:
+        try:
+            return json.loads((runtime / "health.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    try:
+        read_messages(sock, "READY=1")
+        # Fed while the fault is shown (not a hang); `systemctl status` names the fault.
+        assert "STATUS=backlog 0, offline, camera fault" in read_messages(sock, "WATCHDOG=1")[-1]
+        wait_until(lambda: screen_shows(StationState(fault="camera")), 20, "LỖI: camera on the screen")
+        assert health()["fault"] == "camera" and health()["pid"] == proc.pid
+        camera.mkdir()
+        write_qr_png("https://example.com", camera / "a.png")
+        wait_until(lambda: health().get("fault") == "" and health().get("last_capture_age_s") is not None, 20,
+                   "the fault to clear once frames come")
+        read_messages(sock, "WATCHDOG=1")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, proc.stderr.read().decode()[-2000:]
+        assert not (runtime / "health.json").exists()  # a stopped station reports nothing
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sock.close()
+
+
 class RecordingNotifier:
     def __init__(self):
         self.sent = []

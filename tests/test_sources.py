@@ -15,14 +15,13 @@ import zxingcpp
 from PIL import Image
 
 from edge.drivers import source_webcam
-from edge.drivers.camera_picamera2 import PICAMERA2_MISSING
 from edge.drivers.fake import ListSource
 from edge.drivers.ports import Frame, ScannedText, Source
 from edge.drivers.source_folder import FolderSource
 from edge.drivers.source_video import VideoSource
 from edge.drivers.source_webcam import WebcamSource
 from edge.drivers.sources import SOURCE_KINDS, open_source
-from qrgate.errors import DriverError, DriverUnavailable, UserError
+from qrgate.errors import DriverError, UserError
 from conftest import require_qr_photos
 
 JAVA_SET_1 = "zxing-java-qrcode-1"
@@ -134,11 +133,68 @@ def test_folder_close_twice_is_harmless(qr_folder):
     assert list(source.captures()) == []
 
 
-def test_missing_folder_is_a_user_error_naming_the_path(tmp_path):
+def test_missing_folder_is_a_device_not_there_yet_naming_the_path(tmp_path):
+    # A DriverError, not a config mistake: the station shows the camera fault and retries.
     missing = tmp_path / "no-such-folder"
 
-    with pytest.raises(UserError, match="no-such-folder.*does not exist"):
+    with pytest.raises(DriverError, match="no-such-folder does not exist"):
         FolderSource(missing)
+
+
+def test_a_file_where_the_folder_should_be_is_a_user_error(tmp_path):
+    (tmp_path / "rig").write_text("not a folder")
+
+    with pytest.raises(UserError, match="rig is not a folder"):
+        FolderSource(tmp_path / "rig")
+
+
+def test_a_looping_empty_folder_is_a_camera_looking_at_nothing(tmp_path, caplog):
+    # The test rig: a person "holds up" a code by dropping an image in, then takes it away.
+    source = FolderSource(tmp_path, loop=True)
+    captures = source.captures()
+
+    with caplog.at_level(logging.WARNING):
+        blank = next(captures)
+    assert blank.gray.shape == (480, 640) and blank.gray.min() == 255  # white: nothing to read
+    assert decoded_text(blank.gray) == ""
+    assert "no readable images" in caplog.text
+
+    Image.fromarray(qr_gray("held up")).save(tmp_path / "a.png")
+    frame = next(f for f in captures if f.origin.endswith("a.png"))
+    assert decoded_text(frame.gray) == "held up"
+
+    (tmp_path / "a.png").unlink()
+    assert next(captures).gray.min() == 255  # blank again, and the source has not ended
+    source.close()
+    assert list(captures) == []
+
+
+def test_blank_frames_come_at_most_every_interval_and_close_interrupts_the_wait(tmp_path):
+    source = FolderSource(tmp_path, loop=True, interval_s=60.0)
+    waiting = threading.Event()
+
+    def consume():
+        waiting.set()
+        return list(source.captures())
+
+    thread, outcome = run_in_thread(consume)
+    assert waiting.wait(5)
+    source.close()
+    thread.join(timeout=5)
+
+    assert not thread.is_alive(), "captures() still waiting after close()"
+    assert outcome.get_nowait() == []  # no blank frame before its 60 s were up
+
+
+def test_a_folder_removed_while_looping_is_a_device_that_vanished(tmp_path):
+    rig = tmp_path / "rig"
+    rig.mkdir()
+    captures = FolderSource(rig, loop=True).captures()
+    next(captures)
+    rig.rmdir()
+
+    with pytest.raises(DriverError, match="rig cannot be read"):
+        next(captures)
 
 
 def test_folder_plays_every_photo_of_the_shared_sample_set():
@@ -367,42 +423,6 @@ def test_webcam_that_cannot_be_opened_is_a_driver_error_naming_the_device():
     # Real OpenCV, a device number no machine here has.
     with pytest.raises(DriverError, match="/dev/video97"):
         WebcamSource("/dev/video97")
-
-
-# --- picamera2 ---------------------------------------------------------------------
-
-
-def on_raspberry_pi_with_camera() -> bool:
-    try:
-        import picamera2  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def test_picamera2_off_the_pi_says_how_to_install_it():
-    if on_raspberry_pi_with_camera():
-        pytest.skip("picamera2 is installed here")
-
-    with pytest.raises(DriverUnavailable) as error:
-        open_source("picamera2")
-
-    assert str(error.value) == PICAMERA2_MISSING
-    assert "apt install python3-picamera2" in str(error.value)
-
-
-@pytest.mark.pi
-@pytest.mark.skipif(not on_raspberry_pi_with_camera(), reason="needs a Raspberry Pi camera")
-def test_picamera2_yields_the_luma_plane_at_the_requested_size():
-    source = open_source("picamera2", size=(640, 480), fps=15)
-    try:
-        captures = source.captures()
-        frames = [next(captures) for _ in range(3)]
-    finally:
-        source.close()
-
-    assert all(f.gray.shape == (480, 640) and f.gray.dtype == np.uint8 for f in frames)
-    assert frames[0].mono_ns < frames[1].mono_ns < frames[2].mono_ns
 
 
 # --- registry and the list source ---------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from qrgate.errors import DriverError, UserError
+from qrgate.errors import DriverError, DriverUnavailable, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -23,16 +23,23 @@ BRIGHT, DIM = 0xCF, 0x08
 
 
 def open_panel(kind: str, *, i2c_port: int = 1, address: int = 0x3C, rotate: int = 0):
-    """Return a luma device for ``kind``; "dummy" is luma's in-memory stand-in."""
+    """Return a luma device for ``kind``; "dummy" is luma's in-memory stand-in.
+
+    Raises ``DriverError`` naming the bus and address when the panel does not answer,
+    ``DriverUnavailable`` when luma is not installed.
+    """
     if kind == "dummy":
         from luma.core.device import dummy
 
         return dummy(width=128, height=64, rotate=rotate, mode="1")
     if kind not in PANEL_KINDS:
         raise UserError(f"unknown panel {kind!r}; choose one of: {', '.join(PANEL_KINDS)}")
-    from luma.core.error import DeviceNotFoundError, DevicePermissionError
-    from luma.core.interface.serial import i2c
-    from luma.oled import device as oled
+    try:
+        from luma.core.error import DeviceNotFoundError, DevicePermissionError, Error as LumaError
+        from luma.core.interface.serial import i2c
+        from luma.oled import device as oled
+    except ImportError as exc:
+        raise DriverUnavailable(f"{kind} panel: luma.oled is not installed (pip install luma.oled)") from exc
 
     try:
         serial = i2c(port=i2c_port, address=address)
@@ -41,7 +48,9 @@ def open_panel(kind: str, *, i2c_port: int = 1, address: int = 0x3C, rotate: int
         raise DriverError(f"I2C device not found: /dev/i2c-{i2c_port} (enable I2C: raspi-config)") from None
     except DevicePermissionError:
         raise DriverError(f"no permission for /dev/i2c-{i2c_port} (add the user to group i2c)") from None
-    except OSError as exc:
+    except ImportError as exc:  # luma imports smbus2 only when the bus is opened
+        raise DriverUnavailable(f"{kind} panel: {exc} (pip install smbus2)") from exc
+    except (OSError, LumaError) as exc:
         raise DriverError(f"no {kind} panel at address 0x{address:02X} on /dev/i2c-{i2c_port}: {exc}") from None
 
 

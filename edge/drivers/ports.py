@@ -62,7 +62,9 @@ class Source(Protocol):
         fine; it runs on the pipeline thread. When it cannot keep up it drops old frames.
       - ``close()``: release the device; safe to call twice and from another thread.
     Errors opening the device are raised as ``qrgate.errors.DriverError`` with the
-    device path in the message.
+    device path in the message, also when the device is not there (yet): the station
+    shows the camera or scanner fault and tries again. ``UserError`` is only for a
+    mistake in the options, which retrying cannot mend.
     """
 
     name: str

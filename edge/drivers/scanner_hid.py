@@ -22,6 +22,9 @@ from qrgate.errors import DriverError
 logger = logging.getLogger(__name__)
 
 MAX_CODE_CHARS = 4096
+# A scanner that ends its codes with Enter never pauses this long inside one: a partial
+# code left this long (the scanner unplugged mid-code) is thrown away, not glued to the next.
+PARTIAL_CODE_TIMEOUT_S = 1.0
 
 # Key -> (unshifted, shifted) on a US keyboard layout, the layout scanners default to.
 _US_KEYS: dict[int, tuple[str, str]] = {
@@ -69,16 +72,23 @@ class KeystrokeDecoder:
     """Turns a scanner's key events back into the text of the code it read.
 
     Feed it every event as ``(type, code, value, timestamp)``; it returns the code's
-    text when one is complete, else ``None``. A code ends at Enter (main or keypad) or
-    when the next key comes more than ``char_timeout_s`` after the previous one (for
-    scanners set to send no suffix; call ``flush_if_idle`` when no event arrives).
+    text when one is complete, else ``None``. A code ends at Enter (main or keypad).
+    Until the device has sent an Enter it may be a scanner set to send no suffix: then a
+    code also ends when the next key comes more than ``char_timeout_s`` after the
+    previous one (call ``flush_if_idle`` when no event arrives). Once an Enter has been
+    seen, Enter alone ends codes: a slow USB hub or a long name typed as Alt+keypad
+    chords may pause longer than ``char_timeout_s`` inside one code. A partial code idle
+    for ``partial_timeout_s`` is then discarded.
     Only key-down counts; auto-repeat is ignored; Shift is tracked. After the kernel
     reports ``SYN_DROPPED`` the partial code is thrown away, as characters are missing.
     """
 
-    def __init__(self, char_timeout_s: float = 0.05, *, max_chars: int = MAX_CODE_CHARS):
+    def __init__(self, char_timeout_s: float = 0.05, *, max_chars: int = MAX_CODE_CHARS,
+                 partial_timeout_s: float = PARTIAL_CODE_TIMEOUT_S):
         self.char_timeout_s = char_timeout_s
+        self.partial_timeout_s = partial_timeout_s
         self.max_chars = max_chars
+        self.ends_with_enter = False  # this device has ended a code with Enter
         self._chars: list[str] = []
         self._shift_down: set[int] = set()
         self._chord_down: set[int] = set()
@@ -92,8 +102,17 @@ class KeystrokeDecoder:
         """True while part of a code has been typed and not yet completed."""
         return bool(self._chars) or self._overflowed
 
-    def reset(self) -> None:
-        """Forget any partial code and modifier state (device lost or reopened)."""
+    @property
+    def idle_timeout_s(self) -> float:
+        """How long a partial code may wait for its next key before ``flush_if_idle`` acts."""
+        return self.partial_timeout_s if self.ends_with_enter else self.char_timeout_s
+
+    def reset(self, *, new_device: bool = False) -> None:
+        """Forget any partial code and modifier state (events dropped); with
+        ``new_device`` also whether the device ends codes with Enter (reopened: the
+        scanner plugged in now may be set differently)."""
+        if new_device:
+            self.ends_with_enter = False
         self._chars.clear()
         self._shift_down.clear()
         self._chord_down.clear()
@@ -112,10 +131,16 @@ class KeystrokeDecoder:
         return text
 
     def flush_if_idle(self, now: float) -> str | None:
-        """Complete the partial code if no key came for ``char_timeout_s`` before ``now``."""
-        if self.pending and self._last_key_at is not None:
-            if now - self._last_key_at > self.char_timeout_s:
-                return self._finish()
+        """Complete the partial code if no key came for ``char_timeout_s`` before ``now``
+        (scanners without Enter); for a scanner that ends codes with Enter, discard a
+        partial code idle for ``partial_timeout_s``."""
+        if not self.pending or self._last_key_at is None or now - self._last_key_at <= self.idle_timeout_s:
+            return None
+        if not self.ends_with_enter:
+            return self._finish()
+        logger.warning("a scanned code stopped before its Enter; discarding %d character(s)", len(self._chars))
+        self._chars.clear()
+        self._overflowed = False
         return None
 
     def feed(self, event_type: int, code: int, value: int, timestamp: float) -> str | None:
@@ -145,8 +170,9 @@ class KeystrokeDecoder:
             return None
 
         completed = None
-        if self._last_key_at is not None and timestamp - self._last_key_at > self.char_timeout_s:
-            completed = self._finish()
+        gap = timestamp - self._last_key_at if self._last_key_at is not None else 0.0
+        if gap > self.idle_timeout_s:
+            completed = self.flush_if_idle(timestamp)
         self._last_key_at = timestamp
 
         if code in _CHORD_KEYS:
@@ -158,6 +184,7 @@ class KeystrokeDecoder:
             self._chord_typed = True
             return completed
         if code in _END_KEYS:
+            self.ends_with_enter = True
             return completed if completed is not None else self._finish()
         pair = _US_KEYS.get(code)
         self._append(pair[1 if self._shift_down else 0] if pair else "\ufffd")
@@ -244,7 +271,7 @@ class HidScannerSource:
                 ) from exc
         self._monotonic = _use_monotonic_timestamps(device)
         self._device = device
-        self.decoder.reset()
+        self.decoder.reset(new_device=True)
         logger.info("HID scanner %s (%s) opened%s", self.device_path,
                     getattr(device, "name", "?"), ", grabbed" if self.grab else "")
 
@@ -297,7 +324,7 @@ class HidScannerSource:
         while not self._closed.is_set():
             if self._device is None and not self._reopen():
                 return
-            timeout = self.decoder.char_timeout_s if self.decoder.pending else None
+            timeout = self.decoder.idle_timeout_s if self.decoder.pending else None
             ready, _, _ = select.select([self._device.fd, self._wake_read], [], [], timeout)
             if self._wake_read in ready:
                 continue  # close() was called; the loop condition ends it
