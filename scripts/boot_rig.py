@@ -351,14 +351,27 @@ class Rig:
             self.power_cut_while_offline()
             self.missing_devices()
             self.exposure()
+        except BaseException:
+            self.station_diagnostics()
+            raise
         finally:
             self.summary["seconds"] = round(time.monotonic() - started, 1)
             self.restore_clock()
             if not self.keep:
                 for machine in (self.station, self.server):
                     machine.poweroff()
+        self.check("every scan shown green is stored once, at the end",
+                   self.summary.get("scans_stored") == self.summary.get("scans_shown"),
+                   f"shown {self.summary.get('scans_shown')}, stored {self.summary.get('scans_stored')}")
         self.summary["failures"] = self.failures
         return self.summary
+
+    def station_diagnostics(self) -> None:
+        """What the station's unit said, for a failed run's log."""
+        with contextlib.suppress(Exception):
+            out = self.station.sh("systemctl status --no-pager -l qrgate-edge; "
+                                  "journalctl -b -u qrgate-edge --no-pager -n 60", check=False, timeout=60)
+            say("station unit at the failure:\n" + out.stdout[-6000:])
 
     def install_both(self) -> None:
         """install.sh in both machines at once, as the two guides say."""
@@ -388,7 +401,7 @@ class Rig:
                    " ".join(numpy))
         built = re.findall(r"Building wheel for (\S+)", self.station.sh(
             "cat /var/log/qrgate-install.log", check=False).stdout)
-        self.summary["wheels_built"] = built
+        self.summary["wheels_built"] = sorted(set(built) - {"qrgate"})  # the project itself is always built
 
     def set_up_server(self) -> None:
         guide_step(self.server, "operator.md", "server-setup", self.words)
@@ -571,7 +584,10 @@ class Rig:
             name = sorted(p.name for p in images.glob("late-*.png"))[0]
             line = self.show_image(images / name, name, timeout=120, camera=missing)
             after = self.unit_show()
-            ok = (came_up.get("ActiveState") == "active" and says_camera and line.startswith("recorded seq")
+            counted = line.startswith("recorded seq")
+            self.summary["scans_shown"] += counted
+            self.summary["scans_stored"] = self.wait_stored(self.summary["scans_shown"], 60)
+            ok = (came_up.get("ActiveState") == "active" and says_camera and counted
                   and after.get("NRestarts") == restarts and after.get("ActiveState") == "active")
             self.summary["missing_devices_ok"] = self.check(
                 "no panel and no camera at start: up, fault shown, recovers", ok,

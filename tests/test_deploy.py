@@ -121,6 +121,8 @@ def test_station_unit_lets_the_camera_and_the_clock_state_through():
     assert not any(line.startswith("DeviceAllow=/dev/dma_heap") for line in lines)
     assert "ProtectClock=yes" not in lines  # it blocks adjtimex(2), even to read the sync state
     assert "CapabilityBoundingSet=" in lines  # so the clock still cannot be set
+    # glibc's adjtimex() is the clock_adjtime system call: @system-service lacks both.
+    assert "SystemCallFilter=adjtimex clock_adjtime" in lines
     families = next(line for line in lines if line.startswith("RestrictAddressFamilies="))
     assert "AF_NETLINK" in families  # libcamera's udev monitor
     assert "ConditionPathExists=/etc/qrgate/mqtt.password" in lines
