@@ -73,6 +73,16 @@ class RetentionSection:
 
 
 @dataclass(frozen=True)
+class IngestSection:
+    """Which record times the bridge stores: outside this window a record is refused
+    (reason ``bad_time``), so no stored time can be one a page cannot show."""
+
+    earliest: str = option("2020-01-01")  # a date (UTC); nothing before it is stored
+    # How far ahead of the server's clock a time may be (a station's clock runs fast).
+    max_ahead_s: int = option(86400, min=60, max=30 * 86400)
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     path: Path
     server: ServerSection
@@ -82,6 +92,7 @@ class ServerConfig:
     broker: BrokerSection = BrokerSection()
     reports: ReportsSection = ReportsSection()
     retention: RetentionSection = RetentionSection()
+    ingest: IngestSection = IngestSection()
 
     @property
     def broker_dir(self) -> Path | None:
@@ -120,7 +131,7 @@ def _checked_server(section: ServerSection, path) -> ServerSection:
 def load_server_config(path: str | Path) -> ServerConfig:
     path = Path(path).resolve()
     data = read_toml(path)
-    check_sections(data, ("server", "web", "mqtt", "broker", "auth", "reports", "retention"), path)
+    check_sections(data, ("server", "web", "mqtt", "broker", "auth", "reports", "retention", "ingest"), path)
     web = load_section(data, "web", WebSection, path)
     try:
         ZoneInfo(web.timezone)
@@ -135,4 +146,16 @@ def load_server_config(path: str | Path) -> ServerConfig:
         auth=load_section(data, "auth", AuthSection, path),
         reports=load_section(data, "reports", ReportsSection, path),
         retention=load_section(data, "retention", RetentionSection, path),
+        ingest=_checked_ingest(load_section(data, "ingest", IngestSection, path), path),
     )
+
+
+def _checked_ingest(section: IngestSection, path) -> IngestSection:
+    import datetime as dt
+
+    try:
+        dt.date.fromisoformat(section.earliest)
+    except ValueError:
+        raise ConfigError(f"{path}: section [ingest]: option 'earliest' must be a date YYYY-MM-DD, "
+                          f"got {section.earliest!r}") from None
+    return section
