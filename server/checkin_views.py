@@ -1,5 +1,9 @@
 """Check-ins as a role may see them: masked for venue roles and operators, in full for a
-health officer inside their area; self-declared and clock-corrected records marked."""
+health officer inside their area; self-declared and clock-corrected records marked.
+
+Every stored time can be shown: a station's clock may have said year 9999 or before
+year 1, which no calendar date in the server's zone holds; such a time is shown as
+INVALID_TIME, never as an error that takes the whole page down."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from zoneinfo import ZoneInfo
 from qrgate.masking import mask_birth, mask_id_number, mask_person_name
 
 BIGINT_MAX = 2**63 - 1
+INVALID_TIME = "thời gian không hợp lệ"  # "time not valid": a stored time no date holds
 
 
 def venue_checkins(storage, venue_id: int, tz: ZoneInfo, limit: int = 100,
@@ -50,10 +55,22 @@ def csv_cell(value: Any) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r", "\x00") else text
 
 
+def local_time(wall_ms: int, tz: ZoneInfo) -> dt.datetime | None:
+    """``wall_ms`` as a time in ``tz``, or None when no date in years 1 to 9999 holds it."""
+    try:
+        return dt.datetime.fromtimestamp(wall_ms / 1000, tz)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 def when_texts(wall_ms: int, tz: ZoneInfo) -> tuple[str, str]:
-    """(ISO 8601 with the offset, "dd/mm/yyyy hh:mm:ss") of a time in ``tz``. The text is
-    cut from the ISO form: strftime cost as much again, for every row of every page."""
-    iso = dt.datetime.fromtimestamp(wall_ms / 1000, tz).isoformat(timespec="seconds")  # YYYY-MM-DDThh:mm:ss+hh:mm
+    """(ISO 8601 with the offset, "dd/mm/yyyy hh:mm:ss") of a time in ``tz``; ("",
+    INVALID_TIME) for a time no date holds. The text is cut from the ISO form: strftime
+    cost as much again, for every row of every page."""
+    try:
+        iso = dt.datetime.fromtimestamp(wall_ms / 1000, tz).isoformat(timespec="seconds")  # YYYY-MM-DDThh:mm:ss+hh:mm
+    except (ValueError, OverflowError, OSError):
+        return "", INVALID_TIME
     return iso, f"{iso[8:10]}/{iso[5:7]}/{iso[:4]} {iso[11:19]}"
 
 

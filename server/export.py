@@ -41,6 +41,7 @@ import xlsxwriter
 
 from qrgate.errors import UserError
 from qrgate.masking import mask_birth, mask_id_number, mask_person_name
+from server.checkin_views import INVALID_TIME, local_time
 
 logger = logging.getLogger(__name__)
 
@@ -200,11 +201,12 @@ def count_venue_rows(storage, venue_id: int, start_ms: int, end_ms: int) -> int:
 def venue_export_rows(storage, venue_id: int, tz: ZoneInfo, start_ms: int, end_ms: int,
                       batch: int = 2000) -> Iterator[tuple]:
     """The venue's check-ins in [start_ms, end_ms), oldest first, personal fields masked,
-    as CHECKIN_COLUMNS tuples. Read in batches by (wall_ms, id), each batch a short query of
-    its own (on SQLite on the calling thread's connection; on PostgreSQL a pooled
-    connection is borrowed per batch), so the iterator may be resumed from any thread,
-    holds at most one batch in memory, and neither holds a lock nor pins a connection
-    while a slow client reads. Each batch starts its wall_ms range where the previous one
+    as CHECKIN_COLUMNS tuples; a time no date holds (a station's clock said year 10000)
+    is the text INVALID_TIME, so one such row cannot cut an export short. Read in
+    batches by (wall_ms, id), each batch a short query of its own (on SQLite on the
+    calling thread's connection; on PostgreSQL a pooled connection is borrowed per
+    batch), so the iterator may be resumed from any thread, holds at most one batch in
+    memory, and neither holds a lock nor pins a connection while a slow client reads. Each batch starts its wall_ms range where the previous one
     stopped: an index range, and on PostgreSQL only the months still to read."""
     db = storage.sql
     self_flag, join = _venue_sql(db)
@@ -218,7 +220,7 @@ def venue_export_rows(storage, venue_id: int, tz: ZoneInfo, start_ms: int, end_m
             [venue_id, max(start_ms, after[0]), end_ms, after[0], after[1], batch])
         for (cid, wall_ms, direction, name, id_number, birth, kind, station_id, seq, self_declared,
              corrected) in rows:
-            yield (dt.datetime.fromtimestamp(wall_ms / 1000, tz), direction, mask_person_name(name or ""),
+            yield (local_time(wall_ms, tz) or INVALID_TIME, direction, mask_person_name(name or ""),
                    mask_id_number(id_number or ""), mask_birth(birth or ""), kind, f"{station_id}#{seq}",
                    int(bool(self_declared)), int(bool(corrected)))
         if len(rows) < batch:
@@ -391,6 +393,21 @@ class ExportJobs:
         if job.path is not None:
             _remove(job.path)
 
+    def withdraw(self, job_id: str, account_id: int) -> None:
+        """The account may no longer export the job's venue (its role was revoked after
+        the job started): its finished file is deleted now instead of at the hour."""
+        if not JOB_ID.fullmatch(job_id):
+            return
+        found = self.db.one("SELECT path FROM export_jobs WHERE id = ? AND account_id = ? AND state = 'done'"
+                            " AND host = ?", [job_id, account_id, self.host])
+        if found is None:
+            return
+        if self.db.execute("UPDATE export_jobs SET state = 'expired' WHERE id = ? AND state = 'done'", [job_id]) == 1:
+            if found[0]:
+                _remove(Path(found[0]))
+            if job_id in self._jobs:
+                self._jobs[job_id].state = "expired"
+
     def sweep(self, now: float | None = None) -> int:
         """Delete files finished more than ttl_s ago and forget old jobs; return files removed."""
         now = self.clock() if now is None else now
@@ -476,11 +493,16 @@ class ExportJobs:
                 _remove(entry)
 
     def _finish(self, job: ExportJob, state: str, error: str = "") -> None:
-        job.state, job.error, job.finished_s = state, error, self.clock()
+        finished_s = self.clock()
+        # The row first: a status read from memory that says "done" must find a download
+        # that the database (which ``take`` claims from) already allows.
         self.db.execute("UPDATE export_jobs SET state = ?, error = ?, finished_ms = ?, rows_done = ?, total = ?,"
                         " path = ? WHERE id = ?",
-                        [state, error, int(job.finished_s * 1000), job.rows_done, job.total,
+                        [state, error, int(finished_s * 1000), job.rows_done, job.total,
                          str(job.path) if job.path else None, job.id])
+        job.error, job.finished_s = error, finished_s
+        if job.active:  # not if the file was taken (or withdrawn) in between
+            job.state = state
 
     def _run(self, job: ExportJob) -> None:
         job.state = "running"

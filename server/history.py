@@ -23,6 +23,15 @@ on another card, see qrgate/persons.py). Searching by the last digits of an id o
 name cannot use an index; it scans at most ``SEARCH_BUDGET`` rows of the filter per
 page and then returns a cursor to continue from where it stopped, so a rare match
 costs one bounded request per step instead of an unbounded one.
+
+A visitor who sees a row masked must learn nothing through search that the mask hides:
+searching ``0451``, ``1451``, ... one digit at a time would otherwise read a hidden id
+back. So a last-digits or name search matches such a row only on what its mask shows
+(the last three characters of the id; the family name and the first letter of every
+other word), and only the rows a visitor sees in full match on their full fields. Which
+rows those are is the caller's to say (``matched_in_full``). A whole id number matches a
+person exactly whoever searches: it says whether that person was there, no more (the web
+audits and limits such searches by masked viewers, server/web_history.py).
 """
 
 from __future__ import annotations
@@ -32,11 +41,12 @@ import binascii
 import json
 import re
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from qrgate import persons
+from qrgate.masking import mask_id_number, mask_person_name
 from server.sql import code_point_order, in_list
 from server.tracing import MAX_VISIT_MS, Visit, visits_from_checkins
 
@@ -49,7 +59,9 @@ FIRST_WINDOW_MS = 10 * 60_000
 
 COLUMNS = ("id", "station_id", "seq", "venue_id", "direction", "kind", "person_key", "id_number", "name", "birth",
            "sex", "wall_ms", "clock_synced", "time_corrected", "received_ms")
-_SCAN_COLUMNS = ("id", "wall_ms", "id_number", "name")
+_SCAN_COLUMNS = ("id", "wall_ms", "venue_id", "id_number", "name")
+# A cursor or a bound is any BIGINT a row may hold, whatever a station once sent.
+WALL_MIN, WALL_MAX = -2**63, 2**63 - 1
 _ORDERS = {"desc": ("DESC", "<"), "asc": ("ASC", ">")}
 _ID_CODE = re.compile(r"[A-Z]{2}\d{13}|\d{9,12}", re.ASCII)
 _BHYT_CODE = re.compile(r"[A-Z]{2}\d{13}|\d{10}", re.ASCII)
@@ -83,7 +95,7 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
         wall, row_id = json.loads(raw.decode("ascii"))
     except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
         raise HistoryError("cursor is not one this server made") from None
-    if type(wall) is not int or type(row_id) is not int or not (0 <= row_id < 2**63 and -2**62 < wall < 2**62):
+    if type(wall) is not int or type(row_id) is not int or not (0 <= row_id < 2**63 and WALL_MIN <= wall <= WALL_MAX):
         raise HistoryError("cursor is not one this server made")
     return wall, row_id
 
@@ -107,11 +119,16 @@ class Search:
     tail: str = ""
     words: tuple[str, ...] = ()
 
-    def matches(self, row: dict) -> bool:
+    def matches(self, row: dict, full: bool = True) -> bool:
+        """Whether ``row`` matches a last-digits or name search: on its full fields when
+        ``full``, else only on what its mask shows (so ``0451`` never matches
+        ``*********451``, nor ``nguyen va`` ``Nguyễn V** L**``)."""
         if self.mode == "tail":
-            return (row["id_number"] or "").endswith(self.tail)
+            id_number = row["id_number"] or ""
+            return (id_number if full else mask_id_number(id_number)).endswith(self.tail)
         if self.mode == "name":
-            name_words = fold(row["name"] or "").split()
+            name = row["name"] or ""
+            name_words = fold(name if full else mask_person_name(name)).split()
             return all(any(w.startswith(q) for w in name_words) for q in self.words)
         return True
 
@@ -152,10 +169,15 @@ class _Scope:
 
 def query_history(storage, *, venue_ids: Sequence[int] | None, since_ms: int | None = None,
                   until_ms: int | None = None, search: str = "", order: str = "desc",
-                  cursor: str | None = None, limit: int = 50) -> Page:
+                  cursor: str | None = None, limit: int = 50,
+                  matched_in_full: Collection[int] | None = None) -> Page:
     """One page of check-ins of ``venue_ids`` (None: every venue) with ``since_ms`` <=
     wall_ms < ``until_ms``, matching ``search``, in time order ``order`` ("desc" newest
-    first, or "asc"), starting after ``cursor``."""
+    first, or "asc"), starting after ``cursor``.
+
+    ``matched_in_full``: the venues whose rows the visitor sees in full; a last-digits or
+    name search matches the rows of every other venue only on what their mask shows.
+    None: every row in full (the command line and other callers that show no mask)."""
     if order not in _ORDERS:
         raise HistoryError("order must be 'desc' or 'asc'")
     if not 1 <= limit <= MAX_LIMIT:
@@ -167,7 +189,7 @@ def query_history(storage, *, venue_ids: Sequence[int] | None, since_ms: int | N
         return Page([], None)
     db = storage.sql
     if scope.search.mode in ("tail", "name"):
-        rows, next_after = _bounded_search(db, scope, after, limit)
+        rows, next_after = _bounded_search(db, scope, after, limit, matched_in_full)
     else:
         rows = _read(db, scope, after, limit + 1)
         next_after = rows[limit - 1] if len(rows) > limit else None
@@ -176,11 +198,13 @@ def query_history(storage, *, venue_ids: Sequence[int] | None, since_ms: int | N
     return Page(rows, cursor_at(next_after) if next_after else None)
 
 
-def _bounded_search(db, scope: _Scope, after, limit: int) -> tuple[list[dict], dict | None]:
+def _bounded_search(db, scope: _Scope, after, limit: int,
+                    matched_in_full: Collection[int] | None) -> tuple[list[dict], dict | None]:
     matched: list[dict] = []
     examined = 0
     last: dict | None = None
-    names: dict[str, bool] = {}  # the same names recur: fold each once
+    names: dict[tuple[str, bool], bool] = {}  # the same names recur: fold each once
+    search = scope.search
     result: tuple[list[dict], dict | None] | None = None
     while examined < SEARCH_BUDGET and result is None:
         want = min(SEARCH_CHUNK, SEARCH_BUDGET - examined)
@@ -188,12 +212,15 @@ def _bounded_search(db, scope: _Scope, after, limit: int) -> tuple[list[dict], d
         for row in chunk:
             examined += 1
             last = row
-            if scope.search.mode == "name":
-                hit = names.get(row["name"])
+            # Which rows are searched in full depends only on the venue, never on the row's
+            # hidden fields: a masked row costs the same work whatever the mask hides.
+            full = matched_in_full is None or row["venue_id"] in matched_in_full
+            if search.mode == "name":
+                hit = names.get((row["name"], full))
                 if hit is None:
-                    hit = names[row["name"]] = scope.search.matches(row)
+                    hit = names[(row["name"], full)] = search.matches(row, full)
             else:
-                hit = scope.search.matches(row)
+                hit = search.matches(row, full)
             if hit:
                 matched.append(row)
                 if len(matched) > limit:
@@ -237,19 +264,22 @@ def _order_by(scope: _Scope, prefix: str = "c.") -> str:
     return f"ORDER BY {prefix}wall_ms {word}, {prefix}id {word}"
 
 
-def _time_conditions(scope: _Scope, after, lo: int | None = None, hi: int | None = None) -> tuple[str, list]:
+def _time_conditions(scope: _Scope, after, lo: int | None = None, last: int | None = None) -> tuple[str, list]:
     """Conditions on wall_ms for the scope, the keyset position and an optional window
-    [lo, hi); written so that the wall_ms range is an index range (and, on PostgreSQL,
-    its bounds plain parameters that prune the monthly partitions)."""
+    [lo, last] (``last`` included, so that a window may end at the largest BIGINT);
+    written so that the wall_ms range is an index range (and, on PostgreSQL, its bounds
+    plain parameters that prune the monthly partitions)."""
     parts, params = [], []
     lows = [x for x in (scope.since_ms, lo) if x is not None]
-    highs = [x for x in (scope.until_ms, hi) if x is not None]
     if lows:
         parts.append("c.wall_ms >= ?")
         params.append(max(lows))
-    if highs:
+    if last is not None:  # a window lies inside the scope's range already
+        parts.append("c.wall_ms <= ?")
+        params.append(last)
+    elif scope.until_ms is not None:
         parts.append("c.wall_ms < ?")
-        params.append(min(highs))
+        params.append(scope.until_ms)
     if after is not None:
         wall, row_id = after
         if scope.desc:
@@ -299,11 +329,12 @@ def _read_windows(db, scope: _Scope, after, n: int, select: str) -> list[tuple]:
     """Many venues: probe every venue's index range inside a time window, widening the
     window until ``n`` rows are found or the scope's time range is exhausted."""
     venues, venue_params = in_list(db, "c.venue_id", scope.venue_ids)
+    # Bounds are inclusive here: a stored time may be any BIGINT, the largest one too.
     lo_bound = scope.since_ms
-    hi_bound = scope.until_ms  # exclusive
+    hi_bound = None if scope.until_ms is None else scope.until_ms - 1
     if after is not None:
         if scope.desc:
-            hi_bound = after[0] + 1 if hi_bound is None else min(hi_bound, after[0] + 1)
+            hi_bound = after[0] if hi_bound is None else min(hi_bound, after[0])
         else:
             lo_bound = after[0] if lo_bound is None else max(lo_bound, after[0])
     # Where any data is at all: one seek each in the wall_ms index (asked together,
@@ -313,25 +344,25 @@ def _read_windows(db, scope: _Scope, after, n: int, select: str) -> list[tuple]:
     if first is None:
         return []
     lo_bound = first if lo_bound is None else max(lo_bound, first)
-    hi_bound = last + 1 if hi_bound is None else min(hi_bound, last + 1)
+    hi_bound = last if hi_bound is None else min(hi_bound, last)
     out: list[tuple] = []
     width = FIRST_WINDOW_MS
     edge = hi_bound if scope.desc else lo_bound
-    while len(out) < n and lo_bound < hi_bound:
-        lo, hi = (max(lo_bound, edge - width), edge) if scope.desc else (edge, min(hi_bound, edge + width))
-        if lo >= hi:
+    while len(out) < n and lo_bound <= hi_bound:
+        lo, hi = (max(lo_bound, edge - width + 1), edge) if scope.desc else (edge, min(hi_bound, edge + width - 1))
+        if lo > hi:
             break
         where, params = _time_conditions(scope, after, lo, hi)
         sql = f"SELECT {select} FROM checkins c WHERE {venues} AND {where} {_order_by(scope)} LIMIT ?"
         found = db.rows(sql, [*venue_params, *params, n - len(out)])
         out += found
         if scope.desc:
-            edge = lo
-            if edge <= lo_bound:
+            edge = lo - 1
+            if lo <= lo_bound:
                 break
         else:
-            edge = hi
-            if edge >= hi_bound:
+            edge = hi + 1
+            if hi >= hi_bound:
                 break
         # Grow the window by the density seen so far, within x2 .. x16.
         if found:
@@ -378,7 +409,7 @@ def visits_for_rows(storage, rows: list[dict], default_stay_s: int = 3600) -> li
         scans = db.rows(
             "SELECT person_key, venue_id, direction, wall_ms FROM checkins"
             " WHERE person_key = ? AND wall_ms >= ? AND wall_ms <= ? AND venue_id = ? ORDER BY wall_ms",
-            [key, min(walls) - MAX_VISIT_MS, max(walls) + MAX_VISIT_MS, venue_id])
+            [key, max(WALL_MIN, min(walls) - MAX_VISIT_MS), min(WALL_MAX, max(walls) + MAX_VISIT_MS), venue_id])
         visits_by_place[(key, venue_id)] = visits_from_checkins(scans, stay)
     out = []
     for r in rows:

@@ -3,7 +3,10 @@ large ones) and for its weekly reports (on demand, and the ones kept by the sche
 
 Exports need ``checkins.export``, reports ``reports.view`` (owners and managers). Export
 jobs belong to the account that started them: anyone else gets 404 for their status
-and their file. Rows are masked as for every venue role.
+and their file. The right is checked again whenever a job is looked at or its file
+fetched: a member whose role was revoked after starting an export gets nothing more
+(404 for a former member, 403 for one whose role no longer exports), and the file is
+deleted. Rows are masked as for every venue role.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from server.reports import (ReportArchive, build_weekly_report, report_csv, repo
                             week_of, COUNT_FIELDS, DAY_NAMES)
 
 MAX_DAYS = 400  # one export covers at most this many days
+# Days an export may name: wide enough for any real check-in, narrow enough that every
+# day converts to a time (9999-12-31 has no next day to end on).
+FIRST_DAY, LAST_DAY = dt.date(2000, 1, 1), dt.date(2099, 12, 31)
 ALL_TIME_MS = 2 ** 62
 WEEK_ID = re.compile(r"^(\d{4})-W(\d{2})$")
 
@@ -54,6 +60,7 @@ i18n.register({
     "export.bad_range": ("Ngày kết thúc phải sau ngày bắt đầu, tối đa {days} ngày.",
                          "The end must follow the start, at most {days} days."),
     "export.bad_format": ("Chọn CSV hoặc XLSX.", "Choose CSV or XLSX."),
+    "export.out_of_range": ("Ngày phải trong khoảng {first} đến {last}.", "Days must be from {first} to {last}."),
     "export.back": ("Quay lại", "Back"),
     "report.title": ("Báo cáo tuần", "Weekly report"),
     "report.week": ("Tuần", "Week"),
@@ -103,6 +110,8 @@ def make_router(kit) -> APIRouter:
             first, last = dt.date.fromisoformat(start.strip()), dt.date.fromisoformat(end.strip())
         except ValueError:
             raise RangeError("export.bad_date") from None
+        if not (FIRST_DAY <= first <= LAST_DAY and FIRST_DAY <= last <= LAST_DAY):
+            raise RangeError("export.out_of_range")
         if last < first or (last - first).days >= MAX_DAYS:
             raise RangeError("export.bad_range")
         if fmt not in FORMATS:
@@ -110,6 +119,23 @@ def make_router(kit) -> APIRouter:
         start_ms = int(dt.datetime.combine(first, dt.time(), tz).timestamp() * 1000)
         end_ms = int(dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tz).timestamp() * 1000)
         return first, last, start_ms, end_ms
+
+    def range_text(lang: str, exc: RangeError) -> str:
+        return i18n.translate(lang, str(exc), days=MAX_DAYS, first=FIRST_DAY.isoformat(), last=LAST_DAY.isoformat())
+
+    def own_job(who, job_id: str):
+        """This account's job, if it may still export the job's venue (404 otherwise, or
+        403 for a member whose role no longer exports); a file it may no longer have
+        is deleted."""
+        job = jobs.get(job_id, who.account.id)
+        if job is None:
+            raise HTTPException(404)
+        try:
+            kit.venue_for(who, job.venue_id, "checkins.export")
+        except HTTPException:
+            jobs.withdraw(job.id, who.account.id)
+            raise
+        return job
 
     def job_json(job) -> dict:
         out = job.as_dict()
@@ -147,7 +173,7 @@ def make_router(kit) -> APIRouter:
             job = await run_in_threadpool(start_job, who, venue, form.get("start", ""), form.get("end", ""),
                                           form.get("format", ""))
         except RangeError as exc:
-            return export_page(request, who, venue, 400, i18n.translate(who.lang, str(exc), days=MAX_DAYS), form)
+            return export_page(request, who, venue, 400, range_text(who.lang, exc), form)
         except ExportRefused as exc:
             return export_page(request, who, venue, 429, str(exc), form)
         return RedirectResponse(f"/exports/{job.id}", 303)
@@ -160,7 +186,7 @@ def make_router(kit) -> APIRouter:
         try:
             job = start_job(who, venue, body.start, body.end, body.format)
         except RangeError as exc:
-            raise HTTPException(400, i18n.translate("en", str(exc), days=MAX_DAYS)) from None
+            raise HTTPException(400, range_text("en", exc)) from None
         except ExportRefused as exc:
             raise HTTPException(429, str(exc)) from None
         return job_json(job)
@@ -168,21 +194,17 @@ def make_router(kit) -> APIRouter:
     @router.get("/api/exports/{job_id}", tags=["exports"])
     def api_export_status(job_id: str, who=Depends(kit.logged_in)):
         """Progress of one of this account's exports: rows done of total, percent, state."""
-        job = jobs.get(job_id, who.account.id)
-        if job is None:
-            raise HTTPException(404)
-        return job_json(job)
+        return job_json(own_job(who, job_id))
 
     @router.get("/exports/{job_id}", response_class=HTMLResponse, include_in_schema=False)
     def export_progress(request: Request, job_id: str, who=Depends(kit.logged_in)):
-        job = jobs.get(job_id, who.account.id)
-        if job is None:
-            raise HTTPException(404)
+        job = own_job(who, job_id)
         venue = services.venues.get(job.venue_id)
         return kit.render(request, who, "export_job.html", job=job, venue=venue)
 
     @router.get("/exports/{job_id}/download", include_in_schema=False)
     def export_download(job_id: str, who=Depends(kit.logged_in)):
+        own_job(who, job_id)  # the right to export is checked at the download, not only at the start
         job = jobs.take(job_id, who.account.id)
         if job is None:
             raise HTTPException(404)
@@ -199,7 +221,7 @@ def make_router(kit) -> APIRouter:
             first, last, start_ms, end_ms = parse_range(start or (today() - dt.timedelta(days=6)).isoformat(),
                                                         end or today().isoformat())
         except RangeError as exc:
-            raise HTTPException(400, i18n.translate("en", str(exc), days=MAX_DAYS)) from None
+            raise HTTPException(400, range_text("en", exc)) from None
         return streaming_csv_response(kit, who, venue, start_ms, end_ms, export_filename(venue.id, first, last, "csv"),
                                       start=first.isoformat(), end=last.isoformat())
 
@@ -207,7 +229,8 @@ def make_router(kit) -> APIRouter:
     def export_csv_all(venue_id: int, who=Depends(kit.logged_in)):
         """Every check-in the venue still has, masked, as streamed CSV (owners and managers)."""
         venue, _ = kit.venue_for(who, venue_id, "checkins.export")
-        return streaming_csv_response(kit, who, venue, 0, ALL_TIME_MS, f"venue-{venue.id}-checkins.csv")
+        # Before 1970 too: a station's clock may have said anything.
+        return streaming_csv_response(kit, who, venue, -ALL_TIME_MS, ALL_TIME_MS, f"venue-{venue.id}-checkins.csv")
 
     # -- weekly reports -------------------------------------------------------------------
 

@@ -11,9 +11,19 @@ Who sees what (docs/history.md):
 * operators see every venue's check-ins, masked: they run the system, they are not
   health officers (an operator who is also made an officer sees their area in full).
 
+Masked means masked through search too: a last-digits or name search matches a masked
+row only on what its mask shows (server/history.py), so guessing the hidden digits or
+letters one at a time teaches nothing. A search by a whole id number answers whether
+that person was at the venues searched; when any of them is masked to the visitor, each
+such search is audited (``qrgate.checkins.person.searched``) and an account may make
+ID_SEARCHES_PER_HOUR of them an hour (429 after that).
+
 Tracing is for health officers only and only inside their areas; each run (and each
-CSV export of one) is audited as ``qrgate.trace.run``. Anything outside what a visitor
-may see answers 404, so venue and check-in ids reveal nothing.
+CSV export of one) is audited as ``qrgate.trace.run``; opening the trace form on a
+check-in shows that person in full, so it is audited as a full read
+(``qrgate.checkins.unmasked.read``) and limited to TRACE_LOOKUPS_PER_HOUR an hour per
+account. Anything outside what a visitor may see answers 404, so venue and check-in ids
+reveal nothing.
 """
 
 from __future__ import annotations
@@ -32,8 +42,9 @@ from starlette.concurrency import run_in_threadpool
 
 from qrgate import persons
 from server import history_table, i18n
-from server.checkin_views import present_checkin, present_visit
-from server.history import HistoryError, MAX_SEARCH, cursor_at, query_history, visits_for_rows
+from server.audit import register_actions
+from server.checkin_views import INVALID_TIME, local_time, present_checkin, present_visit
+from server.history import HistoryError, MAX_SEARCH, cursor_at, parse_search, query_history, visits_for_rows
 from server.permissions import allowed
 from server.sql import SQLITE, in_list
 from server.storage_pg import tracer_for
@@ -43,8 +54,17 @@ MAX_PAGE = 200
 MAX_TRACE_DAYS = 62
 VENUE_SELECT_MAX = 1000  # more venues than this: the filter takes a venue number instead
 CARD_KINDS = ("cccd", "bhyt", "national", "pass")
+# Searches by a whole id number over rows the account sees masked, per account per hour:
+# each says whether one person was there, so a few thousand would read a hidden number
+# back by guessing; an hour's worth is a working day's questions at a gate.
+ID_SEARCHES_PER_HOUR = 20
+# Trace forms opened on a check-in (each shows that person in full), per account per hour.
+TRACE_LOOKUPS_PER_HOUR = 60
+LIMIT_WINDOW_S = 3600
 _ID_TEXT = re.compile(r"[0-9A-Z*]{3,20}", re.ASCII)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+
+register_actions("qrgate.checkins.person.searched")
 
 i18n.register({
     "nav.history": ("Lịch sử quét", "Scan history"),
@@ -113,7 +133,18 @@ i18n.register({
     "trace.first": ("Lần đầu tiếp xúc", "First contact"),
     "trace.again": ("Truy vết người này", "Trace this person"),
     "trace.error": ("Không truy vết được: {detail}", "Cannot trace: {detail}"),
+    "trace.limited": ("Bạn đã mở quá {count} lượt truy vết từ lượt quét trong một giờ; hãy thử lại sau.",
+                      "You opened more than {count} traces from check-ins in an hour; try again later."),
+}, history={
+    "qrgate.checkins.person.searched": ("Tìm theo số giấy tờ: {rows} lượt ra vào",
+                                        "Searched by id number: {rows} check-ins"),
 })
+
+
+class SearchLimited(HistoryError):
+    """Too many searches by id number this hour: answer 429."""
+
+    status = 429
 
 
 @dataclass
@@ -226,15 +257,21 @@ def make_router(kit) -> APIRouter:
             raise HistoryError("the last day is before the first")
         if after and before:
             raise HistoryError("give either after or before, not both")
+        # A whole id number over venues seen masked: audited, and limited per account.
+        by_id = bool(q) and parse_search(q).mode == "person" and \
+            (ids is None or not scope.full_ids.issuperset(ids))
+        if by_id and not services.accounts.allow(f"history:id-search:{who.account.id}", ID_SEARCHES_PER_HOUR,
+                                                 LIMIT_WINDOW_S):
+            raise SearchLimited(f"at most {ID_SEARCHES_PER_HOUR} searches by id number an hour; try again later")
         if before:
             backwards = "asc" if order == "desc" else "desc"
             page = query_history(storage, venue_ids=ids, since_ms=since, until_ms=until, search=q, order=backwards,
-                                 cursor=before, limit=limit)
+                                 cursor=before, limit=limit, matched_in_full=scope.full_ids)
             rows = list(reversed(page.rows))
             newer, older = page.next_cursor, (cursor_at(rows[-1]) if rows else before)
         else:
             page = query_history(storage, venue_ids=ids, since_ms=since, until_ms=until, search=q, order=order,
-                                 cursor=after, limit=limit)
+                                 cursor=after, limit=limit, matched_in_full=scope.full_ids)
             rows = page.rows
             newer, older = ((cursor_at(rows[0]) if rows else after) if after else None), page.next_cursor
         if view == "visits":
@@ -243,12 +280,16 @@ def make_router(kit) -> APIRouter:
         else:
             items = [present_checkin(r, tz, r["venue_id"] in scope.full_ids) for r in rows]
         unmasked = [i for i in items if i["full"]]
+        asked = {"venue": venue, "area": area, "from": date_from, "to": date_to, "search": q, "order": order,
+                 "view": view}
         if unmasked:
             services.audit.record(
                 "qrgate.checkins.unmasked.read", account=who.account, ip=who.ip, venue_id=venue,
-                rows=len(unmasked), venues=sorted({i["venue_id"] for i in unmasked}),
-                filter={"venue": venue, "area": area, "from": date_from, "to": date_to, "search": q,
-                        "order": order, "view": view})
+                rows=len(unmasked), venues=sorted({i["venue_id"] for i in unmasked}), filter=asked)
+        if by_id:
+            services.audit.record(
+                "qrgate.checkins.person.searched", account=who.account, ip=who.ip, venue_id=venue,
+                rows=len(rows), venues=sorted({r["venue_id"] for r in rows}), filter=asked)
         partial = bool(q) and len(rows) < limit and page.next_cursor is not None
         return {"items": items, "prev_cursor": newer, "next_cursor": older, "unmasked_rows": len(unmasked),
                 "partial_search": partial, "scope": scope}
@@ -266,7 +307,8 @@ def make_router(kit) -> APIRouter:
                                 venue_names=fixed_venue is None)
         except HistoryError as exc:
             scope = scope_of(who, names=fixed_venue is None)
-            return kit.render(request, who, "history_list.html", 422, error=str(exc), filters=filters,
+            status = getattr(exc, "status", 422)  # 429: too many searches by id number
+            return kit.render(request, who, "history_list.html", status, error=str(exc), filters=filters,
                               items=[], table=table_of(view, [], who.lang, scope), scope=scope, prev_cursor=None,
                               next_cursor=None, unmasked_rows=0, partial_search=False, title_venue=title_venue,
                               base_path=request.url.path, keep_query=keep_query)
@@ -341,14 +383,16 @@ def make_router(kit) -> APIRouter:
 
         Rows are masked except at venues inside your health-officer areas (``full``: true);
         a page holding such rows is written to the audit trail. ``next_cursor`` goes on
-        to older rows (for ``order=desc``), ``prev_cursor`` back to newer ones."""
+        to older rows (for ``order=desc``), ``prev_cursor`` back to newer ones. A search
+        matches masked rows only on what their mask shows; a search by a whole id number
+        over rows shown masked is audited, at most 20 an hour per account (then 429)."""
         try:
             data = await answer(who, bool(q) or view != "rows", read_history, who,
                                 venue=int(venue) if venue else None, area=area, date_from=date_from,
                                 date_to=date_to, q=q, order=order, after=after, before=before, view=view,
                                 limit=limit)
         except HistoryError as exc:
-            raise HTTPException(422, str(exc)) from None
+            raise HTTPException(getattr(exc, "status", 422), str(exc)) from None
         # Plain JSON types already: answering directly spares FastAPI's generic encoder,
         # which took half of this endpoint's time; orjson writes the same JSON (UTF-8, no
         # spaces) faster than the standard library behind JSONResponse.
@@ -424,7 +468,8 @@ def make_router(kit) -> APIRouter:
                         " ORDER BY wall_ms DESC LIMIT 1", [person_key, *params])
 
         def when(ms: int) -> str:
-            return dt.datetime.fromtimestamp(ms / 1000, tz).strftime("%d/%m/%Y %H:%M")
+            at = local_time(ms, tz)
+            return at.strftime("%d/%m/%Y %H:%M") if at else INVALID_TIME
 
         visits = [{**v, "venue": names.get(v["venue_id"], ""), "start_text": when(v["start_ms"]),
                    "end_text": when(v["end_ms"]), "minutes": round((v["end_ms"] - v["start_ms"]) / 60000)}
@@ -451,7 +496,15 @@ def make_router(kit) -> APIRouter:
         person = None
         if checkin is not None:
             person_from_checkin(scope, checkin)  # 404 outside the officer's areas
-            row = db.one("SELECT kind, id_number, name, birth FROM checkins WHERE id = ?", [checkin])
+            # The form shows the person in full: a full read like a history page, and
+            # check-in ids are sequential, so paging through them is limited too.
+            if not services.accounts.allow(f"trace:checkin:{who.account.id}", TRACE_LOOKUPS_PER_HOUR,
+                                           LIMIT_WINDOW_S):
+                error = i18n.translate(who.lang, "trace.limited", count=TRACE_LOOKUPS_PER_HOUR)
+                return kit.render(request, who, "trace.html", 429, form=form, person=None, result=None, error=error)
+            row = db.one("SELECT kind, id_number, name, birth, venue_id FROM checkins WHERE id = ?", [checkin])
+            services.audit.record("qrgate.checkins.unmasked.read", account=who.account, ip=who.ip, venue_id=row[4],
+                                  rows=1, venues=[row[4]], checkin=checkin, page="trace")
             form["checkin"] = str(checkin)
             person = {"kind": row[0], "id_number": row[1], "name": row[2], "birth": row[3]}
         return kit.render(request, who, "trace.html", form=form, person=person, result=None, error="")
