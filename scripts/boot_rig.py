@@ -411,6 +411,13 @@ class Rig:
         guide_step(self.server, "operator.md", "bind-code", self.words)
 
     def enrol_station(self) -> None:
+        # install.sh enabled the unit: before the binding it must stay quietly inactive,
+        # not fail and restart every 2 s.
+        self.station.sh("systemctl start qrgate-edge")
+        before = self.unit_show()
+        self.check("before enrolment the enabled unit waits (no restart loop)",
+                   before.get("ActiveState") == "inactive" and before.get("ConditionResult") == "no"
+                   and before.get("NRestarts") == "0", str(before))
         write_setup_file(self.station, STATION_SOURCE, STATION_FEEDBACK)
         camera = self.station.root / CAMERA.lstrip("/")
         camera.mkdir(parents=True, exist_ok=True)
@@ -458,7 +465,7 @@ class Rig:
         self.check_file_access()
 
     def unit_show(self, unit: str = "qrgate-edge.service") -> dict[str, str]:
-        out = self.station.sh(f"systemctl show {unit} -p ActiveState,SubState,MainPID,NRestarts,StatusText",
+        out = self.station.sh(f"systemctl show {unit} -p ActiveState,SubState,MainPID,NRestarts,StatusText,ConditionResult",
                               check=False).stdout
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
