@@ -16,16 +16,25 @@ sync may come back, or vanish, after the cut (SQLite syncs the directory once af
 creating a journal or WAL, and on a delete only when it asks for ``syncdir``).
 
 The snapshot is checked with the standard library's sqlite3, not through the VFS:
-``PRAGMA integrity_check`` must say ok, every record whose commit returned (the green
-light) must be there, byte for byte, with a valid Ed25519 signature, and the outbox
-reopened by the real ``Outbox`` must not hand out a sequence number already shown.
+``PRAGMA integrity_check`` must say ok, every record relied on must be there, byte for
+byte, with a valid Ed25519 signature, and the outbox reopened by the real ``Outbox``
+must not hand out a sequence number already shown. A record is relied on from the
+moment its commit returned (the green light) until the server's ack for it arrives;
+the outbox may drop it from then on, even before ``mark_stored`` returns (that call's
+commit can be followed, inside the call, by a WAL checkpoint a cut may land in).
+
+Cuts are drawn at random writes, or made at every write of each WAL checkpoint (and of
+the WAL's restart after it), which random cuts hit rarely; the outbox can also be closed
+and reopened every so many scans, as a service restart does.
 
 WAL through a VFS without shared memory needs ``locking_mode=EXCLUSIVE`` (the WAL index
 is then kept in memory, not in ``-shm``); the writes and syncs to the database and the
 WAL are the same as in normal locking mode. For rollback journals the locking mode is
 left alone, because exclusive mode would keep the journal instead of deleting it.
 
-Run: ``python -m bench.powercut --cuts 2000`` (or through ``python -m bench.reliability``).
+Run: ``python -m bench.powercut --settings in-use --checkpoints --seed 1 --seed 777`` (the
+long runs and their figures are in docs/reliability.md), or all settings through
+``python -m bench.reliability``.
 """
 
 from __future__ import annotations
@@ -122,6 +131,7 @@ class Disk:
                 self.names[path.name] = self.durable_names[path.name] = inode
         self.writes = 0
         self.writes_to: dict[str, int] = {}  # per file name: shows the WAL was checkpointed
+        self.log: list[tuple[str, int]] = []  # (file name, offset) of every write, in order
 
     def inode(self, name: str, *, syncs_directory: bool) -> _Inode:
         """The file about to be opened (call before the real open creates it)."""
@@ -163,7 +173,7 @@ class _File(apsw.VFSFile):
     def xWrite(self, data, offset):
         if self._inode is not None:
             self._inode.pending.append((offset, bytes(data)))
-            self._vfs.wrote(self._name)
+            self._vfs.wrote(self._name, offset)
         super().xWrite(data, offset)
 
     def xTruncate(self, newsize):
@@ -192,9 +202,10 @@ class PowerCutVFS(apsw.VFS):
         self.on_write = on_write
         super().__init__(self.vfs_name, "")
 
-    def wrote(self, name: str) -> None:
+    def wrote(self, name: str, offset: int) -> None:
         self.disk.writes += 1
         self.disk.writes_to[name] = self.disk.writes_to.get(name, 0) + 1
+        self.disk.log.append((name, offset))
         self.on_write(self.disk.writes)
 
     def xOpen(self, name, flags):
@@ -334,10 +345,16 @@ class OutboxRun:
     """The real ``Outbox`` through the VFS, cut at chosen writes."""
 
     name = "station outbox"
+    db_name = "outbox.sqlite3"
 
-    def __init__(self, journal_mode: str, synchronous: str, workdir: Path, seed: int, ops: int):
+    def __init__(self, journal_mode: str, synchronous: str, workdir: Path, seed: int, ops: int,
+                 restart_every: int = 0):
         self.journal_mode, self.synchronous = journal_mode, synchronous
         self.workdir, self.seed, self.ops = workdir, seed, ops
+        # Close and reopen the outbox every so many scans, as a service restart does: the
+        # last connection checkpoints and deletes the WAL (no directory sync), and the next
+        # one makes a new WAL under the same name.
+        self.restart_every = restart_every
         self.key = Ed25519PrivateKey.generate()
         self.secret = b"p" * 32
 
@@ -364,11 +381,19 @@ class OutboxRun:
         work = Workload(rng, self.key)
         self.shown: dict[int, bytes] = {}  # green light shown, not yet acked by the server
         self.top_shown = 0
-        box = self.outbox_class()(live / "outbox.sqlite3", station_id="gate-cut", key=self.key,
-                                  person_secret=self.secret, connect=connect_through(vfs, self.journal_mode))
+        self.acking = False  # inside mark_stored(): the cut lands while an ack is written
+
+        def open_box() -> Outbox:
+            return self.outbox_class()(live / "outbox.sqlite3", station_id="gate-cut", key=self.key,
+                                       person_secret=self.secret, connect=connect_through(vfs, self.journal_mode))
+
+        box = open_box()
         vfs.on_write = on_write
         try:
-            for _ in range(self.ops):
+            for op in range(self.ops):
+                if self.restart_every and op and op % self.restart_every == 0:
+                    box.close()
+                    box = open_box()
                 now = work.now()
                 person = rng.randrange(60)
                 appended = box.append(work.fields(now, person), person_hash=box.person_hash(str(person)), now=now)
@@ -376,9 +401,16 @@ class OutboxRun:
                 self.top_shown = max(self.top_shown, appended.seq)
                 if rng.random() < 0.1:  # the server acked the oldest ones
                     acked = sorted(self.shown)[:rng.randint(1, 20)]
-                    box.mark_stored(acked)
+                    # The ack means the server has them: from here on the outbox may
+                    # drop them. They stop being relied on before mark_stored() starts,
+                    # not after it returns: its COMMIT makes the deletion durable and
+                    # then, inside the same call, may run the WAL checkpoint, so a cut
+                    # can land after they are gone and before the call returns.
                     for seq in acked:
                         del self.shown[seq]
+                    self.acking = True
+                    box.mark_stored(acked)
+                    self.acking = False
         finally:
             vfs.on_write = lambda n: None
             box.close()
@@ -418,8 +450,12 @@ class StorageRun:
     """The server's ``SqliteStorage.store_records`` through the VFS: acked means stored."""
 
     name = "server storage"
+    db_name = "server.sqlite3"
 
-    def __init__(self, journal_mode: str, synchronous: str, workdir: Path, seed: int, ops: int):
+    def __init__(self, journal_mode: str, synchronous: str, workdir: Path, seed: int, ops: int,
+                 restart_every: int = 0):
+        if restart_every:
+            raise ValueError("restarts are simulated for the station outbox only")
         self.journal_mode, self.synchronous = journal_mode, synchronous
         self.workdir, self.seed, self.ops = workdir, seed, ops
         self.key = Ed25519PrivateKey.generate()
@@ -515,6 +551,11 @@ class Summary:
     damaged: int = 0
     reused: int = 0  # outbox: cuts after which a shown number would be handed out again;
     # server: rows with a repeated (station, seq)
+    points: str = "random"  # how the cut writes were chosen: "random" or "checkpoints"
+    seed: int = 1
+    restart_every: int = 0  # outbox closed and reopened every so many scans (0: never)
+    cuts_in_checkpoint: int = 0  # cuts at a write to the database file itself (a checkpoint)
+    cuts_while_acking: int = 0  # outbox: cuts inside mark_stored() (the ack's commit or its checkpoint)
     seconds: float = 0.0
     examples: list[str] = field(default_factory=list)
 
@@ -523,27 +564,50 @@ class Summary:
         return f"{self.journal_mode} + synchronous={self.synchronous}"
 
 
-def run_cuts(target_class, journal_mode: str, synchronous: str, mode: str, cuts: int, *, seed: int = 1,
-             ops: int = 400, workdir: Path) -> Summary:
-    """Play the workload once to count its writes, then again with ``cuts`` snapshots at
-    writes drawn at random. The outbox workload is deterministic, so its writes are the
-    same; the server stamps rows with its own clock, so its second play may end a few
-    writes early and miss a cut drawn near the end (``Summary.cuts`` counts those made)."""
+def run_cuts(target_class, journal_mode: str, synchronous: str, mode: str, cuts: int = 0, *, seed: int = 1,
+             ops: int = 400, workdir: Path, points: str = "random", restart_every: int = 0) -> Summary:
+    """Cut the workload at chosen writes and check what each cut leaves.
+
+    ``points="random"``: play the workload once to count its writes, then again with
+    ``cuts`` snapshots at writes drawn at random. The outbox workload is deterministic,
+    so its writes are the same; the server stamps rows with its own clock, so its second
+    play may end a few writes early and miss a cut drawn near the end (``Summary.cuts``
+    counts those made).
+
+    ``points="checkpoints"``: one play, cut at every write to the database file itself
+    (in WAL mode only a checkpoint writes there) and at the WAL's restart after it (its
+    new header and the two writes that follow). Random cuts land there rarely: an
+    outbox checkpoint is about 13 writes in 2,000.
+
+    ``restart_every``: the outbox is closed and reopened every so many scans (a service
+    restart), with the cuts running through the close's checkpoint and the new WAL.
+    """
+    if points not in ("random", "checkpoints"):
+        raise ValueError(f"points must be 'random' or 'checkpoints', not {points!r}")
     started = time.monotonic()
-    run = target_class(journal_mode, synchronous, workdir, seed, ops)
-    summary = Summary(run.name, journal_mode, synchronous, mode)
-    disk = run.play(lambda n: None).disk
-    summary.writes, summary.writes_to = disk.writes, dict(disk.writes_to)
+    run = target_class(journal_mode, synchronous, workdir, seed, ops, restart_every)
+    summary = Summary(run.name, journal_mode, synchronous, mode, points=points, seed=seed,
+                      restart_every=restart_every)
     rng = random.Random(seed * 7919 + len(mode))
-    points = set(rng.sample(range(1, summary.writes + 1), min(cuts, summary.writes)))
+    drawn: set[int] = set()
+    if points == "random":
+        disk = run.play(lambda n: None).disk
+        drawn = set(rng.sample(range(1, disk.writes + 1), min(cuts, disk.writes)))
     scratch = workdir / "after-cut"
 
+    def chosen(n: int) -> bool:
+        if points == "random":
+            return n in drawn
+        return in_checkpoint(run.vfs.disk.log, run.db_name)
+
     def on_write(n: int) -> None:
-        if n not in points:
+        if not chosen(n):
             return
         files = run.vfs.disk.after_cut(mode, rng)
         result = run.check(files, scratch)
         summary.cuts += 1
+        summary.cuts_in_checkpoint += run.vfs.disk.log[-1][0] == run.db_name
+        summary.cuts_while_acking += getattr(run, "acking", False)
         summary.at_risk += result.at_risk
         summary.kept += result.kept
         lost = result.at_risk - result.kept
@@ -555,56 +619,108 @@ def run_cuts(target_class, journal_mode: str, synchronous: str, mode: str, cuts:
             summary.examples.append(f"cut at write {n}: {lost} of {result.at_risk} lost"
                                     + (", file damaged" if result.damaged else ""))
 
-    run.play(on_write)
+    disk = run.play(on_write).disk
+    summary.writes, summary.writes_to = disk.writes, dict(disk.writes_to)
     summary.seconds = round(time.monotonic() - started, 1)
     return summary
 
 
+def in_checkpoint(log: list[tuple[str, int]], db_name: str) -> bool:
+    """Whether the write about to land (the last in ``log``) is part of a checkpoint: a
+    write to the database file, or the WAL's new header (offset 0) or one of the two
+    writes after it (the WAL starts over once a checkpoint has copied everything)."""
+    if log[-1][0] == db_name:
+        return True
+    return any(name == db_name + "-wal" and offset == 0 for name, offset in log[-3:])
+
+
 def run_all(cuts: int, *, modes=MODES, outbox_settings=OUTBOX_SETTINGS, server_settings=SERVER_SETTINGS,
-            ops: int = 400, seed: int = 1, workdir: Path | None = None, progress=None) -> list[Summary]:
-    """``cuts`` cuts for every (target, setting, mode)."""
+            ops: int = 400, seeds=(1,), checkpoints: bool = False, restart_every: int = 0,
+            workdir: Path | None = None, progress=None) -> list[Summary]:
+    """``cuts`` random cuts for every (target, setting, mode, seed); with ``checkpoints``
+    also a run cut at every checkpoint write of the same workload; with
+    ``restart_every``, the outbox runs again with restarts (both ways of cutting)."""
     out = []
+    chosen = ("random", "checkpoints") if checkpoints else ("random",)
     with tempfile.TemporaryDirectory(prefix="powercut-") as tmp:
         base = Path(workdir or tmp)
+        restarts = (0, restart_every) if restart_every else (0,)
         for target, settings in ((OutboxRun, outbox_settings), (StorageRun, server_settings)):
             for journal_mode, synchronous in settings:
                 for mode in modes:
-                    summary = run_cuts(target, journal_mode, synchronous, mode, cuts, seed=seed, ops=ops,
-                                       workdir=base / f"{target.__name__}-{journal_mode}-{synchronous}-{mode}")
-                    out.append(summary)
-                    if progress:
-                        progress(summary)
+                    for seed in seeds:
+                        for every in restarts if target is OutboxRun else (0,):
+                            for points in chosen:
+                                summary = run_cuts(target, journal_mode, synchronous, mode, cuts, seed=seed, ops=ops,
+                                                   points=points, restart_every=every,
+                                                   workdir=base / f"{target.__name__}-{journal_mode}-{synchronous}-"
+                                                   f"{mode}-{seed}-{points}-{every}")
+                                out.append(summary)
+                                if progress:
+                                    progress(summary)
     return out
 
 
-def markdown(summaries: list[Summary]) -> str:
-    lines = ["| what | setting | cut | cuts | records relied on (sum over cuts) | lost | cuts that lost any "
-             "| damaged files | numbers reused |",
-             "|---|---|---|---|---|---|---|---|---|"]
+def merged(summaries: list[Summary]) -> list[Summary]:
+    """One line per (target, setting, mode): the seeds and the ways of choosing cuts added up."""
+    out: dict[tuple, Summary] = {}
     for s in summaries:
-        lines.append(f"| {s.target} | {s.setting} | {s.mode} | {s.cuts} | {s.at_risk} | {s.lost} | {s.cuts_losing} "
-                     f"| {s.damaged} | {s.reused} |")
+        key = (s.target, s.journal_mode, s.synchronous, s.mode)
+        total = out.setdefault(key, Summary(*key, points="", seed=0))
+        for name in ("cuts", "at_risk", "kept", "lost", "cuts_losing", "damaged", "reused", "cuts_in_checkpoint",
+                     "cuts_while_acking", "seconds"):
+            setattr(total, name, round(getattr(total, name) + getattr(s, name), 1))
+        total.examples += s.examples[:3 - len(total.examples)]
+    return list(out.values())
+
+
+def markdown(summaries: list[Summary]) -> str:
+    lines = ["| what | setting | cut | cuts | of which in a checkpoint | records relied on (sum over cuts) | lost "
+             "| cuts that lost any | damaged files | numbers reused |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for s in summaries:
+        # A rollback journal has no checkpoints: every commit writes the database file.
+        checkpoint_cuts = s.cuts_in_checkpoint if s.journal_mode == "WAL" else "-"
+        lines.append(f"| {s.target} | {s.setting} | {s.mode} | {s.cuts} | {checkpoint_cuts} | {s.at_risk} "
+                     f"| {s.lost} | {s.cuts_losing} | {s.damaged} | {s.reused} |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.powercut", description=__doc__.splitlines()[0])
-    parser.add_argument("--cuts", type=int, default=200, help="cuts per setting and cut mode (default 200)")
+    parser.add_argument("--cuts", type=int, default=200,
+                        help="random cuts per setting, cut mode and seed (default 200)")
     parser.add_argument("--ops", type=int, default=400, help="transactions in one workload run (default 400)")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, action="append", dest="seeds",
+                        help="workload seed; repeat for several (default 1)")
+    parser.add_argument("--checkpoints", action="store_true",
+                        help="also cut at every checkpoint write of each workload (see run_cuts)")
+    parser.add_argument("--restart-every", type=int, default=0, metavar="N",
+                        help="also run the outbox closed and reopened every N scans (a service restart)")
     parser.add_argument("--settings", choices=("in-use", "all"), default="all",
                         help="in-use: only the settings the outbox and the server run with (WAL + FULL)")
+    parser.add_argument("--store", choices=("both", "outbox", "server"), default="both",
+                        help="cut the station outbox, the server's database, or both (default)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
 
     def progress(s: Summary) -> None:
-        print(f"{s.target}, {s.setting}, {s.mode}: {s.cuts} cuts, {s.lost} lost, {s.damaged} damaged "
-              f"({s.seconds} s)", file=sys.stderr, flush=True)
+        restarts = f", restart every {s.restart_every}" if s.restart_every else ""
+        print(f"{s.target}, {s.setting}, {s.mode}, seed {s.seed}{restarts}, {s.points} cuts: {s.cuts} cuts "
+              f"({s.cuts_in_checkpoint} in a checkpoint, {s.cuts_while_acking} while acking), {s.lost} lost, "
+              f"{s.damaged} damaged, {s.reused} reused ({s.seconds} s)", file=sys.stderr, flush=True)
 
     chosen = {} if args.settings == "all" else {"outbox_settings": OUTBOX_SETTINGS[:1],
                                                  "server_settings": SERVER_SETTINGS[:1]}
-    summaries = run_all(args.cuts, ops=args.ops, seed=args.seed, progress=progress, **chosen)
-    print(markdown(summaries))
+    if args.store == "outbox":
+        chosen["server_settings"] = ()
+    elif args.store == "server":
+        chosen["outbox_settings"] = ()
+    started = time.monotonic()
+    summaries = run_all(args.cuts, ops=args.ops, seeds=args.seeds or (1,), checkpoints=args.checkpoints,
+                        restart_every=args.restart_every, progress=progress, **chosen)
+    print(markdown(merged(summaries)))
+    print(f"\n{round(time.monotonic() - started, 1)} s")
     if args.json:
         args.json.write_text(json.dumps([asdict(s) for s in summaries], indent=2, ensure_ascii=False) + "\n")
     return 0

@@ -1,12 +1,14 @@
 """Both tables of docs/reliability.md, measured: faults injected and hostile input tried.
 
     python -m bench.reliability [--quick] [--json PATH]     both tables (about 5 minutes)
+    python -m bench.reliability kills --kills 500            the long kill run alone
     python -m bench.reliability powercut --cuts 2000         the long power-cut run alone
 
-Faults: station, bridge and broker killed with SIGKILL during a scan run (the same run
-as tests/test_chaos.py), power cuts (bench/powercut.py), a week with no broker
-(accelerated clock) and a disk that fills again and again. For each: how many times it
-was injected, records accepted (green light shown), stored, lost, duplicated.
+Faults: station, bridge and broker killed with SIGKILL while a station scans an endless
+queue of people (the same run as tests/test_chaos.py), power cuts (bench/powercut.py), a
+week with no broker (accelerated clock) and a disk that fills again and again. For each:
+how many times it was injected, records accepted (green light shown), stored, lost,
+duplicated.
 
 Hostile input: QR payloads, MQTT records messages and every operation of the web API
 (schemathesis, from the OpenAPI document). For each: inputs tried, crashes (an exception
@@ -17,18 +19,24 @@ input taken as valid, or a state change without the CSRF token).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import os
 import random
 import re
+import select
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
+import threading
 import time
+import tty
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -128,18 +136,168 @@ class FaultRow:
     note: str = ""
 
 
+class PeopleAtTheScanner:
+    """A USB scanner in serial mode (docs/scanners.md) in front of a queue of people that
+    never ends, so a station is scanning whenever it is killed.
+
+    A pseudo-terminal stands in for ``/dev/ttyACM0``: the station opens ``path`` (the
+    slave) with its own serial driver, and a thread writes one person's CCCD code after
+    another, CR-terminated, as fast as the station reads them; a share ``repeat`` of the
+    codes (one in five) is someone sent a little earlier (maybe before the last kill),
+    who must not be counted twice. The slave is kept open here as well, so the terminal
+    outlives every station killed; pyserial empties the input queue when the next
+    station opens it (codes sent to a dead station were never scanned), and a code cut
+    in half by that lands as one refused scan.
+    """
+
+    def __init__(self, seed: int, *, repeat: float = 0.2, recent: int = 40):
+        self.master, self._slave = os.openpty()
+        tty.setraw(self._slave)  # no echo back to the master before a station sets it up
+        self.path = os.ttyname(self._slave)
+        os.set_blocking(self.master, False)
+        self._rng = random.Random(seed)
+        self.repeat, self.recent = repeat, recent
+        self.people = 0  # distinct people whose code was written
+        self.codes = 0  # codes written, repeats included
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._feed, name="people-at-the-scanner", daemon=True)
+
+    @staticmethod
+    def code(person: int) -> bytes:
+        from qrgate.samples import cccd
+
+        return cccd(f"0793{person:08d}", "", f"Vũ Thị Ngọc {person}", "01011995", "Nữ", "Nam Định",
+                    "01012022").encode("utf-8") + b"\r"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def waiting(self) -> int:
+        """Bytes sent that no station has read yet: more than 0 means a station has work."""
+        return struct.unpack("i", fcntl.ioctl(self._slave, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+    def _feed(self) -> None:
+        while not self._stop.is_set():
+            if self.people and self._rng.random() < self.repeat:
+                person = self._rng.randrange(max(0, self.people - self.recent), self.people)
+            else:
+                person, self.people = self.people, self.people + 1
+            data = memoryview(self.code(person))
+            while data and not self._stop.is_set():
+                select.select([], [self.master], [], 0.1)  # until the station has read some
+                try:
+                    data = data[os.write(self.master, data):]
+                except BlockingIOError:
+                    continue
+            self.codes += 1
+
+    def close(self) -> None:
+        """Stop sending and close the terminal; safe to call twice."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+        for fd in (self.master, self._slave):
+            os.close(fd)
+
+
+class StationProcess:
+    """`qrgate-edge -v run` as a child whose log arrives through a pipe, line by line, so
+    the run can wait for the station's records instead of sleeping. Each "recorded seq N"
+    line (logged after the commit, before the green light) is kept with the station's
+    own time stamp on it; a line written before a SIGKILL is still read from the pipe."""
+
+    RECORDED = re.compile(rb"recorded seq (\d+)")
+
+    def __init__(self, config_path: Path, log: Path):
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("JOURNAL_STREAM", None)  # keep the time stamp on each line
+        self.log = log
+        self.records: list[tuple[int, float]] = []  # (seq, wall time the station logged it)
+        self.ended = False
+        self._changed = threading.Condition()
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "qrgate-edge"), "-v", "run", "--config", str(config_path)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        self._reader = threading.Thread(target=self._read, name="station-log", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        with open(self.log, "ab") as out:
+            for line in self.proc.stdout:
+                out.write(line)
+                found = self.RECORDED.search(line)
+                if found:
+                    with self._changed:
+                        self.records.append((int(found[1]), _logged_at(line)))
+                        self._changed.notify_all()
+        with self._changed:
+            self.ended = True
+            self._changed.notify_all()
+
+    def wait_records(self, count: int, timeout: float) -> bool:
+        """Wait until the station has logged ``count`` records; False if it ended or timed out."""
+        with self._changed:
+            self._changed.wait_for(lambda: len(self.records) >= count or self.ended, timeout)
+            return len(self.records) >= count
+
+    def shown(self) -> set[int]:
+        with self._changed:
+            return {seq for seq, _ in self.records}
+
+    def kill(self) -> float:
+        """SIGKILL now; returns the wall time it was sent, once the log is read to its end."""
+        sent = time.time()
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self._reader.join(30)
+        return sent
+
+    def tail(self) -> str:
+        return self.log.read_bytes()[-3000:].decode("utf-8", "replace")
+
+
+def _logged_at(line: bytes) -> float:
+    """The wall time of a log line ("2026-11-22 17:49:11,123 INFO ..."), or now."""
+    try:
+        return datetime.strptime(line[:23].decode(), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    except ValueError:
+        return time.time()
+
+
 @dataclass
 class ChaosResult:
-    station_kills: int
+    station_kills: int  # SIGKILLs sent to a scanning station
+    station_kills_landed: int  # of those: it died of it, a record logged just before, codes still waiting
+    exits_by_itself: list[int]  # return codes of stations that ended some other way (must be none)
     bridge_kills: int
+    bridge_kills_landed: int  # the server had stored records just before it died, and more were on their way
     broker_kills: int
-    shown: set[int]
+    broker_kills_landed: int
+    shown: set[int]  # seqs logged as "recorded seq N" (the green light followed)
     stored_seqs: list[int]
+    committed: int  # the highest seq the station's outbox ever committed (all below it too)
     names: int  # distinct people among the stored rows
+    refusals: dict[str, int]  # what the server refused, by reason (must be none)
+    people: int  # distinct people whose codes were sent to the scanner
+    log: list[dict]  # one entry per kill (see chaos_run)
+    seconds: float = 0.0
 
     @property
     def lost(self) -> set[int]:
         return self.shown - set(self.stored_seqs)
+
+    @property
+    def missing(self) -> set[int]:
+        """Committed to the outbox (shown or not: a kill can land between the commit and
+        the green light) but not at the server."""
+        return set(range(1, self.committed + 1)) - set(self.stored_seqs)
+
+    @property
+    def committed_not_shown(self) -> int:
+        """Records stored whose green light the kill prevented: kills between commit and light."""
+        return len(set(self.stored_seqs) - self.shown)
 
     @property
     def duplicated(self) -> int:
@@ -147,73 +305,136 @@ class ChaosResult:
         return (len(self.stored_seqs) - len(set(self.stored_seqs))) + (len(self.stored_seqs) - self.names)
 
 
-def chaos_run(env, workdir: Path, kills: int, *, people: int = 60, seed: int = 20211,
-              server_process=ServerProcess) -> ChaosResult:
-    """Kill the station with SIGKILL at random moments of a scan run, the server (bridge)
-    every 4th time and the broker every 6th; then let the station deliver everything.
+def chaos_run(env, workdir: Path, kills: int, *, seed: int = 20211, server_process=ServerProcess,
+              progress=None) -> ChaosResult:
+    """Kill a scanning station with SIGKILL ``kills`` times, and the server (bridge)
+    during every 4th station run and the broker during every 6th; then let the station
+    deliver everything and count what the server stored.
 
-    ``env`` is a ``ServerRig`` (or the tests' equivalent fixture). "Shown" records are
-    those the station logged as "recorded seq N": the line follows the commit and comes
-    before the green light.
+    ``env`` is a ``ServerRig`` (or the tests' equivalent fixture). The station reads an
+    endless queue of people from a serial scanner (``PeopleAtTheScanner``), so it is
+    recording when each kill comes. The moment of each kill is drawn at random as a
+    number of records: the station is killed as soon as it has logged k more (k from 1
+    to 12). A kill counts as landed when the station died of it (exit by signal 9), had
+    logged a record within the second before and had codes waiting unread. A bridge or
+    broker kill counts as landed when the server had stored a record of this station in
+    the half second before and records shown green before the kill were not stored yet.
+    "Shown" records are those the station logged as "recorded seq N": the line follows
+    the commit and comes before the green light.
     """
     from edge.app import Station
     from edge.config import load_station_config
     from edge.drivers.fake import ListSource
-    from qrgate.samples import cccd, write_qr_png
 
-    images = workdir / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    for i in range(people):
-        write_qr_png(cccd(f"0793{i:08d}", "", f"Vũ Thị Ngọc {i}", "01011995", "Nữ", "Nam Định", "01012022"),
-                     images / f"{i:03d}.png", scale=3)
-    setup = env.add_station("gate-chaos", workdir / "st", source={"kind": "folder", "path": str(images)},
+    started = time.monotonic()
+    rng = random.Random(seed)
+    workdir.mkdir(parents=True, exist_ok=True)
+    scanner = PeopleAtTheScanner(seed)
+    setup = env.add_station("gate-chaos", workdir / "st",
+                            source={"kind": "serial", "url_or_path": scanner.path, "baudrate": 115200},
                             feedback={"indicators": "gpio", "pin_factory": "mock", "panel": "dummy"},
                             mode="entry", station_options={"resend_after_s": 1.0})
     text = setup.config_path.read_text().replace("repeat_window_s = 30.0", "repeat_window_s = 3600.0")
     setup.config_path.write_text(text)
+
+    def stored() -> list[tuple[int, int]]:
+        return [(r[0], r[1]) for r in env.storage.sql.rows(
+            "SELECT seq, received_ms FROM checkins WHERE station_id = 'gate-chaos'")]
+
+    def mid_batch(what: str, run: int, shown_before: set[int], died_ms: int, since_ms: int) -> bool:
+        rows = stored()
+        latest = max((ms for _, ms in rows if ms >= since_ms), default=0)
+        in_flight = len(shown_before - {seq for seq, _ in rows})
+        landed = died_ms - latest <= 500 and in_flight > 0
+        log.append({"kill": what, "run": run, "last_stored_ms_before": died_ms - latest, "in_flight": in_flight,
+                    "landed": landed})
+        return landed
+
+    def wait_for_server_at_work(station: StationProcess, run: int, timeout: float = 60) -> None:
+        """Until the server (since its last start) has stored a record in the last 0.2 s
+        and records the station showed green are still on their way to it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = stored()
+            recent = max(server_since_ms, int(time.time() * 1000) - 200)
+            if any(ms >= recent for _, ms in rows) and station.shown() - {seq for seq, _ in rows}:
+                return
+            if station.proc.poll() is not None:
+                raise AssertionError(f"station run {run} ended by itself:\n{station.tail()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the server was not storing for {timeout} s; see {server.log}")
+            time.sleep(0.02)  # polling the database for a condition, with a deadline
+
     server = server_process(env.config.path, workdir / "server.log")
-    server.start()
-    rng = random.Random(seed)
     shown: set[int] = set()
-    log = workdir / "station.log"
-    bridge_kills = broker_kills = 0
+    exits: list[int] = []
+    log: list[dict] = []  # one line per kill: what, when, and why it counts as landed or not
+    counts = dict.fromkeys(("station", "station_landed", "bridge", "bridge_landed", "broker", "broker_landed"), 0)
+    server.start()
+    server_since_ms = int(time.time() * 1000)
+    scanner.start()
     try:
         for kill in range(kills):
-            with open(log, "wb") as out:
-                proc = subprocess.Popen(
-                    [str(Path(sys.executable).parent / "qrgate-edge"), "-v", "run", "--config", str(setup.config_path)],
-                    stdout=out, stderr=out)
-                # Count from the station's first log line, not from the fork: on a busy
-                # machine starting Python alone can take longer than the whole window.
-                started = time.monotonic()
-                while log.stat().st_size == 0 and proc.poll() is None and time.monotonic() - started < 30:
-                    time.sleep(0.02)
-                try:
-                    proc.wait(timeout=rng.uniform(0.6, 1.8))  # the moment of the kill: random
-                except subprocess.TimeoutExpired:
-                    proc.send_signal(signal.SIGKILL)
-                    proc.wait(timeout=10)
-            shown |= {int(m) for m in re.findall(rb"recorded seq (\d+)", log.read_bytes())}
-            if kill % 6 == 5:
-                env.broker.stop(kill=True)
-                env.broker.start()
-                broker_kills += 1
-            if kill % 4 == 2:
-                server.kill()  # wherever it is: mid-batch, between a commit and its ack
-                server.start()
-                bridge_kills += 1
-        station = Station(load_station_config(setup.config_path), source=ListSource([]))
-        station.start()
+            station = StationProcess(setup.config_path, workdir / "station.log")
+            try:
+                if not station.wait_records(1, 90):
+                    raise AssertionError(f"station run {kill} recorded nothing:\n{station.tail()}")
+                for what, due in (("bridge", kill % 4 == 2), ("broker", kill % 6 == 5)):
+                    if not due:
+                        continue
+                    # Kill it while the server is at work: it stored one of this station's
+                    # records a moment ago, and more are on their way.
+                    wait_for_server_at_work(station, kill)
+                    before = shown | station.shown()
+                    if what == "bridge":
+                        server.kill()  # wherever it is: mid-batch, between a commit and its ack
+                    else:
+                        env.broker.stop(kill=True)
+                    died_ms = int(time.time() * 1000)
+                    counts[what] += 1
+                    counts[f"{what}_landed"] += mid_batch(what, kill, before, died_ms, server_since_ms)
+                    if what == "bridge":
+                        server.start()
+                    else:
+                        env.broker.start()
+                    server_since_ms = int(time.time() * 1000)
+                # The moment of the kill: as soon as it has logged k more records, k at random.
+                if not station.wait_records(len(station.records) + rng.randint(1, 12), 90):
+                    raise AssertionError(f"station run {kill} stopped recording:\n{station.tail()}")
+                waiting = scanner.waiting()
+                sent_at = station.kill()
+            finally:
+                if station.proc.poll() is None:
+                    station.kill()
+            counts["station"] += 1
+            since_record = sent_at - max(t for _, t in station.records)
+            landed = station.proc.returncode == -signal.SIGKILL and since_record <= 1.0 and waiting > 0
+            if station.proc.returncode != -signal.SIGKILL:
+                exits.append(station.proc.returncode)
+            counts["station_landed"] += landed
+            log.append({"kill": "station", "run": kill, "returncode": station.proc.returncode,
+                        "records": len(station.records), "s_since_last_record": round(since_record, 3),
+                        "bytes_waiting": waiting, "landed": landed})
+            shown |= station.shown()
+            if progress:
+                progress(kill, counts, len(shown))
+        scanner.close()
+        last = Station(load_station_config(setup.config_path), source=ListSource([]))
+        last.start()
         try:
-            if not station.publisher.wait_drained(90):
-                raise AssertionError(f"the station could not deliver: {station.outbox.backlog()} left")
+            if not last.publisher.wait_drained(180):
+                raise AssertionError(f"the station could not deliver: {last.outbox.backlog()} left")
+            committed = last.outbox.next_seq() - 1
         finally:
-            station.close()
+            last.close()
     finally:
+        scanner.close()
         server.stop()
-    stored = [r[0] for r in env.storage.sql.rows("SELECT seq FROM checkins WHERE station_id = 'gate-chaos'")]
+    rows = stored()
     names = env.storage.sql.value("SELECT count(DISTINCT name) FROM checkins WHERE station_id = 'gate-chaos'")
-    return ChaosResult(kills, bridge_kills, broker_kills, shown, stored, names)
+    return ChaosResult(counts["station"], counts["station_landed"], exits, counts["bridge"], counts["bridge_landed"],
+                       counts["broker"], counts["broker_landed"], shown, [seq for seq, _ in rows], committed, names,
+                       env.storage.refusal_counts(), scanner.people, log, round(time.monotonic() - started, 1))
 
 
 class WeekClock:
@@ -555,6 +776,50 @@ def hostile_table(rows: list[HostileRow]) -> str:
     return "\n".join(lines)
 
 
+def chaos_row(chaos: ChaosResult) -> FaultRow:
+    return FaultRow(
+        "SIGKILL while a station scans an endless queue of people: the station at the end of each run, "
+        "the server (bridge) during every 4th run, the broker during every 6th",
+        f"{chaos.station_kills} station ({chaos.station_kills_landed} mid-work) + {chaos.bridge_kills} bridge "
+        f"({chaos.bridge_kills_landed} mid-batch) + {chaos.broker_kills} broker ({chaos.broker_kills_landed} "
+        "mid-batch) kills",
+        len(chaos.shown), len(chaos.shown & set(chaos.stored_seqs)), len(chaos.lost), chaos.duplicated,
+        chaos.seconds, f"{chaos.committed_not_shown} records committed but cut off before their green light, "
+        f"{len(chaos.missing)} committed and not stored, {len(chaos.exits_by_itself)} stations ended unkilled")
+
+
+def kills_main(argv: list[str]) -> int:
+    """The long kill run alone, on a broker and server of its own."""
+    parser = argparse.ArgumentParser(prog="python -m bench.reliability kills",
+                                     description="SIGKILL a scanning station, the bridge and the broker; "
+                                                 "count what the server stored")
+    parser.add_argument("--kills", type=int, default=500, help="station kills (default 500)")
+    parser.add_argument("--seed", type=int, default=20211)
+    parser.add_argument("--json", type=Path, help="write the result, with one line per kill, here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+
+    def progress(kill: int, counts: dict, shown: int) -> None:
+        if kill % 25 == 24 or kill == args.kills - 1:
+            print(f"  {kill + 1} runs: {counts}, {shown} shown", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="reliability-kills-") as tmp:
+        rig = ServerRig.start(Path(tmp))
+        try:
+            chaos = chaos_run(rig, Path(tmp) / "chaos", args.kills, seed=args.seed, progress=progress)
+        finally:
+            rig.close()
+    row = chaos_row(chaos)
+    print(fault_table([row]))
+    print(f"\n{row.note}; {len(chaos.stored_seqs)} stored, {chaos.people} people at the scanner; {chaos.seconds} s")
+    if args.json:
+        args.json.write_text(json.dumps({"command": "python -m bench.reliability kills " + " ".join(argv),
+                                         "row": vars(row), "result": vars(chaos)},
+                                        indent=2, ensure_ascii=False, default=sorted) + "\n")
+    ok = not (chaos.lost or chaos.missing or chaos.duplicated or chaos.refusals or chaos.exits_by_itself)
+    return 0 if ok else 1
+
+
 def run(args) -> dict:
     results: dict = {"faults": [], "hostile": [], "power_cuts": []}
     with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
@@ -563,13 +828,7 @@ def run(args) -> dict:
         print("station/bridge/broker kills ...", file=sys.stderr, flush=True)
         rig = ServerRig.start(base / "chaos")
         try:
-            started = time.monotonic()
-            chaos = chaos_run(rig, base / "chaos", args.kills, people=args.people)
-            faults.append(FaultRow(
-                "SIGKILL during a scan run: the station each time, the server (bridge) every 4th, the broker every 6th",
-                f"{chaos.station_kills} station + {chaos.bridge_kills} bridge + {chaos.broker_kills} broker kills",
-                len(chaos.shown), len(chaos.shown & set(chaos.stored_seqs)), len(chaos.lost), chaos.duplicated,
-                round(time.monotonic() - started, 1)))
+            faults.append(chaos_row(chaos_run(rig, base / "chaos", args.kills)))
             print("broker gone for a week ...", file=sys.stderr, flush=True)
             faults.append(broker_gone_for_a_week(rig, base / "chaos", workers=args.workers))
         finally:
@@ -594,10 +853,11 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["powercut"]:
         return powercut.main(argv[1:])
+    if argv[:1] == ["kills"]:
+        return kills_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench.reliability", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run (about 2 minutes)")
     parser.add_argument("--kills", type=int, help="station kills (default 40; quick 8)")
-    parser.add_argument("--people", type=int, default=200, help="QR images in the kill run (default 200)")
     parser.add_argument("--cuts", type=int, help="power cuts per setting and cut mode (default 60; quick 15)")
     parser.add_argument("--ops", type=int, default=400, help="transactions per power-cut workload (default 400)")
     parser.add_argument("--workers", type=int, default=150, help="workers on the bus for the offline week")

@@ -102,7 +102,10 @@ def test_a_passive_buzzer_sounds_high_for_counted_and_low_for_refused(played, re
     assert periods["pitches"] == {pitch}
     assert len(periods["buzzer"]) == pattern.beep_count
     for on in periods["buzzer"]:
-        assert on == pytest.approx(pattern.beep_on, abs=0.05)
+        # A tone is played in steps, each a thread's sleep: on a loaded machine their
+        # lateness adds up over the fault's 1 s beep (1.10 s seen). 15 % still tells every
+        # pattern's beep from the next longest (0.04, 0.08, 0.12, 1.0 s).
+        assert on == pytest.approx(pattern.beep_on, rel=0.15, abs=0.05)
     lit = {name for name in ("green", "red", "amber") if periods[name]}
     assert lit == set(pattern.leds)
 
