@@ -240,8 +240,8 @@ class Machine:
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
+            # Killing nspawn alone would leave the container's PID 1 running on its own.
+            self.power_cut()
 
     def power_cut(self) -> None:
         """Kill the container's PID 1: every process in it dies at once, nothing is shut down."""
@@ -249,7 +249,11 @@ class Machine:
         if pid is not None:
             os.kill(pid, 9)
         assert self.proc is not None
-        self.proc.wait(timeout=60)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
 
     def journal(self, unit: str) -> str:
         return self.sh(f"journalctl -b -u {unit} -o cat --no-pager", check=False, timeout=60).stdout
@@ -320,7 +324,9 @@ class Rig:
             "qr.example.vn": "127.0.0.1", "0.0.0.0": "127.0.0.1",
             "8883": str(self.broker_port), "8080": str(self.web_port),
         }
-        run_dir = CACHE / f"run-{arch}"
+        # Each run its own copies: two runs at once (a developer's and the suite's) must
+        # not boot or delete each other's machines.
+        self.run_dir = run_dir = CACHE / f"run-{arch}-{os.getpid()}"
         self.server = Machine("qrgate-server", run_dir / "server", arch)
         self.station = Machine("qrgate-station", run_dir / "station", arch)
         self.station_id = ""
@@ -360,6 +366,9 @@ class Rig:
             if not self.keep:
                 for machine in (self.station, self.server):
                     machine.poweroff()
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            else:
+                say(f"left running; their roots are in {self.run_dir}")
         self.check("every scan shown green is stored once, at the end",
                    self.summary.get("scans_stored") == self.summary.get("scans_shown"),
                    f"shown {self.summary.get('scans_shown')}, stored {self.summary.get('scans_stored')}")
