@@ -223,8 +223,8 @@ def _raw_roundtrip(files, server_pw: str, station_pw: str, payloads: list[bytes]
     got = threading.Event()
     count = [0]
 
-    def client(user, pw):
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    def client(user, pw, client_id=""):
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         c.username_pw_set(user, pw)
         c.tls_set(ca_certs=str(files.ca_cert), cert_reqs=ssl.CERT_REQUIRED)
         c.max_inflight_messages_set(100)
@@ -243,7 +243,7 @@ def _raw_roundtrip(files, server_pw: str, station_pw: str, payloads: list[bytes]
     sub.on_connect = lambda c, *a: c.subscribe(protocol.records_topic("+"), qos=1)
     sub.connect(files.host, files.port)
     sub.loop_start()
-    pub = client("bench-1", station_pw)
+    pub = client("bench-1", station_pw, "station-bench-1")  # a station's own client id, as the broker binds it
     pub.connect(files.host, files.port)
     pub.loop_start()
     ready.wait(15)
@@ -560,7 +560,8 @@ def bench_connections(workdir: Path, n: int = 300) -> dict:
     from provisioning.broker import BrokerFiles, BrokerProcess, free_port
 
     files = BrokerFiles.create(workdir / "cbroker", port=free_port())
-    password = files.add_user("bench-c")
+    # One account per connection: each station's password opens only its own client id.
+    passwords = [files.add_user(f"bench-c-{i}") for i in range(n)]
     broker = BrokerProcess(files)
     broker.start()
 
@@ -575,8 +576,8 @@ def bench_connections(workdir: Path, n: int = 300) -> dict:
         before = rss_kib()
         ctx = ssl.create_default_context(cafile=str(files.ca_cert))
         for i in range(n):
-            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-c-{i}", protocol=mqtt.MQTTv5)
-            c.username_pw_set("bench-c", password)
+            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"station-bench-c-{i}", protocol=mqtt.MQTTv5)
+            c.username_pw_set(f"bench-c-{i}", passwords[i])
             c.tls_set_context(ctx)
             c.connect(files.host, files.port, keepalive=600)
             clients.append(c)

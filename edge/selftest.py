@@ -265,8 +265,13 @@ def check_broker(cfg: StationConfig, timeout: float = 10.0) -> Check:
     except OSError as exc:
         return Check("broker", "fail", f"cannot reach {where} ({exc.strerror or exc}): is the network up, "
                                        "is the server address right, is the server running?")
+    # This station's password opens the broker only under its own client id, which a
+    # running station holds: a second login under it would take the station's connection.
+    if station_running(cfg) and _running_station_online(cfg, timeout):
+        return Check("broker", "ok", f"{where}: the running station is connected over TLS as {m.username}")
     try:
-        client, props = make_client(f"selftest-{cfg.station.id}-{os.getpid()}", m, cfg.base, persistent=False)
+        # The one client id this station's password opens (provisioning/broker.py).
+        client, props = make_client(f"station-{cfg.station.id}", m, cfg.base, persistent=False)
     except QrgateError as exc:
         return Check("broker", "fail", str(exc))
     result: list = []
@@ -293,6 +298,20 @@ def check_broker(cfg: StationConfig, timeout: float = 10.0) -> Check:
                                            "re-enrol the station")
         return Check("broker", "fail", f"{where} refused the connection: {rc}")
     return Check("broker", "ok", f"{where}: connected over TLS as {m.username}")
+
+
+def _running_station_online(cfg: StationConfig, timeout: float) -> bool:
+    """Whether the running station says it is connected, in a health file it wrote after
+    this question (it rewrites it every housekeeping round)."""
+    asked = time.monotonic()
+    deadline = asked + min(timeout, 2 * cfg.station.housekeeping_s + 1)
+    while True:
+        _, health = read_health(cfg)
+        if health is not None and health.get("online"):
+            return True
+        if health is not None and float(health.get("mono_s", 0.0)) >= asked or time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)  # until its next round, bounded by the deadline
 
 
 def run_selftest(cfg: StationConfig, clock=None, *, skip: tuple[str, ...] = ()) -> list[Check]:

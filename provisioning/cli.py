@@ -24,7 +24,7 @@ app = App("qrgate-provision", __doc__)
              arg("--host", default="127.0.0.1", help="the name stations and the server connect to (in the certificate)"),
              arg("--listen", default=None, help="address to listen on (default: --host; 0.0.0.0 for all)"))
 def broker(dir: str, port: int, host: str, listen: str | None) -> int:
-    """Write a Mosquitto configuration: CA, TLS certificate, password file and ACL."""
+    """Write a Mosquitto configuration: CA, TLS certificate, and the accounts (each bound to its client ids)."""
     from provisioning.broker import BrokerFiles
 
     if not 1 <= port <= 65535:
@@ -57,11 +57,13 @@ def server(broker_dir: str, config: str, web_port: int, data_dir: str) -> int:
              arg("--mode", default="toggle", choices=("entry", "exit", "toggle")))
 def station(server_config: str, broker_dir: str, station_id: str, venue: int, dir: str, mode: str) -> int:
     """Make a station's key in its folder, register it with the server and the broker."""
-    from provisioning.broker import BrokerFiles
+    from provisioning.broker import RESERVED_PREFIX, BrokerFiles, is_reserved_username
     from provisioning.station import enroll_local, server_public_keys
     from server.config import load_server_config
     from server.storage_pg import open_configured
 
+    if is_reserved_username(station_id):
+        raise UserError(f"--id {station_id}: ids starting with '{RESERVED_PREFIX}' are the server's own broker accounts")
     cfg = load_server_config(server_config)
     storage = open_configured(cfg)
     pass_key, sealing_key = server_public_keys(cfg)
@@ -175,18 +177,25 @@ def fleet(server_config: str, json: bool) -> int:
 @app.command("retire", arg("--server-config", required=True), arg("--broker-dir", required=True),
              arg("--station", required=True))
 def retire(server_config: str, broker_dir: str, station: str) -> int:
-    """Retire a station: its records are refused from now on and it can no longer log in.
+    """Retire a station: its records are refused from now on, its broker account is
+    deleted and its open connection closed at once.
 
     Drain a station you are replacing first (its backlog on the fleet list is 0); a stolen
-    one is cut off at once.
+    one is cut off at once. Run it again if the broker could not be reached: a retired
+    station's account is deleted then.
     """
     from provisioning.broker import BrokerFiles
 
-    _fleet(server_config).retire(station)
     files = BrokerFiles.open(broker_dir)
+    fleet = _fleet(server_config)
+    info = fleet.storage.station(station)
+    if info is None:
+        raise UserError(f"no station {station!r}")
+    if info.status != "retired":
+        fleet.retire(station)
     files.remove_user(station)
-    files.reload()
-    print(f"{station} retired")
+    state = "was already retired" if info.status == "retired" else "retired"
+    print(f"{station} {state}: its records are refused and it has no broker account (connection closed)")
     return 0
 
 

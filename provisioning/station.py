@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge.app import STATION_KEY_FILE
-from provisioning.broker import BrokerFiles
+from provisioning.broker import RESERVED_PREFIX, BrokerFiles, is_reserved_username
 from qrgate import protocol
+from qrgate.errors import UserError
 from qrgate.keyfiles import load_or_create_key
 
 if TYPE_CHECKING:  # the station side imports this module too, without the server
@@ -148,6 +149,8 @@ def enroll_local(
     station_options: dict[str, object] | None = None,
 ) -> StationSetup:
     """Create the station's key, register it, give it broker credentials, write station.toml."""
+    if is_reserved_username(station_id):  # the server's own broker accounts
+        raise UserError(f"station id {station_id}: ids starting with '{RESERVED_PREFIX}' are the server's")
     public = station_public_key(state_path(station_dir))
     storage.add_station(station_id, public, venue_id)
     binding = Binding(station_id, venue_name, server_key, tuple(pass_keys), broker.host, broker.port,
@@ -172,9 +175,14 @@ def server_public_keys(server_config) -> tuple[str, str]:
 
 
 def write_server_config(path: Path, *, broker: BrokerFiles, password: str, web_port: int,
-                        data_dir: str = "data", web_host: str = "127.0.0.1", database: str = "") -> Path:
+                        data_dir: str = "data", web_host: str = "127.0.0.1", database: str = "",
+                        public_feed: bool = False, trusted_proxies: tuple[str, ...] = ()) -> Path:
     """Write server.toml and the server's broker password file beside it; ``database``
-    (a postgresql:// URL) puts the server's tables on PostgreSQL instead of SQLite."""
+    (a postgresql:// URL) puts the server's tables on PostgreSQL instead of SQLite.
+
+    ``public_feed`` and ``trusted_proxies`` are written out even at their defaults, with
+    what they do, so whoever reads the file sees the choice made ([web] in server/config.py).
+    """
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_private(path.parent / "mqtt.password", password + "\n")
@@ -188,6 +196,11 @@ data_dir = {_toml_str(data_dir)}
 [web]
 host = {_toml_str(web_host)}
 port = {web_port}
+# true: anyone who opens / sees the latest (masked) check-ins of every venue.
+public_feed = {"true" if public_feed else "false"}
+# Reverse proxies (addresses or networks) whose X-Forwarded-For is believed; empty:
+# none, the connecting address is the visitor's (docs/security.md, "Behind a reverse proxy").
+trusted_proxies = [{", ".join(_toml_str(p) for p in trusted_proxies)}]
 
 [mqtt]
 host = {_toml_str(broker.host)}

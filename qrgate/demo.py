@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import shlex
 import shutil
 import signal
@@ -53,8 +54,19 @@ def _prepare_data_dir(path: Path) -> Path:
             raise UserError(f"{path} exists and is not a demo folder; choose another --data")
         shutil.rmtree(path)
     path.mkdir(parents=True)
+    os.chmod(path, 0o700)  # the made-up people's check-ins, the keys: for this user only
     (path / MARKER).write_text("made by qrgate-demo; wiped at each start\n")
     return path
+
+
+def _private_database(path: Path) -> None:
+    """Make the demo's SQLite file 0600 (in a 0700 folder) before SQLite opens it: SQLite
+    gives the -wal and -shm files it makes later the database file's mode. An installed
+    server gets this from its unit's UMask; the demo runs under the shell's umask."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
 
 
 def _console_script(name: str) -> str:
@@ -132,6 +144,8 @@ class Demo:
         server_toml = write_server_config(data / "server" / "server.toml", broker=broker_files,
                                           password=server_password, web_port=web_port)
         server_cfg = load_server_config(server_toml)
+        if not server_cfg.server.database:
+            _private_database(server_cfg.database)
         # The demo's one venue is public: its latest (masked) check-ins show at /.
         server_cfg = dataclasses.replace(server_cfg, web=dataclasses.replace(server_cfg.web, public_feed=True))
         storage = open_configured(server_cfg)

@@ -69,7 +69,13 @@ REFUSAL_REASONS = {
     "seq_conflict": "this station already stored a different record with this sequence number",
     "too_large": "record or message over the size limit",
     "bad_sealed": "sealed personal fields cannot be opened with the server's key",
+    "bad_time": "the record's time, or the time a clock record gives its boot's check-ins, is outside the"
+                " server's window ([ingest] earliest to the server's clock plus max_ahead_s)",
 }
+# Refusals acked under the record's seq (the station sets the record aside): each is
+# given only after the record's signature verified, so no one but the station can cause
+# one. The others are never acked: the station keeps the record and sends it again.
+ACKED_REFUSALS = frozenset({"malformed", "bad_version", "too_large", "bad_sealed", "seq_conflict", "bad_time"})
 
 
 def records_topic(station_id: str) -> str:
@@ -211,12 +217,33 @@ def b64decode_strict(text: str | bytes) -> bytes:
     return binascii.a2b_base64(text, strict_mode=True)
 
 
+def signed_seq(record: Any) -> int:
+    """The seq under which a record's signature can be checked: the record must be a JSON
+    object with an integer ``seq`` from 1 to 2**63 - 1 and a text ``sig``; else
+    RecordError('malformed'), and nothing may be acked for it (there is no seq a
+    signature vouches for). The bridge checks this, then the signature, then the rest."""
+    if type(record) is dict:
+        seq = record.get("seq")
+        if type(seq) is int and 1 <= seq <= INT_MAX and type(record.get("sig")) is str:
+            return seq
+    raise RecordError("malformed", "no seq and sig a signature can be checked under")
+
+
 def verify_record(record: Mapping[str, Any], public_key: Ed25519PublicKey) -> None:
-    """Raise RecordError('bad_signature') unless ``record['sig']`` is valid for ``public_key``."""
+    """Raise RecordError('bad_signature') unless ``record['sig']`` is valid for ``public_key``;
+    RecordError('malformed') if the record has no canonical form (a value no signer could
+    have signed: an integer past 64 bits, a lone surrogate), so its signature cannot be checked."""
     try:
         sig = b64decode_strict(record["sig"])
-        public_key.verify(sig, signing_bytes(record))
-    except (InvalidSignature, ValueError) as exc:
+    except (ValueError, TypeError) as exc:
+        raise RecordError("bad_signature", f"station {record.get('st')} seq {record.get('seq')}") from exc
+    try:
+        data = signing_bytes(record)
+    except ValueError as exc:
+        raise RecordError("malformed", f"seq {record.get('seq')}: {exc}; the signature cannot be checked") from None
+    try:
+        public_key.verify(sig, data)
+    except InvalidSignature as exc:
         raise RecordError("bad_signature", f"station {record.get('st')} seq {record.get('seq')}") from exc
 
 
@@ -249,18 +276,40 @@ def encode_batch(records: Iterable[bytes]) -> bytes:
 
 
 def decode_batch(payload: bytes) -> list[Any]:
-    """Split a records message; raise RecordError for anything that is not one."""
+    """Split a records message; raise RecordError for anything that is not one.
+
+    The message is UTF-8 JSON text (no byte order mark, no NaN or Infinity) of exactly
+    ``{"records": [...]}``. A value JSON allows but a signer cannot have signed (an
+    integer past 64 bits, a lone surrogate escape) is left to its record's own checks,
+    so one odd record does not fail its whole batch."""
     if len(payload) > MAX_MESSAGE_BYTES:
         raise RecordError("too_large", f"message of {len(payload)} bytes")
     try:
-        obj = parse_json(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RecordError("malformed", "message is not UTF-8 JSON") from exc
-    if not isinstance(obj, dict) or not isinstance(obj.get("records"), list):
-        raise RecordError("malformed", 'message is not {"records": [...]}')
+        obj = orjson.loads(payload)  # refuses a BOM, NaN, bad UTF-8 (and what is retried below)
+    except orjson.JSONDecodeError:
+        obj = _strict_json(payload)
+    if type(obj) is not dict or obj.keys() != _BATCH_KEYS or type(obj["records"]) is not list:
+        raise RecordError("malformed", 'message is not exactly {"records": [...]}')
     if len(obj["records"]) > MAX_RECORDS_PER_BATCH:
         raise RecordError("too_large", f"{len(obj['records'])} records in one message")
     return obj["records"]
+
+
+_BATCH_KEYS = frozenset({"records"})
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _strict_json(payload: bytes) -> Any:
+    """What orjson refused, read by the standard library, but only as JSON text in UTF-8:
+    json.loads would guess UTF-16 or UTF-32 from bytes, and take NaN and Infinity."""
+    try:
+        text = payload.decode("utf-8") if isinstance(payload, (bytes, bytearray)) else payload
+        return json.loads(text, parse_constant=_not_json)  # refuses a leading U+FEFF itself
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise RecordError("malformed", "message is not UTF-8 JSON") from exc
 
 
 def public_key_from_text(text: str) -> Ed25519PublicKey:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import re
 import secrets
@@ -31,12 +32,32 @@ class PhoneError(UserError):
 
 class AuthRefused(UserError):
     """A code request or check was refused; ``reason`` is one of
-    ``rate_limited``, ``locked``, ``bad_code``, ``expired``."""
+    ``rate_limited``, ``locked``, ``bad_code``, ``expired``. ``counted`` says the refusal
+    was a failed check that counts towards the lock-out (``bad_code``, ``expired``), and
+    ``locked_now`` that this very failure locked the number."""
 
-    def __init__(self, reason: str, message: str, retry_after_s: int = 0):
+    def __init__(self, reason: str, message: str, retry_after_s: int = 0, *, counted: bool = False,
+                 locked_now: bool = False):
         super().__init__(message)
         self.reason = reason
         self.retry_after_s = retry_after_s
+        self.counted = counted
+        self.locked_now = locked_now
+
+
+def address_key(ip: str) -> str:
+    """What a per-address limit counts under: the IPv4 address, or the /64 network of an
+    IPv6 one (one subscriber line holds a whole /64, so counting single IPv6 addresses
+    would give each attacker billions of fresh limits)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def normalise_phone(text: str) -> str:
@@ -172,6 +193,7 @@ class Accounts:
         """Send a new six-digit code for ``purpose`` (``login``, ``share:<id>``) to
         ``phone``; earlier codes for the same purpose stop working."""
         phone = normalise_phone(phone)
+        ip = address_key(ip)
         s = self.settings
         code = f"{secrets.randbelow(1_000_000):06d}"
         db = self.storage.sql
@@ -194,7 +216,8 @@ class Accounts:
                 [phone, purpose, self._code_hash(purpose, phone, code), now, now + s.code_ttl_s * 1000],
             )
         minutes = max(1, s.code_ttl_s // 60)
-        text = (message or "Mã xác thực QR gate của bạn là {code}").format(code=code)
+        # replace(), not format(): a message may quote a name someone typed, braces and all.
+        text = (message or "Mã xác thực QR gate của bạn là {code}").replace("{code}", code)
         self.sender.send(phone, f"{text}. Mã hết hạn sau {minutes} phút. Không đưa mã này cho ai.")
         logger.info("one-time code for %s sent to %s", purpose, phone)
 
@@ -214,6 +237,7 @@ class Accounts:
         """Consume the code if it is right; return the normalised phone. Raises
         AuthRefused (``locked``, ``rate_limited``, ``expired``, ``bad_code``)."""
         phone = normalise_phone(phone)
+        ip = address_key(ip)
         code = re.sub(r"\s", "", str(code or ""))
         # One check at a time: guesses sent together cannot slip past the lock-out or the
         # per-code limit, and a code is consumed once. The refusal is raised after the
@@ -239,19 +263,16 @@ class Accounts:
             " ORDER BY id DESC LIMIT 1", [phone, purpose],
         )
         if row is None:
-            self._fail(phone, ip)
-            return AuthRefused("bad_code", "Mã không đúng hoặc đã được dùng. Hãy yêu cầu mã mới.")
+            return self._fail(phone, ip, "bad_code", "Mã không đúng hoặc đã được dùng. Hãy yêu cầu mã mới.")
         code_id, code_hash, expires_ms, wrong = row
         if self._now_ms() >= expires_ms:
             db.execute("UPDATE otp_codes SET state = 'expired' WHERE id = ? AND state = 'active'", [code_id])
-            self._fail(phone, ip)
-            return AuthRefused("expired", "Mã đã hết hạn. Hãy yêu cầu mã mới.")
+            return self._fail(phone, ip, "expired", "Mã đã hết hạn. Hãy yêu cầu mã mới.")
         if not hmac.compare_digest(code_hash, self._code_hash(purpose, phone, code)):
             burned = wrong + 1 >= s.max_wrong_per_code
             db.execute("UPDATE otp_codes SET wrong = wrong + 1, state = ? WHERE id = ? AND state = 'active'",
                        ["burned" if burned else "active", code_id])
-            self._fail(phone, ip)
-            return AuthRefused("bad_code", "Mã không đúng." + (" Hãy yêu cầu mã mới." if burned else ""))
+            return self._fail(phone, ip, "bad_code", "Mã không đúng." + (" Hãy yêu cầu mã mới." if burned else ""))
         if db.execute("UPDATE otp_codes SET state = 'used' WHERE id = ? AND state = 'active'", [code_id]) != 1:
             return AuthRefused("bad_code", "Mã không đúng hoặc đã được dùng. Hãy yêu cầu mã mới.")
         db.execute("DELETE FROM auth_events WHERE key = ?", [f"fail:phone:{phone}"])
@@ -266,10 +287,12 @@ class Accounts:
             self._event(key)
         return True
 
-    def _fail(self, phone: str, ip: str) -> None:
+    def _fail(self, phone: str, ip: str, reason: str, message: str) -> AuthRefused:
+        """Count a failed check against the number and the address; the refusal to raise."""
         self._event(f"fail:phone:{phone}")
         self._event(f"fail:ip:{ip}")
         logger.info("wrong one-time code for %s from %s", phone, ip)
+        return AuthRefused(reason, message, counted=True, locked_now=self.locked_for_s(phone) > 0)
 
     # -- accounts ----------------------------------------------------------------
 

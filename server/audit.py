@@ -19,13 +19,16 @@ logger = logging.getLogger(__name__)
 
 ACTIONS: list[str] = [
     "qrgate.account.login",
+    "qrgate.account.login.failed",  # a wrong or expired login code (never the code itself)
+    "qrgate.account.locked",  # the failure that locked the number
     "qrgate.account.logout",
     "qrgate.venue.created",
     "qrgate.venue.updated",
     "qrgate.venue.member.invited",
     "qrgate.venue.member.granted",
     "qrgate.venue.member.revoked",
-    "qrgate.venue.invitation.cancelled",
+    "qrgate.venue.invitation.cancelled",  # by hand, or replaced by a new invitation (data: replaced_by)
+    "qrgate.venue.invitation.code_failed",  # a wrong or expired code for accepting an invitation
     "qrgate.venue.poster.downloaded",
     "qrgate.venue.checkins.exported",
     "qrgate.checkins.unmasked.read",

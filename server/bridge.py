@@ -2,8 +2,10 @@
 
 Subscribes to every station's records topic with a persistent session, so batches sent
 while the bridge is down wait in the broker. A record is acked only after the database
-commit; a record refused for good (forged, conflicting) is acked as refused so the
-station stops sending it; records from unknown stations get no ack at all.
+commit. A record refused for good (malformed, conflicting, out of the time window) is
+acked as refused so the station stops sending it, but only once its signature verified:
+nothing unsigned can make a station set a record aside. Forged or unreadable records,
+and records from unknown stations, get no ack at all.
 
 Several bridges (worker processes, server/workers.py) share the load through one MQTT v5
 shared subscription, ``$share/qrgate-bridge-<hash>/...`` (a name kept from the stations:
@@ -27,6 +29,7 @@ from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -36,8 +39,9 @@ from qrgate.config import MqttSettings
 from qrgate.errors import RecordError
 from qrgate.mqtt import connect_async, make_client
 from qrgate.sealing import PersonOpener
+from server.config import IngestSection
 from server.fleet import Fleet
-from server.storage import StationInfo, Storage
+from server.storage import IngestWindow, StationInfo, Storage
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ CHECK_CHUNK = 50  # records a verification thread takes at a time
 # Records messages checked ahead of the one being stored (broker side, see Bridge.start).
 PIPELINE_DEPTH = 4
 SHARE_GROUP_PREFIX = "qrgate-bridge"
+DEFAULT_INGEST = IngestWindow.from_config(IngestSection())  # server.toml without [ingest]
 DERIVED = "derived"  # share_group: the name share_group_for() gives the server's settings
 
 
@@ -104,6 +109,15 @@ class KeyHistory:
         return chosen
 
 
+class Refusal(NamedTuple):
+    """A record the bridge does not store. ``seq`` is the number to ack it under, set
+    only when the record's signature verified: an unsigned refusal is never acked."""
+
+    reason: str
+    detail: str
+    seq: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class CheckedBatch:
     """A records message after every check, before the database: what ``store`` needs."""
@@ -126,13 +140,15 @@ class Bridge:
     def __init__(self, storage: Storage, settings: MqttSettings | None = None, base: Path = Path("."), *,
                  client_id: str = "qrgate-bridge", opener: PersonOpener | None = None,
                  check_threads: int | None = None, share_group: str | None = DERIVED,
-                 follow_status: bool = True):
+                 follow_status: bool = True, ingest: IngestWindow | None = None):
         """``client_id`` must be stable across restarts and unique in the group (it names
         the broker session holding this bridge's queue); ``share_group`` is the group's
         name (DERIVED: from the settings, see share_group_for; None: a plain subscription);
         ``follow_status`` subscribes to the stations' status too (one member of a group
-        is enough: see workers.py)."""
+        is enough: see workers.py); ``ingest`` is the window of record times stored
+        (server.toml [ingest]; None: its defaults)."""
         self.storage = storage
+        self.ingest = ingest if ingest is not None else DEFAULT_INGEST
         self.opener = opener
         self.fleet = Fleet(storage)
         threads = min(4, os.cpu_count() or 1) if check_threads is None else check_threads
@@ -156,13 +172,16 @@ class Bridge:
         self.share_group = share_group
         self.follow_status = follow_status
 
-    def handle(self, topic: str, payload: bytes) -> protocol.Ack | None:
-        """Process one records message; return the ack to send (None: send nothing)."""
-        return self.store(self.check(topic, payload))
+    def handle(self, topic: str, payload: bytes, *, from_station: bool = False) -> protocol.Ack | None:
+        """Process one records message; return the ack to send (None: send nothing).
+        ``from_station``: as from the broker, where only a station can publish on a records
+        topic and a person must come sealed (in-process callers are the server's own sources)."""
+        return self.store(self.check(topic, payload, from_station=from_station))
 
-    def check(self, topic: str, payload: bytes, *, split: bool = True) -> CheckedBatch | None:
+    def check(self, topic: str, payload: bytes, *, split: bool = True, from_station: bool = False) -> CheckedBatch | None:
         """Every check of one records message (None: nothing to store and no ack).
-        ``split``: spread the batch's records over the verification threads."""
+        ``split``: spread the batch's records over the verification threads;
+        ``from_station``: see handle."""
         station_id = protocol.station_from_topic(topic)
         if station_id is None:
             self._refuse("-", "misaddressed", f"topic {topic!r}")
@@ -182,16 +201,13 @@ class Bridge:
             return None
         good: list[dict] = []
         refused: dict[int, str] = {}
-        checked_all = (self._check_all(raw_records, station_id, keys) if split
-                       else self._check_chunk(raw_records, station_id, keys))
-        for raw, checked in zip(raw_records, checked_all):
-            if isinstance(checked, RecordError):
-                seq = raw.get("seq") if isinstance(raw, dict) else None
+        checked_all = (self._check_all(raw_records, station_id, keys, from_station) if split
+                       else self._check_chunk(raw_records, station_id, keys, from_station))
+        for checked in checked_all:
+            if type(checked) is Refusal:
                 self._refuse(station_id, checked.reason, checked.detail)
-                # Only a well-numbered record can be acked as refused; a forged record
-                # must never make the station drop its genuine record of that number.
-                if isinstance(seq, int) and not isinstance(seq, bool) and checked.reason in ("malformed", "too_large", "bad_version", "bad_sealed"):
-                    refused[seq] = checked.reason
+                if checked.seq is not None and checked.reason in protocol.ACKED_REFUSALS:
+                    refused[checked.seq] = checked.reason
                 continue
             good.append(checked)
         return CheckedBatch(info, good, refused)
@@ -200,7 +216,7 @@ class Bridge:
         """Commit a checked message's records; return the ack (None: send nothing)."""
         if batch is None:
             return None
-        result = self.storage.store_records(batch.info, batch.good)
+        result = self.storage.store_records(batch.info, batch.good, window=self.ingest)
         for seq, reason in result.refused.items():
             self._refuse(batch.info.station_id, reason, f"seq {seq}")
         refused = {**batch.refused, **result.refused}
@@ -209,28 +225,39 @@ class Bridge:
             self.counters["duplicate"] += len(result.stored) - result.new
         return protocol.Ack(result.stored, refused)
 
-    def _check_all(self, raw_records: list, station_id: str, keys: KeyHistory) -> list[dict | RecordError]:
+    def _check_all(self, raw_records: list, station_id: str, keys: KeyHistory,
+                   from_station: bool = False) -> list[dict | Refusal]:
         """Validate, verify and open every record, in order. libsodium and the AEAD run
         without the GIL, so a batch is split over a few threads: one bridge worker uses
         the cores it has (docs/performance.md)."""
         if self._threads == 1 or len(raw_records) < 2 * CHECK_CHUNK:
-            return self._check_chunk(raw_records, station_id, keys)
+            return self._check_chunk(raw_records, station_id, keys, from_station)
         chunks = [raw_records[i:i + CHECK_CHUNK] for i in range(0, len(raw_records), CHECK_CHUNK)]
-        return [r for part in self._pool.map(lambda c: self._check_chunk(c, station_id, keys), chunks) for r in part]
+        return [r for part in self._pool.map(lambda c: self._check_chunk(c, station_id, keys, from_station), chunks)
+                for r in part]
 
-    def _check_chunk(self, raw_records: list, station_id: str, keys: KeyHistory) -> list[dict | RecordError]:
-        out: list[dict | RecordError] = []
+    def _check_chunk(self, raw_records: list, station_id: str, keys: KeyHistory,
+                     from_station: bool = False) -> list[dict | Refusal]:
+        """Each record, the signature first: until it verifies, a refusal has no seq to be
+        acked under (a record with a zeroed signature and a bad field used to be acked
+        as refused, and the station then set its genuine record of that number aside)."""
+        out: list[dict | Refusal] = []
         for raw in raw_records:
+            verified = None
             try:
+                seq = protocol.signed_seq(raw)
+                if raw.get("st") != station_id:
+                    raise RecordError("misaddressed", f"record of {str(raw.get('st'))[:80]!r} on {station_id}'s topic")
+                protocol.verify_record(raw, keys.for_seq(seq))
+                verified = seq
                 record = protocol.validate_record(raw)
-                if record["st"] != station_id:
-                    raise RecordError("misaddressed", f"record of {record['st']} on {station_id}'s topic")
-                protocol.verify_record(record, keys.for_seq(record["seq"]))
                 if "sealed" in record:
                     record["person"] = self._open(record, station_id)  # a dict of this batch's own
+                elif from_station and "person" in record:
+                    raise RecordError("malformed", "a station sends the person sealed, never in the clear")
                 out.append(record)
             except RecordError as exc:
-                out.append(exc)
+                out.append(Refusal(exc.reason, exc.detail, verified))
         return out
 
     def _open(self, record: dict, station_id: str) -> dict:
@@ -348,7 +375,7 @@ class Bridge:
         station_id = protocol.station_from_topic(message.topic)
         check: Future | None = None
         if not (station_id and message.topic == protocol.status_topic(station_id)):
-            check = self._pool.submit(self.check, message.topic, message.payload, split=False)
+            check = self._pool.submit(self.check, message.topic, message.payload, split=False, from_station=True)
         self._pipeline.put((client, message, check))
 
     def _store_loop(self) -> None:

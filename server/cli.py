@@ -222,6 +222,7 @@ def run(config: str, no_bridge: bool = False) -> int:
     """Run the MQTT bridge and the web UI until SIGTERM or Ctrl-C."""
     from server.bridge import Bridge
     from server.scheduler import ServerScheduler
+    from server.storage import IngestWindow
 
     with startup_lock(config):
         cfg, storage = open_storage(config)
@@ -229,7 +230,8 @@ def run(config: str, no_bridge: bool = False) -> int:
             raise UserError(f"{cfg.path}: [web] is disabled and --no-bridge leaves nothing to run")
         if not no_bridge:
             hold_bridge_lock(cfg)
-        bridge = None if no_bridge else Bridge(storage, cfg.mqtt, cfg.base, opener=open_sealing(cfg))
+        bridge = None if no_bridge else Bridge(storage, cfg.mqtt, cfg.base, opener=open_sealing(cfg),
+                                               ingest=IngestWindow.from_config(cfg.ingest))
         # Build the web app (which creates its tables) before the bridge starts writing:
         # a schema change racing the bridge's first commits would be refused by SQLite.
         app = web_app(cfg, storage, bridge) if cfg.web.enabled else None
@@ -274,6 +276,7 @@ def bridge_worker(config: str, worker_id: int, metrics_port: int = 0) -> int:
     keeps its own broker session under its id, so restart a worker with the same id.
     Worker 1 also records the stations' status. Pair with `run --no-bridge`.
     """
+    from server.storage import IngestWindow
     from server.workers import make_worker, run_worker, worker_client_id
 
     worker_client_id(worker_id)  # refuse a bad id before opening anything
@@ -282,6 +285,7 @@ def bridge_worker(config: str, worker_id: int, metrics_port: int = 0) -> int:
     with startup_lock(config):
         cfg, storage = open_storage(config)
         bridge = make_worker(storage, cfg.mqtt, cfg.base, worker_id, opener=open_sealing(cfg))
+        bridge.ingest = IngestWindow.from_config(cfg.ingest)  # before it starts: the times it stores
         ensure_dashboard_rollup(cfg, storage)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
@@ -332,7 +336,8 @@ def web_app(cfg, storage, bridge=None):
     areas = AreaDirectory.load(resolve(cfg.base, cfg.web.areas_file)) if cfg.web.areas_file else None
     app = create_app(storage, cfg.web.timezone, auth=cfg.auth, sender=create_sender(cfg.auth.sms_sender),
                      areas=areas, public_url=cfg.web.public_url, public_feed=cfg.web.public_feed,
-                     enrolment=enrolment, bridge=bridge, broker_files=enrolment.broker)
+                     enrolment=enrolment, bridge=bridge, broker_files=enrolment.broker,
+                     trusted_proxies=cfg.web.trusted_proxies, retention_days=cfg.retention.days)
     # Personal passes are signed with the key stations get at enrolment; a revocation is
     # pushed to the venue's stations at once (server/passes.py).
     from qrgate.keyfiles import load_or_create_key
@@ -348,10 +353,17 @@ def web_app(cfg, storage, bridge=None):
 def uvicorn_config(app, host: str, port: int):
     """How the web UI is served: httptools' C parser for HTTP; the standard asyncio loop,
     not uvloop, which under 50 busy connections left one request in a hundred waiting
-    over a second while the others were answered in 80 ms (docs/performance.md)."""
+    over a second while the others were answered in 80 ms (docs/performance.md).
+
+    uvicorn's own X-Forwarded-For handling is off: by default it believes the header from
+    127.0.0.1 (or whatever FORWARDED_ALLOW_IPS says), the very address the server listens
+    on, so anyone reaching the port could choose the address every per-address limit and
+    audit entry goes by. The app believes it only from ``[web] trusted_proxies``
+    (server.web.ForwardedClient)."""
     import uvicorn
 
-    return uvicorn.Config(app, host=host, port=port, log_level="warning", http="httptools", loop="asyncio")
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", http="httptools", loop="asyncio",
+                          proxy_headers=False, forwarded_allow_ips="")
 
 
 def web_socket(host: str, port: int) -> socket.socket:

@@ -32,6 +32,10 @@ class WebSection:
     # Anonymous visitors see the latest masked check-ins of every venue at / and
     # /api/checkins. Keep false in production; true suits a single-venue demo.
     public_feed: bool = option(False)
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed: addresses or
+    # networks ("127.0.0.1", "10.0.0.0/24"). Empty: no such header is believed, and every
+    # per-address limit and audit entry uses the connecting address (docs/security.md).
+    trusted_proxies: tuple[str, ...] = option(())
 
 
 @dataclass(frozen=True)
@@ -66,9 +70,14 @@ class ReportsSection:
 
 @dataclass(frozen=True)
 class RetentionSection:
-    """Check-ins older than ``days`` days are deleted once a day at ``hour`` (0 days: kept)."""
+    """Check-ins older than ``days`` days are deleted once a day at ``hour``.
 
-    days: int = option(0, min=0, max=3650)
+    30 days unless the deployment writes another number: keeping personal data longer is
+    a decision to take and write down (docs/security.md), not a default. 0 keeps
+    check-ins for ever.
+    """
+
+    days: int = option(30, min=0, max=3650)
     hour: int = option(3, min=0, max=23)
 
 
@@ -77,7 +86,10 @@ class IngestSection:
     """Which record times the bridge stores: outside this window a record is refused
     (reason ``bad_time``), so no stored time can be one a page cannot show."""
 
-    earliest: str = option("2020-01-01")  # a date (UTC); nothing before it is stored
+    # A date (UTC): no time before it is stored, synchronised or corrected. A check-in of
+    # an unsynchronised clock not yet corrected is kept at its own time from 1970 on: its
+    # clock record may still come and move it (docs/protocol.md).
+    earliest: str = option("2020-01-01")
     # How far ahead of the server's clock a time may be (a station's clock runs fast).
     max_ahead_s: int = option(86400, min=60, max=30 * 86400)
 
@@ -132,7 +144,7 @@ def load_server_config(path: str | Path) -> ServerConfig:
     path = Path(path).resolve()
     data = read_toml(path)
     check_sections(data, ("server", "web", "mqtt", "broker", "auth", "reports", "retention", "ingest"), path)
-    web = load_section(data, "web", WebSection, path)
+    web = _checked_web(load_section(data, "web", WebSection, path), path)
     try:
         ZoneInfo(web.timezone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -148,6 +160,20 @@ def load_server_config(path: str | Path) -> ServerConfig:
         retention=load_section(data, "retention", RetentionSection, path),
         ingest=_checked_ingest(load_section(data, "ingest", IngestSection, path), path),
     )
+
+
+def _checked_web(section: WebSection, path) -> WebSection:
+    import ipaddress
+
+    for entry in section.trusted_proxies:
+        try:
+            if not isinstance(entry, str):
+                raise TypeError(entry)
+            ipaddress.ip_network(entry, strict=False)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path}: section [web]: option 'trusted_proxies' must list IP addresses or networks"
+                              f" such as \"127.0.0.1\" or \"10.0.0.0/24\", got {entry!r}") from None
+    return section
 
 
 def _checked_ingest(section: IngestSection, path) -> IngestSection:

@@ -5,9 +5,10 @@
 2. The code is shown as a QR: ``{"qrgate_enrol": 1, "url": <server>, "token": <token>}``.
 3. The station reads it, makes its Ed25519 key on the device, and POSTs
    ``{"v": 1, "token": ..., "public_key": ..., "name": ...}`` to ``<server>/api/enrol``.
-4. The server spends the token (once), registers the public key, creates the station's
-   broker account, makes the broker reload, and answers with what the station needs:
-   its id, venue, broker address, CA certificate, password and the server's keys.
+4. The server spends the token (once), creates the station's broker account (which may
+   connect only under the client id ``station-<id>``; provisioning/broker.py), registers
+   the public key, and answers with what the station needs: its id, venue, broker
+   address, CA certificate, password and client id, and the server's keys.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 
+from provisioning.broker import is_reserved_username, station_client_id
 from qrgate import protocol
 from qrgate.errors import QrgateError, UserError
 from server.venues import is_row_id
@@ -128,9 +130,25 @@ class Enrolment:
                            [now_ms, station_id, _hash(token)])
         if spent != 1:
             raise EnrolError(403, "this enrolment code was already used: ask for a new one")
-        self.storage.add_station(station_id, public_key, venue_id)
-        password = self.broker.add_user(station_id)
+        # The broker account first: a registered station without one could never log in.
+        try:
+            password = self.broker.add_user(station_id)
+        except (QrgateError, OSError) as exc:
+            db.execute("UPDATE enrol_tokens SET used_ms = NULL, station_id = NULL WHERE token_hash = ?",
+                       [_hash(token)])
+            logger.error("enrolment of %s: the broker did not take its account (%s); the code still works",
+                         station_id, exc)
+            raise EnrolError(503, "the broker cannot take a new station right now: "
+                                  "try the same code again in a minute") from None
         self.broker.reload()
+        try:
+            self.storage.add_station(station_id, public_key, venue_id)
+        except Exception:
+            try:
+                self.broker.remove_user(station_id)
+            except (QrgateError, OSError):
+                logger.exception("could not delete the broker account of %s, which was not registered", station_id)
+            raise
         venue = db.value("SELECT name FROM venues WHERE id = ?", [venue_id])
         logger.info("enrolled station %s at venue %d", station_id, venue_id)
         s = self.settings
@@ -139,7 +157,7 @@ class Enrolment:
             "station_id": station_id,
             "venue": venue,
             "mqtt": {"host": s.mqtt_host, "port": s.mqtt_port, "ca_pem": s.ca_pem, "username": station_id,
-                     "password": password},
+                     "password": password, "client_id": station_client_id(station_id)},
             "server_key": s.server_key,
             "pass_keys": list(s.pass_keys),
             "timezone": s.timezone,
@@ -186,7 +204,10 @@ class Enrolment:
         return {"v": HANDSHAKE_VERSION, "station_id": station_id, "from_seq": from_seq}
 
     def _station_id(self, name: str) -> str:
-        if name and NAME_RE.match(name) and self.storage.station(name) is None:
+        """The name asked for, if free; else a random one. Never a name of the server's own
+        broker accounts (``qrgate-...``): enrolled as ``qrgate-server``, a station would
+        have replaced the server's account and been handed every station's records."""
+        if name and NAME_RE.match(name) and not is_reserved_username(name) and self.storage.station(name) is None:
             return name
         while True:
             candidate = f"st-{secrets.token_hex(4)}"
@@ -218,8 +239,9 @@ def make_router(enrolment: Enrolment):
     """The HTTP endpoint stations call: POST /api/enrol."""
     router = APIRouter()
 
-    # A plain function: FastAPI runs it on a worker thread, so writing the broker's
-    # password file never blocks the event loop.
+    # A plain function: FastAPI runs it on a worker thread, so adding the broker account
+    # (a round trip to the broker, or a file written while it is stopped) never blocks
+    # the event loop.
     @router.post("/api/enrol", tags=["stations"])
     def enrol(request: Request, body: dict = Body(...)):
         """Trade a single-use enrolment code and a station's public key for its binding."""

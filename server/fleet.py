@@ -95,7 +95,12 @@ class Fleet:
         self._event(station_id, "qrgate.station.reassigned", f"venue {venue_id}")
 
     def retire(self, station_id: str) -> None:
-        """From now on the station's records are refused (and counted) and it cannot log in."""
+        """From now on the station's records are refused (and counted).
+
+        Its broker account is the caller's to delete (``BrokerFiles.remove_user``, as
+        ``qrgate-provision retire`` and the fleet page do): that also closes the
+        connection it has open, so it cannot send or read anything more, nor log in.
+        """
         info = self.storage.station(station_id)
         if info is None:
             raise UserError(f"no station {station_id!r}")

@@ -138,10 +138,18 @@ TEXTS: dict[str, tuple[str, str]] = {
     "error.csrf": ("Phiên làm việc đã hết hạn, hãy tải lại trang và thử lại.",
                    "Your session expired; reload the page and try again."),
     "sms.title": ("Tin nhắn đã gửi (chỉ môi trường phát triển)", "Messages sent (development only)"),
+    "retention.kept": ("Lượt ra vào được lưu {days} ngày, sau đó tự động xóa.",
+                       "Check-ins are kept {days} days, then deleted."),
+    "retention.forever": ("Lượt ra vào được lưu không thời hạn (máy chủ chưa đặt thời gian lưu).",
+                          "Check-ins are kept with no time limit (the server sets no retention)."),
 }
 
 HISTORY_TEXTS = {
     "qrgate.account.login": ("Đăng nhập", "Logged in"),
+    "qrgate.account.login.failed": ("Đăng nhập không thành công: mã sai hoặc hết hạn ({phone})",
+                                    "Failed login: wrong or expired code ({phone})"),
+    "qrgate.account.locked": ("Tạm khóa số {phone} sau nhiều lần nhập sai mã",
+                              "Locked {phone} after repeated wrong codes"),
     "qrgate.account.logout": ("Đăng xuất", "Logged out"),
     "qrgate.venue.created": ("Đăng ký địa điểm {venue}", "Registered venue {venue}"),
     "qrgate.venue.updated": ("Chỉnh sửa địa điểm {venue}", "Edited venue {venue}"),
@@ -152,6 +160,8 @@ HISTORY_TEXTS = {
     "qrgate.venue.member.revoked": ("Hủy chia sẻ: {phone} đã bị hủy vai trò {role} đối với địa điểm {venue}",
                                     "Revoked: {phone} no longer has the role {role} at {venue}"),
     "qrgate.venue.invitation.cancelled": ("Hủy lời mời gửi tới {phone}", "Cancelled the invitation to {phone}"),
+    "qrgate.venue.invitation.code_failed": ("Nhập sai mã xác nhận lời mời gửi tới {phone}",
+                                            "Wrong code entered for the invitation to {phone}"),
     "qrgate.venue.poster.downloaded": ("Tải file: tải xuống file Mã QR của địa điểm {venue} ({format})",
                                        "Download: venue QR poster of {venue} ({format})"),
     "qrgate.venue.checkins.exported": ("Tải dữ liệu: {rows} lượt ra vào của địa điểm {venue}",

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import collections
 import logging
+import re
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -61,6 +63,36 @@ class DevSmsSender:
             if message.phone == phone:
                 return message.text
         return None
+
+
+# What a name in a message may keep: letters (with their marks), digits, spaces and a
+# little punctuation. No ":", "/", "@", quotes or brackets: nothing to build a link or to
+# close the quotes the name is shown in.
+_KEPT_PUNCTUATION = frozenset(" -,.'&()#+!?")
+_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})  # dots a phone may read as one
+# A token a phone would turn into a link (a host name: "evil.vn", "EVIL.COM", "www"), or
+# a phone number to call (seven digits or more, spaced or not).
+_LINK_LIKE = re.compile(r"(?i)^www$|[^\W_]\.[a-z]{2,}|^(?:https?|ftp|zalo|tel|sms)$")
+_LONG_NUMBER = re.compile(r"\d(?:[ .-]?\d){6,}")
+QUOTED_NAME_MAX = 40
+
+
+def quoted_name(text: str, limit: int = QUOTED_NAME_MAX) -> str:
+    """A name people typed (a venue's), made fit for a text message the system sends:
+    at most ``limit`` characters, no control or invisible characters, no link, host
+    name or phone number, between «». An SMS from the service is trusted by whoever
+    gets it; what an account typed must not read as the service's own words."""
+    text = unicodedata.normalize("NFKC", str(text or "")).translate(_DOTS)
+    kept = []
+    for ch in text:
+        category = unicodedata.category(ch)
+        kept.append(ch if category[0] in "LMN" or ch in _KEPT_PUNCTUATION else " ")
+    text = _LONG_NUMBER.sub(" … ", "".join(kept))
+    words = ["…" if _LINK_LIKE.search(word) else word for word in text.split()]
+    text = " ".join(w for i, w in enumerate(words) if not (w == "…" and i and words[i - 1] == "…"))
+    if len(text) > limit:
+        text = text[:limit - 1].rstrip() + "…"
+    return f"«{text}»"
 
 
 SENDERS = {"dev": DevSmsSender}

@@ -6,6 +6,7 @@ twice is stored once; a different record under a stored (station, seq) is a conf
 
 from __future__ import annotations
 
+import datetime
 import functools
 import itertools
 import logging
@@ -41,6 +42,58 @@ class StoreResult:
     refused: Mapping[int, str]
 
 
+@dataclass(frozen=True, slots=True)
+class IngestWindow:
+    """The times a station's record may put in the database (server.toml ``[ingest]``):
+    from ``earliest_ms`` to ``ahead_ms`` past the server's clock at the moment of storing,
+    for every time a synchronised clock gave or a clock record corrected (an unsynced
+    guess is kept from 1970 on until corrected: checkin_out_of_window).
+
+    Anything else is refused as ``bad_time``, so every stored time is one a page, a
+    report or a month partition can hold (a signed record in year 9999, or a clock
+    record moving a boot's check-ins there, used to break the history pages for good).
+    """
+
+    earliest_ms: int
+    ahead_ms: int
+
+    @classmethod
+    def from_config(cls, section) -> IngestWindow:
+        """From a server.toml ``[ingest]`` section (server.config.IngestSection, checked there)."""
+        day = datetime.date.fromisoformat(section.earliest)
+        start = datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc)
+        return cls(int(start.timestamp()) * 1000, section.max_ahead_s * 1000)
+
+    def bounds(self, now_ms: int) -> tuple[int, int]:
+        """(lowest, highest) time in ms allowed when the server's clock says ``now_ms``."""
+        return self.earliest_ms, now_ms + self.ahead_ms
+
+
+def checkin_out_of_window(rec: Mapping[str, Any], corrected: int | None, bounds: tuple[int, int]) -> bool:
+    """True if a check-in's times are outside the window ``bounds`` (IngestWindow.bounds).
+
+    A synchronised clock's ``ts`` must be inside it. An unsynchronised one is a guess the
+    server corrects once the boot's clock record is known (``corrected``: ``mono + base``),
+    and that time must be inside; until then the check-in is kept at the station's
+    ``ts``, which must lie between 1970 (where a clock never set starts) and the window's
+    end: a time any page, report or partition can hold, marked as unsynchronised."""
+    lo, hi = bounds
+    ts = rec["ts"]
+    if rec["sync"]:
+        return not lo <= ts <= hi
+    if corrected is not None and not lo <= corrected <= hi:
+        return True
+    return not 0 <= ts <= hi
+
+
+def clock_out_of_window(rec: Mapping[str, Any], bounds: tuple[int, int]) -> bool:
+    """True if a clock record's own times are outside the window: its ``ts`` and the wall
+    time it gives its own moment, ``mono + base`` (the check-ins it corrects are checked
+    by the storage, which has them)."""
+    lo, hi = bounds
+    return not (lo <= rec["ts"] <= hi and lo <= rec["mono"] + rec["base"] <= hi)
+
+
 class Storage(Protocol):
     """What the bridge and the web need from a database; SQLite now, PostgreSQL later."""
 
@@ -49,7 +102,8 @@ class Storage(Protocol):
     def station_keys(self, station_id: str) -> list[tuple[int, str]]: ...
     def rotate_station_key(self, station_id: str, public_key: str, from_seq: int) -> None: ...
     def station(self, station_id: str) -> StationInfo | None: ...
-    def store_records(self, station: StationInfo, records: Iterable[Mapping[str, Any]]) -> StoreResult: ...
+    def store_records(self, station: StationInfo, records: Iterable[Mapping[str, Any]],
+                      window: IngestWindow | None = None) -> StoreResult: ...
     def latest_checkins(self, limit: int = 50, before_id: int | None = None) -> list[dict[str, Any]]: ...
     def count_checkins(self, station_id: str | None = None) -> int: ...
     def count_refusal(self, station_id: str, reason: str) -> None: ...
@@ -237,23 +291,29 @@ class SqliteStorage:
         ).fetchone()
         return StationInfo(*row) if row else None
 
-    def store_records(self, station: StationInfo, records: Iterable[Mapping[str, Any]]) -> StoreResult:
+    def store_records(self, station: StationInfo, records: Iterable[Mapping[str, Any]],
+                      window: IngestWindow | None = None) -> StoreResult:
         """Store verified records (check-ins with their opened ``person``, and clock
-        records) in one transaction; return what to ack."""
+        records) in one transaction; return what to ack. With a ``window`` (the bridge
+        passes one; server-side sources stamp their own times), a record whose time is
+        outside it is refused as ``bad_time``."""
         stored: list[int] = []
         refused: dict[int, str] = {}
         new = 0
         received = _now_ms()
+        bounds = window.bounds(received) if window is not None else None
         conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             for clock, run in record_runs(records):
                 if clock:
                     table = "clock_bases"
+                    if bounds is not None:
+                        run = [rec for rec in run if not self._clock_refused(conn, station, rec, bounds, refused)]
                     inserted = sum(self._insert_clock(conn, station, rec, received) for rec in run)
                 else:
                     table = "checkins"
-                    inserted = self._insert_checkins(conn, station, run, received)
+                    inserted, run = self._insert_checkins(conn, station, run, received, bounds, refused)
                 new += inserted
                 if inserted == len(run):
                     stored.extend(rec["seq"] for rec in run)
@@ -274,15 +334,33 @@ class SqliteStorage:
         return StoreResult(tuple(stored), new, refused)
 
     @staticmethod
+    def _clock_refused(conn, station: StationInfo, rec: Mapping[str, Any], bounds: tuple[int, int],
+                       refused: dict[int, str]) -> bool:
+        """A clock record outside the window, or one whose base would move a check-in of
+        its boot stored before it (unsynced) outside the window, is refused."""
+        lo, hi = bounds
+        base = rec["base"]
+        if clock_out_of_window(rec, bounds) or conn.execute(
+                "SELECT 1 FROM checkins WHERE station_id = ? AND boot_id = ? AND clock_synced = 0"
+                " AND (mono_ms < ? OR mono_ms > ?) LIMIT 1",
+                (station.station_id, rec["boot"], lo - base, hi - base)).fetchone():
+            refused[rec["seq"]] = "bad_time"
+            return True
+        return False
+
+    @staticmethod
     def _as_received(rec: Mapping[str, Any]) -> str:
         # The opened person is not part of what the station signed: keep the sealed form.
         if "sealed" in rec:
             rec = {k: v for k, v in rec.items() if k != "person"}
         return protocol.canonical_json(rec).decode("utf-8")
 
-    def _insert_checkins(self, conn, station: StationInfo, recs: list[Mapping[str, Any]], received: int) -> int:
-        """INSERT OR IGNORE a run of check-ins; return how many were new."""
+    def _insert_checkins(self, conn, station: StationInfo, recs: list[Mapping[str, Any]], received: int,
+                         bounds: tuple[int, int] | None, refused: dict[int, str]) -> tuple[int, list]:
+        """INSERT OR IGNORE a run of check-ins; return how many were new, and the run
+        without those refused (into ``refused``) for their time."""
         rows = []
+        kept = []
         for rec in recs:
             person = rec["person"]
             wall, corrected = rec["ts"], False
@@ -293,6 +371,10 @@ class SqliteStorage:
                 ).fetchone()
                 if base:
                     wall, corrected = rec["mono"] + base[0], True
+            if bounds is not None and checkin_out_of_window(rec, wall if corrected else None, bounds):
+                refused[rec["seq"]] = "bad_time"
+                continue
+            kept.append(rec)
             rows.append((
                 station.station_id, rec["seq"], station.venue_id, rec["dir"], rec["kind"],
                 persons.person_key(rec["kind"], person["id"], person["name"], person["birth"]),
@@ -308,7 +390,7 @@ class SqliteStorage:
             chunk = rows[first:first + INSERT_ROWS]
             cur = conn.execute(_insert_checkins_sql(len(chunk)), [v for row in chunk for v in row])
             inserted += cur.rowcount  # the rows of this statement, not what triggers write
-        return inserted
+        return inserted, kept
 
     def _insert_clock(self, conn, station: StationInfo, rec: Mapping[str, Any], received: int) -> bool:
         cur = conn.execute(

@@ -47,7 +47,8 @@ except ImportError:  # a SQLite-only install: open_storage_url still serves SQLi
 from qrgate import persons, protocol
 from qrgate.errors import UserError
 from server.sql import SCHEMA_LOCK, PostgresDatabase, configure_connection
-from server.storage import SqliteStorage, StationInfo, StoreResult, record_runs
+from server.storage import (IngestWindow, SqliteStorage, StationInfo, StoreResult, checkin_out_of_window,
+                            clock_out_of_window, record_runs)
 from server.tracing import CONTACT_COLUMNS, DAY_MS, Tracer
 
 logger = logging.getLogger(__name__)
@@ -383,13 +384,15 @@ class PostgresStorage:
                                [station_id]).fetchone()
         return StationInfo(*row) if row else None
 
-    def store_records(self, station: StationInfo, records: Iterable[Mapping[str, Any]]) -> StoreResult:
+    def store_records(self, station: StationInfo, records: Iterable[Mapping[str, Any]],
+                      window: IngestWindow | None = None) -> StoreResult:
         """Store verified records (check-ins with their opened ``person``, and clock
-        records) in one transaction; return what to ack."""
+        records) in one transaction; return what to ack. With a ``window``, a record
+        whose time is outside it is refused as ``bad_time`` (SqliteStorage.store_records)."""
         records = list(records)
         for attempt in range(3):
             try:
-                return self._store_once(station, records)
+                return self._store_once(station, records, window)
             except psycopg.errors.CheckViolation:
                 # Another worker attached the partition of these rows' month while this
                 # statement still routed them to the default partition: the transaction
@@ -407,18 +410,20 @@ class PostgresStorage:
                             station.station_id)
         raise AssertionError("unreachable")
 
-    def _store_once(self, station: StationInfo, records: list[Mapping[str, Any]]) -> StoreResult:
+    def _store_once(self, station: StationInfo, records: list[Mapping[str, Any]],
+                    window: IngestWindow | None) -> StoreResult:
         stored: list[int] = []
         refused: dict[int, str] = {}
         new = 0
         received = self._now_ms()
+        bounds = window.bounds(received) if window is not None else None
         walls: list[int] = []
         with self.pool.connection() as conn:
             for clock, run in record_runs(records):
                 if clock:
-                    outcomes = [self._insert_clock(conn, station, rec, received, walls) for rec in run]
+                    outcomes = [self._insert_clock(conn, station, rec, received, walls, bounds) for rec in run]
                 else:
-                    outcomes = self._insert_checkins(conn, station, run, received, walls)
+                    outcomes = self._insert_checkins(conn, station, run, received, walls, bounds)
                 for rec, outcome in zip(run, outcomes):
                     if outcome == "new":
                         new += 1
@@ -438,7 +443,7 @@ class PostgresStorage:
         return SqliteStorage._as_received(rec)
 
     def _insert_checkins(self, conn, station: StationInfo, recs: list[Mapping[str, Any]], received: int,
-                         walls: list[int]) -> list[str]:
+                         walls: list[int], bounds: tuple[int, int] | None = None) -> list[str]:
         # Numbers are within what the protocol allows (qrgate.protocol.validate_record):
         # 64-bit, and times within 2**53 ms, so mono + base fits as well.
         outcomes = [""] * len(recs)
@@ -450,13 +455,16 @@ class PostgresStorage:
                 " WHERE station_id = %s AND boot_id = ANY(%s) ORDER BY boot_id, seq DESC",
                 [station.station_id, unsynced]).fetchall())
         rows: dict[int, tuple] = {}  # first record of each seq, by seq
-        for rec, outcome in zip(recs, outcomes):
-            if outcome or rec["seq"] in rows:
+        for n, rec in enumerate(recs):
+            if outcomes[n] or rec["seq"] in rows:
                 continue
             person = rec["person"]
             wall, corrected = rec["ts"], False
             if not rec["sync"] and rec["boot"] in bases:
                 wall, corrected = rec["mono"] + bases[rec["boot"]], True
+            if bounds is not None and checkin_out_of_window(rec, wall if corrected else None, bounds):
+                outcomes[n] = "bad_time"
+                continue
             key = persons.person_key(rec["kind"], person["id"], person["name"], person["birth"])
             rows[rec["seq"]] = (
                 station.station_id, rec["seq"], station.venue_id, rec["dir"], rec["kind"], _column_text(key),
@@ -500,7 +508,17 @@ class PostgresStorage:
         return outcomes
 
     def _insert_clock(self, conn, station: StationInfo, rec: Mapping[str, Any], received: int,
-                      walls: list[int]) -> str:
+                      walls: list[int], bounds: tuple[int, int] | None = None) -> str:
+        if bounds is not None:
+            # Outside the window itself, or moving a check-in of its boot stored before it
+            # (unsynced) outside the window: refused (SqliteStorage._clock_refused).
+            lo, hi = bounds
+            base = rec["base"]
+            if clock_out_of_window(rec, bounds) or conn.execute(
+                    "SELECT 1 FROM checkins WHERE station_id = %s AND boot_id = %s AND NOT clock_synced"
+                    " AND (mono_ms < %s OR mono_ms > %s) LIMIT 1",
+                    [station.station_id, _column_text(rec["boot"]), lo - base, hi - base]).fetchone():
+                return "bad_time"
         inserted = conn.execute(
             "INSERT INTO clock_bases (station_id, seq, boot_id, base_ms, sig, record, received_ms)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",

@@ -15,7 +15,8 @@ from typing import Any
 from qrgate.errors import UserError
 from server.accounts import Account, Accounts, normalise_phone
 from server.areas import AreaDirectory
-from server.permissions import ROLES
+from server.permissions import ROLE_NAMES, ROLES
+from server.sms import quoted_name
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ class VenueError(UserError):
     def __init__(self, problems: Mapping[str, str]):
         super().__init__("; ".join(problems.values()))
         self.problems = dict(problems)
+
+
+class InvitationConflict(VenueError):
+    """A new invitation would cancel a pending one the inviter may not cancel."""
 
 
 class NotFound(UserError):
@@ -336,28 +341,68 @@ class VenueDirectory:
 
     # -- invitations -------------------------------------------------------------
 
-    def invite(self, venue_id: int, phones: list[str], role: str, by: Account, ip: str) -> list[Invitation]:
-        """Invite each number to ``role``; each receives its own confirmation code."""
+    def invite(self, venue_id: int, phones: list[str], role: str, by: Account, ip: str,
+               may_replace: Callable[[str], bool] = lambda role: True,
+               record: Callable[[Invitation, list[Invitation]], None] | None = None) -> list[Invitation]:
+        """Invite each number to ``role``; each receives its own confirmation code.
+
+        Every number is checked before any code is sent (:meth:`check_replaceable`);
+        then each is invited by :meth:`invite_one`. A refusal to send (AuthRefused) stops
+        the list there: the numbers before it are invited, that one is not.
+        """
         if role not in ROLES:
             raise VenueError({"role": "Hãy chọn vai trò."})
-        venue = self.get(venue_id)
-        invitations = []
-        db = self.storage.sql
+        phones = [normalise_phone(p) for p in phones]
         for phone in phones:
-            phone = normalise_phone(phone)
-            db.execute("UPDATE venue_invitations SET state = 'cancelled' WHERE venue_id = ? AND phone = ?"
-                       " AND state = 'pending'", [venue_id, phone])
+            self.check_replaceable(venue_id, phone, may_replace)
+        return [self.invite_one(venue_id, phone, role, by, ip, may_replace, record)[0] for phone in phones]
+
+    def check_replaceable(self, venue_id: int, phone: str, may_replace: Callable[[str], bool]) -> list[Invitation]:
+        """The number's pending invitations at the venue, which a new one would cancel;
+        InvitationConflict if the inviter may not cancel one of them (a manager cannot
+        undo an owner's invitation by inviting the same number as gate controller)."""
+        pending = [i for i in self.pending_for_venue(venue_id) if i.phone == phone]
+        for invitation in pending:
+            if not may_replace(invitation.role):
+                raise InvitationConflict({"phones": f"{phone} đang có lời mời với vai trò khác mà bạn không được"
+                                                    " thay đổi. Hãy nhờ chủ sở hữu địa điểm."})
+        return pending
+
+    def invite_one(self, venue_id: int, phone: str, role: str, by: Account, ip: str,
+                   may_replace: Callable[[str], bool] = lambda role: True,
+                   record: Callable[[Invitation, list[Invitation]], None] | None = None,
+                   ) -> tuple[Invitation, list[Invitation]]:
+        """Invite one number; return the invitation and the pending ones it replaced.
+
+        One transaction: the new invitation, its code, the cancelling of the earlier
+        ones and ``record`` (the audit entries) happen together or not at all. So a code
+        refused by the rate limit (AuthRefused) leaves no pending invitation behind and
+        the earlier invitation as it was.
+        """
+        if role not in ROLES:
+            raise VenueError({"role": "Hãy chọn vai trò."})
+        phone = normalise_phone(phone)
+        venue = self.get(venue_id)
+        db = self.storage.sql
+        with db.transaction(serial=f"venue-invitations:{venue_id}"):
+            replaced = self.check_replaceable(venue_id, phone, may_replace)
             invitation_id = db.insert_id(
                 "INSERT INTO venue_invitations (venue_id, phone, role, invited_by, created_ms) VALUES (?, ?, ?, ?, ?)",
                 [venue_id, phone, role, by.id, self._now_ms()],
             )
-            invitation = self.invitation(invitation_id)
+            # The code goes out inside the transaction: refused, it takes the invitation with it.
             self.accounts.send_code(
-                phone, f"share:{invitation.id}", ip,
-                message=f"{by.phone} chia sẻ địa điểm {venue.name[:60]} cho bạn. Mã xác nhận: {{code}}",
+                phone, f"share:{invitation_id}", ip,
+                message=f"{by.phone} chia sẻ địa điểm {quoted_name(venue.name)} cho bạn với vai trò"
+                        f" {ROLE_NAMES['vi'][role]}. Mã xác nhận: {{code}}",
             )
-            invitations.append(invitation)
-        return invitations
+            for old in replaced:
+                db.execute("UPDATE venue_invitations SET state = 'cancelled' WHERE id = ? AND state = 'pending'",
+                           [old.id])
+            invitation = self.invitation(invitation_id)
+            if record is not None:
+                record(invitation, replaced)
+        return invitation, replaced
 
     def invitation(self, invitation_id: int) -> Invitation | None:
         if not is_row_id(invitation_id):

@@ -10,9 +10,13 @@ member whose role lacks the permission gets 403 (server/permissions.py).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import importlib
 import io
+import ipaddress
+import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -34,10 +38,11 @@ from starlette.requests import HTTPConnection
 import segno
 
 from qrgate import __version__
-from qrgate.errors import UserError
+from qrgate.errors import DriverError, UserError
 from qrgate.masking import mask_birth, mask_id_number, mask_person_name
 from server import i18n
-from server.accounts import Account, Accounts, AuthRefused, AuthSettings, PhoneError, normalise_phone, parse_phone_list
+from server.accounts import (Account, Accounts, AuthRefused, AuthSettings, PhoneError, address_key, normalise_phone,
+                             parse_phone_list)
 from server.areas import AreaDirectory
 from server.audit import AuditLog
 from server.checkin_views import venue_checkins, when_texts
@@ -48,10 +53,11 @@ from server.metrics import make_metrics_router
 from server.officers import Officers
 from server.permissions import ROLES, allowed, may_share
 from server.poster import poster_pdf, poster_png
+from server.roster import MAX_UPLOAD_BYTES
 from server.selfcheckin import SelfCheckin, SelfCheckinError, parse_declaration
 from server.sms import DevSmsSender, SmsSender
 from server.storage import Storage
-from server.venues import NotFound, Venue, VenueDirectory, VenueError, VenueInput, VENUE_KINDS
+from server.venues import InvitationConflict, NotFound, Venue, VenueDirectory, VenueError, VenueInput, VENUE_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +148,7 @@ class Services:
     public_url: str
     public_feed: bool
     officers: Officers
+    retention_days: int = 0  # how long check-ins are kept (0: no limit), said where history is shown
 
 
 class VisitorCookies:
@@ -181,6 +188,204 @@ class VisitorCookies:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class ForwardedClient:
+    """Plain ASGI: the visitor's address as a reverse proxy saw it, believed only from a
+    proxy named in ``[web] trusted_proxies`` (docs/security.md).
+
+    From a trusted proxy, X-Forwarded-For is read from the right: the first address that
+    is not itself a trusted proxy is the one the nearest proxy saw connecting, and what a
+    client wrote to the left of it is never read; X-Forwarded-Proto (the nearest proxy's
+    value) gives the scheme. From any other address both headers are ignored: otherwise
+    whoever reaches the port chooses the address every per-address limit and audit entry
+    goes by. (uvicorn's own reading of these headers is off: server.cli.uvicorn_config.)
+    """
+
+    def __init__(self, app, trusted: tuple[str, ...] = ()):
+        self.app = app
+        self.networks = tuple(ipaddress.ip_network(p, strict=False) for p in trusted)
+        self._warned = False
+        # The proxy's own address comes with every request: parse it once, not each time.
+        self.is_trusted = functools.lru_cache(maxsize=4096)(self._is_trusted)
+
+    def _is_trusted(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.networks)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            client = scope.get("client")
+            if client and self.networks and self.is_trusted(client[0]):
+                scope = self.forwarded(scope)
+            elif not self._warned and any(name == b"x-forwarded-for" for name, _ in scope["headers"]):
+                self._warned = True  # once: a proxy left out of the list would fill the log
+                logger.warning("X-Forwarded-For from %s ignored: that address is not in [web] trusted_proxies",
+                               client[0] if client else "?")
+        await self.app(scope, receive, send)
+
+    def forwarded(self, scope) -> dict:
+        hops: list[str] = []
+        proto = ""
+        for name, value in scope["headers"]:
+            if name == b"x-forwarded-for":
+                hops.extend(value.decode("latin-1").split(","))
+            elif name == b"x-forwarded-proto":
+                proto = value.decode("latin-1").rsplit(",", 1)[-1].strip().lower()
+        client = None
+        for hop in reversed(hops):
+            try:
+                client = str(ipaddress.ip_address(hop.strip()))
+            except ValueError:
+                break  # no trusted proxy wrote this: believe nothing further left
+            if not self.is_trusted(client):
+                break
+        if client is None and proto not in ("http", "https"):
+            return scope
+        scope = dict(scope)
+        if client is not None:
+            scope["client"] = (client, 0)
+        if proto in ("http", "https"):
+            scope["scheme"] = proto
+        return scope
+
+
+BODY_LIMIT = 1024 * 1024  # bytes of a request body, except where a route needs more
+# A roster file may be MAX_UPLOAD_BYTES; the multipart envelope around it adds a little.
+UPLOAD_LIMITS = ((re.compile(r"/(?:api/)?venues/[^/]+/roster"), MAX_UPLOAD_BYTES + 64 * 1024),)
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+_NOT_FINITE_HINT = re.compile(r"[0-9][eE]|Infinity|NaN")
+
+
+def _refuse_constant(name: str):
+    raise ValueError(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(text)
+    return value
+
+
+def _json_numbers_are_finite(text: str) -> bool:
+    """Whether no number in a JSON body is NaN or overflows to infinity (3e+308): the
+    validator's answer would echo it, and JSON cannot carry it (a 500, found by fuzzing)."""
+    if not _NOT_FINITE_HINT.search(text):
+        return True
+    try:
+        json.loads(text, parse_float=_finite_float, parse_constant=_refuse_constant)
+    except json.JSONDecodeError:
+        return True  # not JSON at all: the route refuses it as such
+    except ValueError:
+        return False
+    except RecursionError:
+        return True
+    return True
+
+
+def _json_text_is_unicode(body: bytes) -> bool:
+    """Whether a JSON body's text is Unicode: UTF-8, and no \\uD800-\\uDFFF escape that
+    is not half of a pair (a lone surrogate cannot be stored, logged or answered)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    if "\\u" not in text or not _ESCAPED_SURROGATE.search(text):
+        return True
+    try:
+        todo = [json.loads(text)]
+    except (ValueError, RecursionError):
+        return True  # not JSON: the route refuses it as such
+    while todo:  # by hand, not recursion: nesting is the sender's choice
+        value = todo.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return False
+        elif isinstance(value, dict):
+            todo.extend(value.keys())
+            todo.extend(value.values())
+        elif isinstance(value, list):
+            todo.extend(value)
+    return True
+
+
+class BodyLimits:
+    """Plain ASGI: a request body over its limit (BODY_LIMIT, or UPLOAD_LIMITS for the
+    routes that take files) is answered 413 before anything reads it; a JSON body that
+    is not Unicode text is answered 400. Neither echoes nor logs the body: a lone
+    surrogate used to reach the validator, whose error message could not be encoded
+    (a 500, and the value in the log)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = content_type = None
+        chunked = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value
+            elif name == b"content-type":
+                content_type = value.lower()
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+        if length is None and not chunked:
+            await self.app(scope, receive, send)  # no body
+            return
+        limit = next((n for pattern, n in UPLOAD_LIMITS if pattern.fullmatch(scope["path"])), BODY_LIMIT)
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await self._refuse(scope, receive, send, 413, f"request body larger than {limit} bytes")
+            return
+        is_json = content_type is None or b"json" in content_type
+        if not is_json and length is not None:
+            await self.app(scope, receive, send)  # the server reads exactly Content-Length bytes
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit:
+                await self._refuse(scope, receive, send, 413, f"request body larger than {limit} bytes")
+                return
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if is_json and body and not _json_text_is_unicode(body):
+            await self._refuse(scope, receive, send, 400,
+                               "the JSON body is not Unicode text (UTF-8, no lone surrogates)")
+            return
+        if is_json and body and not _json_numbers_are_finite(body.decode("utf-8")):
+            await self._refuse(scope, receive, send, 400, "the JSON body holds a number that is not finite")
+            return
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(scope, receive, send, status: int, detail: str) -> None:
+        await JSONResponse({"detail": detail}, status)(scope, receive, send)
 
 
 def pre_session(request: Request) -> str:
@@ -259,7 +464,7 @@ class DeclarationBody(BaseModel):
 def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=None, sender: SmsSender | None = None,
                areas: AreaDirectory | None = None, public_url: str = "", public_feed: bool = False,
                clock: Callable[[], float] = time.time, enrolment=None, bridge=None,
-               broker_files=None) -> FastAPI:
+               broker_files=None, trusted_proxies: tuple[str, ...] = (), retention_days: int | None = None) -> FastAPI:
     """The web app; times are shown in ``timezone`` (an IANA name).
 
     ``auth`` is a server.config.AuthSection (None: its defaults), ``sender`` the SMS
@@ -269,13 +474,19 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
     masked check-ins of all venues at ``/``. ``clock`` is for tests. ``enrolment``
     (server.enrol.Enrolment) binds stations (None: codes can be made, but the handshake
     answers 503); ``bridge`` feeds /metrics; ``broker_files`` lets the fleet page retire
-    a station's broker account.
+    a station's broker account. ``trusted_proxies`` lists the reverse proxies whose
+    X-Forwarded-For is believed (ForwardedClient); ``retention_days`` is how long
+    check-ins are kept, said on the history page (None: the [retention] default).
     """
     tz = ZoneInfo(timezone)
     if auth is None:
         from server.config import AuthSection
 
         auth = AuthSection()
+    if retention_days is None:
+        from server.config import RetentionSection
+
+        retention_days = RetentionSection().days
     sender = sender if sender is not None else DevSmsSender()
     settings = AuthSettings(code_ttl_s=auth.code_ttl_s, session_ttl_s=auth.session_hours * 3600)
     accounts = Accounts(storage, sender, settings, clock)
@@ -284,7 +495,7 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
         storage=storage, accounts=accounts, venues=VenueDirectory(storage, accounts, areas, clock),
         audit=AuditLog(storage, clock), self_checkin=SelfCheckin(storage, clock), areas=areas, sender=sender,
         tz=tz, cookie_secure=auth.cookie_secure, public_url=public_url.rstrip("/"), public_feed=public_feed,
-        officers=Officers(storage, areas, clock),
+        officers=Officers(storage, areas, clock), retention_days=retention_days,
     )
     app = FastAPI(title="QR gate server", version=__version__,
                   description="Accounts by phone, venues, posters, sharing by role, history, self check-in.")
@@ -297,7 +508,11 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
 
     # -- plumbing ----------------------------------------------------------------
 
+    # The last added runs first: the real address, then the headers of every answer
+    # (the 413 and 400 of BodyLimits too), then the body's size and text.
+    app.add_middleware(BodyLimits)
     app.add_middleware(VisitorCookies, secure=services.cookie_secure)
+    app.add_middleware(ForwardedClient, trusted=tuple(trusted_proxies))
 
     # The dependencies below are cheap (one indexed read at most) and run on the event
     # loop: as plain functions each would be a hop through the thread pool, and under
@@ -354,6 +569,7 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
             "t": lambda key, **v: i18n.translate(lang, key, **v),
             "role_name": lambda role: i18n.role_name(lang, role),
             "kind_name": lambda kind: i18n.kind_name(lang, kind),
+            "retention_days": services.retention_days,
             **context,
         }, status_code=status_code)
 
@@ -366,6 +582,19 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
         response.set_cookie(SESSION_COOKIE, token, max_age=settings.session_ttl_s, httponly=True, samesite="lax",
                             secure=services.cookie_secure, path="/")
         return response
+
+    def code_refused(who: Visitor, phone: str, exc: AuthRefused, action: str, **data: Any) -> None:
+        """A failed code check to the audit trail (the number, the reason, never the code),
+        and the lock-out it caused. Refusals of a locked number or address are not checked
+        codes and stay out: their count is bounded by the lock, not by the attacker."""
+        if not exc.counted:
+            return
+        phone = normalise_phone(phone)
+        account = accounts.account_for_phone(phone, create=False)
+        services.audit.record(action, account=account, ip=who.ip, phone=phone, reason=exc.reason, **data)
+        if exc.locked_now:
+            services.audit.record("qrgate.account.locked", account=account, ip=who.ip, phone=phone,
+                                  minutes=settings.lockout_s // 60)
 
     def public_base(request: Request) -> str:
         return services.public_url or str(request.base_url).rstrip("/")
@@ -417,7 +646,7 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
         if who.account and not show_feed:
             return RedirectResponse("/venues", 303)
         rows = [_present(r, tz) for r in storage.latest_checkins(100)] if show_feed else []
-        return render(request, who, "checkins.html", rows=rows, total=storage.count_checkins(),
+        return render(request, who, "checkins.html", rows=rows, total=storage.count_checkins() if show_feed else 0,
                       timezone=timezone, show_feed=show_feed)
 
     @app.get("/lang/{code}", include_in_schema=False)
@@ -450,6 +679,8 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
         try:
             phone = accounts.check_code(phone, "login", code, who.ip)
         except (PhoneError, AuthRefused) as exc:
+            if isinstance(exc, AuthRefused):
+                code_refused(who, phone, exc, "qrgate.account.login.failed")
             status = 429 if getattr(exc, "reason", "") in ("locked", "rate_limited") else 400
             return render(request, who, "login_code.html", status, next=safe_next(next), phone=phone, error=str(exc))
         return login_response(safe_next(next), accounts.account_for_phone(phone), who)
@@ -498,6 +729,7 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
         except PhoneError as exc:
             raise HTTPException(400, str(exc)) from None
         except AuthRefused as exc:
+            code_refused(who, body.phone, exc, "qrgate.account.login.failed")
             raise HTTPException(429 if exc.reason in ("locked", "rate_limited") else 400, str(exc)) from None
         return login_response("", accounts.account_for_phone(phone), who, "json")
 
@@ -663,10 +895,18 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
         if not may_share(my_role, role):
             raise HTTPException(403)
         phones = parse_phone_list(phones_text)
-        invitations = services.venues.invite(venue_id, phones, role, who.account, who.ip)
-        for inv in invitations:
+
+        def record(inv, replaced) -> None:  # in the invitation's own transaction
+            for old in replaced:
+                services.audit.record("qrgate.venue.invitation.cancelled", account=who.account, ip=who.ip,
+                                      venue_id=venue_id, venue=venue.name, phone=old.phone, role=old.role,
+                                      replaced_by=inv.id)
             services.audit.record("qrgate.venue.member.invited", account=who.account, ip=who.ip, venue_id=venue_id,
                                   venue=venue.name, phone=inv.phone, role=role)
+
+        # A new invitation cancels the number's pending one: only if this member may cancel it.
+        invitations = services.venues.invite(venue_id, phones, role, who.account, who.ip,
+                                             may_replace=lambda pending: may_share(my_role, pending), record=record)
         return [inv.phone for inv in invitations]
 
     def revoke(who: Visitor, venue_id: int, account_id: int) -> None:
@@ -749,6 +989,10 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
             inv = services.venues.accept(invitation_id, who.account, code, who.ip)
         except NotFound:
             raise HTTPException(404) from None
+        except AuthRefused as exc:
+            pending = services.venues.invitation(invitation_id)
+            code_refused(who, who.account.phone, exc, "qrgate.venue.invitation.code_failed", venue_id=pending.venue_id)
+            raise
         venue = services.venues.get(inv.venue_id)
         services.audit.record("qrgate.venue.member.granted", account=who.account, ip=who.ip, venue_id=inv.venue_id,
                               venue=venue.name, phone=inv.phone, role=inv.role)
@@ -770,6 +1014,8 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
         """Share with several numbers at once; each gets a confirmation code by SMS."""
         try:
             return {"invited": share(who, venue_id, body.phones, body.role)}
+        except InvitationConflict as exc:
+            raise HTTPException(409, str(exc)) from None
         except (PhoneError, VenueError) as exc:
             raise HTTPException(400, str(exc)) from None
         except AuthRefused as exc:
@@ -833,7 +1079,7 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
         venue = services.venues.by_token(token)
         if venue is None:
             raise HTTPException(404)
-        if not accounts.allow(f"self:ip:{who.ip}", 30, 600):
+        if not accounts.allow(f"self:ip:{address_key(who.ip)}", 30, 600):
             raise HTTPException(429, "Quá nhiều lượt khai báo từ địa chỉ này. Vui lòng thử lại sau.")
         declaration = parse_declaration(form.get("id_number", ""), form.get("name", ""), form.get("birth_year", ""),
                                         form.get("direction", ""), dt.datetime.now(tz).year)
@@ -939,10 +1185,16 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
         who, _ = checked
 
         def retire():
-            fleet.retire(station_id)
+            info = storage.station(station_id)
+            if info is None or info.status != "retired":  # again: the broker is told again
+                fleet.retire(station_id)
             if broker_files is not None:
-                broker_files.remove_user(station_id)
-                broker_files.reload()
+                try:
+                    # Deleting the account also closes the station's open connection.
+                    broker_files.remove_user(station_id)
+                except DriverError as exc:
+                    raise HTTPException(503, f"{station_id} is retired and its records are refused, but the "
+                                             f"broker could not be told ({exc}): retire it again") from None
 
         return _fleet_action(request, who, station_id, retire, "qrgate.station.retired")
 

@@ -5,12 +5,14 @@ process (``qrgate-server run --no-bridge``). Every worker joins the server's sha
 subscription group (``$share/qrgate-bridge-<hash>/...``, server/bridge.py), so the broker
 hands each batch to one of them.
 
-The broker session of a worker is named by its id (client id ``qrgate-bridge-N``) and
-outlives the process: Mosquitto keeps handing a share of the batches to a member whose
-session still exists, even while it is down, and keeps them for it. So a worker that is
-restarted takes its queue back, and a worker removed for good must be retired
-(``qrgate-server bridge-retire --worker-id N``): that ends its session, and stations send
-again whatever it held (they forget a record only on the server's ack).
+The broker session of a worker is named by its id (client id ``qrgate-bridge-N``, which
+no station can log in under: every station's account is bound to its own id,
+provisioning/broker.py) and outlives the process: Mosquitto keeps handing a share of the
+batches to a member whose session still exists, even while it is down, and keeps them
+for it. So a worker that is restarted takes its queue back, and a worker removed for
+good must be retired (``qrgate-server bridge-retire --worker-id N``): that ends its
+session, and stations send again whatever it held (they forget a record only on the
+server's ack).
 
 Worker 1 also keeps the fleet's status (heartbeats, last wills); the others only records.
 """

@@ -118,8 +118,8 @@ def _get(url):
         return None
 
 
-def _client(broker, username=None, password=None, tls=True):
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+def _client(broker, username=None, password=None, tls=True, client_id=""):
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     if username:
         client.username_pw_set(username, password)
     if tls:
@@ -164,7 +164,9 @@ def test_a_station_cannot_publish_as_another_station(tmp_path, server_env):
     listener.on_connect = lambda c, *a: c.subscribe(protocol.records_topic("+"), qos=1)
     listener.connect("127.0.0.1", broker.files.port)
     listener.loop_start()
-    intruder = _client(broker, "gate-1", (tmp_path / "s1" / "mqtt.password").read_text().strip())
+    # gate-1's password opens the broker only under gate-1's own client id.
+    intruder = _client(broker, "gate-1", (tmp_path / "s1" / "mqtt.password").read_text().strip(),
+                       client_id="station-gate-1")
     intruder.connect("127.0.0.1", broker.files.port)
     intruder.loop_start()
     try:

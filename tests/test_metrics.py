@@ -61,7 +61,7 @@ def test_server_metrics_count_stored_refused_and_stations(tmp_path):
     storage.add_station("gate-1", protocol.public_key_to_text(key.public_key()), venue)
     bridge = Bridge(storage)
     record = protocol.sign_record(
-        {"v": 1, "type": "checkin", "st": "gate-1", "seq": 1, "ts": 1, "mono": 1, "boot": "b", "sync": True,
+        {"v": 1, "type": "checkin", "st": "gate-1", "seq": 1, "ts": 1_790_000_000_000, "mono": 1, "boot": "b", "sync": True,
          "dir": "in", "kind": "cccd", "person": {"id": "1", "name": "A", "birth": "", "sex": ""}}, key)
     topic = protocol.records_topic("gate-1")
     bridge.handle(topic, protocol.encode_batch([protocol.canonical_json(record)]))

@@ -39,7 +39,7 @@ def storage(tmp_path):
     return storage
 
 
-def scheduler(storage, *, reports=ReportsSection(), retention=RetentionSection(), start=at(2026, 11, 16, 8, 0)):
+def scheduler(storage, *, reports=ReportsSection(), retention=RetentionSection(days=0), start=at(2026, 11, 16, 8, 0)):
     """A scheduler that first saw the clock on ``start`` (a Monday morning)."""
     made = ServerScheduler(storage, "Asia/Ho_Chi_Minh", reports=reports, retention=retention, clock=Clock(start))
     assert made.run_due(start) == {}  # the first look only notes the time
@@ -99,13 +99,13 @@ def test_a_missed_friday_is_made_once_when_the_server_is_back(storage):
 
 def test_the_last_run_survives_a_restart(storage):
     scheduler(storage).run_due(at(2026, 11, 20, 15, 0))
-    restarted = ServerScheduler(storage, "Asia/Ho_Chi_Minh", clock=Clock(at(2026, 11, 20, 16, 0)))
+    restarted = ServerScheduler(storage, "Asia/Ho_Chi_Minh", retention=RetentionSection(days=0), clock=Clock(at(2026, 11, 20, 16, 0)))
     assert restarted.run_due(at(2026, 11, 20, 16, 0)) == {}  # already made this week
     assert restarted.last_run("weekly_reports") == at(2026, 11, 20, 15, 0)
 
 
 def test_a_new_server_does_not_make_reports_for_weeks_it_never_saw(storage):
-    jobs = ServerScheduler(storage, "Asia/Ho_Chi_Minh", clock=Clock(at(2026, 11, 21, 10, 0)))
+    jobs = ServerScheduler(storage, "Asia/Ho_Chi_Minh", retention=RetentionSection(days=0), clock=Clock(at(2026, 11, 21, 10, 0)))
     assert jobs.run_due(at(2026, 11, 21, 10, 0)) == {}
     assert kept(storage) == []
 
@@ -173,7 +173,7 @@ def test_two_server_processes_run_a_due_job_once(storage, tmp_path):
     # the first is still making the reports: it sees the run claimed and leaves it.
     other = new_storage(tmp_path / "server.sqlite3")
     first = scheduler(storage)
-    second = ServerScheduler(other, "Asia/Ho_Chi_Minh", clock=Clock(at(2026, 11, 20, 15, 0)))
+    second = ServerScheduler(other, "Asia/Ho_Chi_Minh", retention=RetentionSection(days=0), clock=Clock(at(2026, 11, 20, 15, 0)))
     friday = at(2026, 11, 20, 15, 0)
     seen_meanwhile = []
 
@@ -194,7 +194,7 @@ def test_two_server_processes_run_a_due_job_once(storage, tmp_path):
 def test_a_failed_run_is_given_back_for_the_other_process(storage, tmp_path):
     other = new_storage(tmp_path / "server.sqlite3")
     first = scheduler(storage)
-    second = ServerScheduler(other, "Asia/Ho_Chi_Minh", clock=Clock(at(2026, 11, 20, 15, 0)))
+    second = ServerScheduler(other, "Asia/Ho_Chi_Minh", retention=RetentionSection(days=0), clock=Clock(at(2026, 11, 20, 15, 0)))
 
     class BrokenArchive(ReportArchive):
         def generate_week(self, now, audit=None):
@@ -225,7 +225,7 @@ def test_config_sets_reports_and_retention(tmp_path):
     assert (cfg.reports.weekday, cfg.reports.hour, cfg.reports.minute) == ("thu", 9, 0)
     assert (cfg.retention.days, cfg.retention.hour) == (90, 2)
     defaults = load_server_config(write_config(tmp_path, ""))
-    assert (defaults.reports.weekday, defaults.reports.hour, defaults.retention.days) == ("fri", 15, 0)
+    assert (defaults.reports.weekday, defaults.reports.hour, defaults.retention.days) == ("fri", 15, 30)
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -192,9 +192,9 @@ def test_retiring_a_worker_ends_its_session_and_what_it_held(tmp_path, server_en
 
 
 def test_a_station_joining_a_group_it_guessed_takes_no_share_of_the_records(tmp_path, server_env, workers):
-    """Mosquitto's ACL does not check subscriptions: a station in the bridges' group would
-    be handed a share of every station's records, which the ACL then drops. The group's
-    name is derived from the server's secret, so a guess joins a group of its own."""
+    """A station's broker role may not subscribe to the records at all (docs/security.md);
+    behind that, the group's name is derived from the server's secret, so a guess could
+    only ever join a group of its own."""
     bridge = workers(2)
     subscribed(bridge)
     thief = TestStation(server_env, "gate-w7", tmp_path / "thief")
