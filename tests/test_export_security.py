@@ -15,8 +15,8 @@ import openpyxl
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from conftest import wait_until
 from qrgate import protocol
+from test_export import _wait_done
 from test_web_support import Site
 
 pytestmark = pytest.mark.timeout(120)
@@ -72,15 +72,6 @@ def _insert_raw(storage, venue: int, walls: list[int]) -> list[int]:
     return [r[0] for r in db.rows("SELECT id FROM checkins WHERE station_id = 'raw-1' ORDER BY seq")]
 
 
-def _wait_done(visitor, url: str) -> dict:
-    state = {}
-
-    def done():
-        state.update(visitor.http.get(url).json())
-        return state["state"] in ("done", "failed")
-
-    wait_until(done, 30, "export job")
-    return state
 
 
 # -- days an export cannot cover ---------------------------------------------------------------
