@@ -330,7 +330,7 @@ class Rig:
         self.server = Machine("qrgate-server", run_dir / "server", arch)
         self.station = Machine("qrgate-station", run_dir / "station", arch)
         self.station_id = ""
-        self.clock_marked = False
+        self.clock_was_unsynced: bool | None = None
 
     def check(self, name: str, ok: bool, detail: str = "") -> bool:
         say(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}")
@@ -449,14 +449,16 @@ class Rig:
     def mark_clock_synchronised(self) -> None:
         """Stand-in for NTP: set the kernel's 'synchronised' status as timesyncd or chrony
         would after a sync (the time itself is not touched). Undone at the end."""
-        self.station.sh(f"python3 -c {shlex.quote(ADJTIMEX)} sync")
-        self.clock_marked = True
+        was_unsynced = self.station.sh(f"python3 -c {shlex.quote(ADJTIMEX)} sync").stdout.strip() == "1"
+        if self.clock_was_unsynced is None:  # the kernel is this machine's: note how it was found
+            self.clock_was_unsynced = was_unsynced
 
     def restore_clock(self) -> None:
-        if self.clock_marked:
+        """Leave the kernel's status as the rig found it (a synchronised machine stays so)."""
+        if self.clock_was_unsynced:
             with contextlib.suppress(Exception):
                 self.station.sh(f"python3 -c {shlex.quote(ADJTIMEX)} unsync")
-            self.clock_marked = False
+        self.clock_was_unsynced = None
 
     def start_station(self) -> None:
         self.mark_clock_synchronised()
@@ -636,6 +638,7 @@ libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 t = Timex()
 libc.adjtimex(ctypes.byref(t))
 if sys.argv[1] == "sync":
+    print(1 if t.status & 0x40 else 0)  # STA_UNSYNC before
     t.modes, t.status, t.maxerror, t.esterror = 0x10 | 0x04 | 0x08, t.status & ~0x40, 1000, 100
 else:
     t.modes, t.status = 0x10, t.status | 0x40
