@@ -5,59 +5,67 @@
                                                  +-> Outcome -> feedback (lights, buzzer, screen)
 
 Data flows one way; feedback and other listeners only receive Outcome/StationState.
+The scan pipeline is in edge/pipeline.py, the housekeeping jobs in edge/housekeeping.py.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from edge.clock import SystemClock, read_boot_id
 from edge.config import StationConfig
-from edge.drivers.ports import Capture, Frame, Source
-from edge.outcome import Outcome, Result, StationState
-from edge.payloads import Person, PayloadRefused, parse_payload
-from edge.policy import decide_checkin
-from edge.pushed_config import PushedConfig, PushedConfigFile, parse_pushed_config
-from edge.queue.outbox import Outbox, OutboxError
+from edge.drivers.ports import Capture, Source
+from edge.feedback_devices import FeedbackDevices, open_indicators, open_screen
+from edge.housekeeping import (
+    FreeSpaceGuard,
+    HealthFile,
+    PushedConfigInbox,
+    health_file,
+    health_file_candidates,
+    record_clock_correction,
+)
+from edge.outcome import Outcome, StationState
+from edge.pipeline import ScanPipeline
+from edge.pushed_config import PushedConfig
+from edge.queue.outbox import Outbox
 from edge.queue.publisher import Publisher
+from edge.station_lock import station_lock
 from qrgate import protocol
-from qrgate.errors import ConfigError, DriverError, DriverUnavailable, RecordError, UserError
+from qrgate.errors import ConfigError, DriverError, DriverUnavailable, UserError
 from qrgate.keyfiles import load_or_create_key, load_or_create_secret
-from qrgate.masking import mask_person_name
 from qrgate.personal_pass import key_id
-from qrgate.sealing import PersonSealer, x25519_public_from_text
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["STATION_KEY_FILE", "FeedbackDevices", "Liveness", "Station", "health_file", "health_file_candidates",
+           "open_indicators", "open_screen"]
+
 STATION_KEY_FILE = "station.key"
-# A screen or lights missing at start are tried again this often (seconds).
-DEVICE_RETRY_S = 30.0
-# What the running station says about itself, every housekeeping round, for
-# `qrgate-edge selftest` (which must not open the devices the station holds).
-HEALTH_FILE = "health.json"
-# systemd's RuntimeDirectory=qrgate; a shell (selftest) has no $RUNTIME_DIRECTORY.
-SYSTEM_RUN_DIR = Path("/run/qrgate")
 
 Listener = Callable[[Outcome | StationState], None]
 
 
-@dataclass
-class _Sighting:
-    text: str
-    mono_s: float
+@dataclass(frozen=True)
+class Liveness:
+    """What the systemd watchdog (edge/service.py) needs to know about the station."""
+
+    pipeline_stopped: bool  # run() was entered and its thread has ended
+    sender_alive: bool
+    last_housekeeping: float  # time.monotonic() of the last round
+    housekeeping_s: float  # how often housekeeping should run
+    last_capture: float  # time.monotonic() of the last capture (or of the start)
+    watches_frames: bool  # a camera with no fault showing: frames must keep coming
+    backlog: int
+    online: bool
+    fault: str
 
 
 class Station:
@@ -85,13 +93,10 @@ class Station:
     ):
         self.config = config
         self.clock = clock or SystemClock()
-        self._tz = ZoneInfo(config.station.timezone)  # the day a pass's dates are checked on
         state_dir = config.state_dir
+        self._held = ExitStack()  # released by close()
         # One station process per state folder; key rotation waits for it to stop.
-        from edge.key_rotation import station_lock
-
-        self._lock = station_lock(state_dir)
-        self._lock.__enter__()
+        self._held.enter_context(station_lock(state_dir))
         self._closed = False
         self.key = load_or_create_key(state_dir / STATION_KEY_FILE)
         self.outbox = Outbox(
@@ -100,7 +105,6 @@ class Station:
             key=self.key,
             person_secret=load_or_create_secret(state_dir / "presence.secret"),
         )
-        self.sealer = PersonSealer(x25519_public_from_text(config.station.server_key), config.station.id)
         self.pass_keys = {}
         for text in config.station.pass_keys:
             pub = protocol.public_key_from_text(text)
@@ -110,15 +114,13 @@ class Station:
         self.feedback = feedback
         self.feedback_devices = feedback_devices or FeedbackDevices(config)
         self.listeners: list[Listener] = list(listeners or [])
-        self.counts: Counter[str] = Counter()
-        self._last: _Sighting | None = None
-        self._low_space = False
+        self.pipeline = ScanPipeline(self)
+        self._space = FreeSpaceGuard(state_dir, config.station.min_free_mb)
         self._stop = threading.Event()
         self.policy = config.policy
-        self.pushed: PushedConfig | None = None
-        self._pushed_file = PushedConfigFile(state_dir / "pushed-config.json")
+        self._pushed = PushedConfigInbox(config, self.pass_keys)
         self._state = StationState(venue=config.station.venue, mode=config.policy.mode)
-        stored = self._pushed_file.load(config.station.id, self.pass_keys)
+        stored = self._pushed.load_stored()
         if stored is not None:
             self._use_pushed(stored)
         self._housekeeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
@@ -128,7 +130,7 @@ class Station:
         self.last_housekeeping = time.monotonic()
         self._captured = False  # any capture yet (a scanner may wait hours for its first)
         self.health_path = health_file(config)
-        self._health_error = ""
+        self._health_file = HealthFile(self.health_path)
         self._boot_id = read_boot_id()
         self.publisher = Publisher(
             self.outbox, config.mqtt, config.base, on_state=self._on_link_state, on_config=self.apply_config,
@@ -190,10 +192,9 @@ class Station:
         if self.feedback is not None:
             self.feedback.start()
         self.housekeeping()
-        self._emit(self._state)
+        self.emit(self._state)
         self.publisher.start()
         self._housekeeper.start()
-
     def run(self, *, retry_max_s: float = 30.0) -> None:
         """Scan until the source ends or stop() is called.
 
@@ -257,29 +258,27 @@ class Station:
 
     def apply_config(self, payload: bytes) -> bool:
         """A config message from the server (any thread): verify, keep, apply if newer."""
-        try:
-            pushed = parse_pushed_config(payload, self.config.station.id, self.pass_keys)
-        except RecordError as exc:
-            logger.error("ignoring config from the broker: %s", exc)
+        pushed = self._pushed.receive(payload)
+        if pushed is None:
             return False
-        if self.pushed is not None and pushed.version <= self.pushed.version:
-            return False
-        try:
-            self._pushed_file.save(payload)
-        except OSError as exc:
-            logger.error("cannot keep the new config on disk (%s); applying it for now", exc)
         self._use_pushed(pushed)
         logger.info("applied config version %d: mode %s, %d blocked", pushed.version, pushed.policy.mode,
                     len(pushed.blocked))
-        self._emit(self._state)
+        self.emit(self._state)
         return True
 
+    @property
+    def pushed(self) -> PushedConfig | None:
+        """The server's config in force, or None (the file's policy applies)."""
+        return self._pushed.current
+
     def _use_pushed(self, pushed: PushedConfig) -> None:
-        self.pushed = pushed
+        self._pushed.current = pushed
         self.policy = pushed.policy
         self._state = StationState(**{**self._state_dict(), "venue": pushed.venue or self._state.venue,
                                       "mode": pushed.policy.mode})
 
+    # --- housekeeping (edge/housekeeping.py) ---
     def _housekeeping(self) -> None:
         while not self._stop.wait(self.config.station.housekeeping_s):
             try:
@@ -298,6 +297,22 @@ class Station:
         if self.feedback is not None:
             self.feedback_devices.retry_missing(self.feedback)
         self.write_health()
+
+    def check_clock(self) -> bool:
+        """Record the clock correction once the clock syncs (see record_clock_correction)."""
+        if not record_clock_correction(self.clock, self.outbox):
+            return False
+        self.publisher.wake()
+        return True
+
+    def check_free_space(self) -> bool:
+        """Raise the storage fault while the disk is nearly full; clear it when space returns."""
+        return self._space.check(self._state.fault, self._set_fault)
+
+    @property
+    def low_space(self) -> bool:
+        """The free-space guard is refusing scans."""
+        return self._space.low
 
     def health(self) -> dict[str, Any]:
         """The station's own view of itself, as selftest shows it while the station runs."""
@@ -320,72 +335,29 @@ class Station:
 
     def write_health(self) -> None:
         """Replace the health file (atomically: a reader never sees half of it)."""
-        path = self.health_path
-        try:
-            handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(handle, "w") as temp_file:
-                    json.dump(self.health(), temp_file)
-                os.replace(temp_name, path)  # no fsync: a lost update is rewritten in seconds
-            except BaseException:
-                Path(temp_name).unlink(missing_ok=True)
-                raise
-        except OSError as exc:
-            if str(exc) != self._health_error:  # once, not every few seconds
-                logger.error("cannot write the health file %s: %s", path, exc)
-            self._health_error = str(exc)
-            return
-        self._health_error = ""
+        self._health_file.write(self.health())
 
-    def check_free_space(self) -> bool:
-        """Raise the storage fault while the disk is nearly full; clear it when space returns."""
-        try:
-            free_mb = shutil.disk_usage(self.config.state_dir).free // (1024 * 1024)
-        except OSError as exc:
-            logger.error("cannot read free space of %s: %s", self.config.state_dir, exc)
-            return False
-        low = free_mb < self.config.station.min_free_mb
-        if low and self._state.fault != "storage":
-            logger.error("only %d MB free on %s: refusing scans until space returns", free_mb, self.config.state_dir)
-            self._set_fault("storage")
-        elif not low and self._state.fault == "storage" and self._low_space:
-            logger.warning("free space is back (%d MB): accepting scans again", free_mb)
-            self._set_fault("")
-        self._low_space = low
-        return low
+    def liveness(self) -> Liveness:
+        """What the systemd watchdog checks (edge/service.py)."""
+        thread = self.pipeline_thread
+        return Liveness(
+            pipeline_stopped=thread is not None and not thread.is_alive(),
+            sender_alive=self.publisher.thread_alive(),
+            last_housekeeping=self.last_housekeeping,
+            housekeeping_s=self.config.station.housekeeping_s,
+            last_capture=self.last_capture,
+            watches_frames=self.input_is_camera and not self.fault_showing(),
+            backlog=self.outbox.backlog(),
+            online=self.publisher.online,
+            fault=self._state.fault,
+        )
 
     def _set_fault(self, fault: str) -> None:
         self._state = StationState(**{**self._state_dict(), "fault": fault})
-        self._emit(self._state)
+        self.emit(self._state)
         self.write_health()  # selftest sees a fault at once, not a round later
 
-    def check_clock(self) -> bool:
-        """If the clock has synchronised during a boot that recorded unsynced check-ins,
-        record the boot's wall/monotonic offset so the server can correct their times.
-
-        Called every few seconds by the station's housekeeping; True if a clock record
-        was written.
-        """
-        now = self.clock.now()
-        if self.outbox.unsynced_boot() != now.boot_id or not self.clock.synced():
-            return False
-        wall_ms, mono_ms = int(now.wall_s * 1000), int(now.mono_s * 1000)
-        fields = {"type": "clock", "ts": wall_ms, "mono": mono_ms, "boot": now.boot_id, "sync": True,
-                  "base": wall_ms - mono_ms}
-        try:
-            self.outbox.append(fields, person_hash=None, now=now)
-        except OutboxError as exc:
-            logger.error("cannot record the clock correction: %s", exc)
-            return False
-        logger.info("clock synchronised: check-ins of this boot will be corrected by the server")
-        self.publisher.wake()
-        return True
-
-    def new_presentation(self) -> None:
-        """The view was cleared (the next capture is a different person's card even if
-        it holds the same code): used when each image is a separate presentation."""
-        self._last = None
-
+    # --- stopping ---
     def stop(self) -> None:
         self._stop.set()
         source = self.source  # run() may drop a failed source meanwhile
@@ -404,99 +376,29 @@ class Station:
         if self.feedback is not None:
             self.feedback.close()
         self.outbox.close()
-        try:
-            self.health_path.unlink(missing_ok=True)  # a stopped station reports nothing
-        except OSError:
-            pass
-        self._lock.__exit__(None, None, None)
+        self._health_file.remove()
+        self._held.close()
 
-    # --- the pipeline ---
+    # --- the pipeline (edge/pipeline.py) ---
     def handle_capture(self, capture: Capture) -> list[Outcome]:
-        if isinstance(capture, Frame):
-            texts: list[str | bytes] = [d.text for d in self.decoder.decode(capture.gray)]
-            if not texts:
-                self.counts["no_code"] += 1
-        else:
-            texts = [capture.raw or capture.text]
-        outcomes = []
-        for text in texts:
-            outcome = self.handle_text(text)
-            if outcome is not None:
-                outcomes.append(outcome)
-        return outcomes
+        return self.pipeline.handle_capture(capture)
 
     def handle_text(self, text: str | bytes) -> Outcome | None:
         """Decide one read code; None when it is the same card still held up."""
-        now = self.clock.now()
-        key = text if isinstance(text, str) else text.decode("utf-8", "replace")
-        last = self._last
-        self._last = _Sighting(key, now.mono_s)
-        if last is not None and last.text == key and now.mono_s - last.mono_s < self.config.station.hold_s:
-            return None
-        mono_ns = int(now.mono_s * 1e9)
-        synced = bool(self.clock.synced())
-        # With an unsynced clock the date may be years off: check pass signatures, not dates.
-        today = dt.datetime.fromtimestamp(now.wall_s, self._tz).date() if synced else None
-        try:
-            person = parse_payload(text, pass_keys=self.pass_keys, today=today)
-        except PayloadRefused as exc:
-            logger.info("refused code (%s): %s", exc.reason, exc.detail)
-            return self._emit_outcome(Outcome(Result.REFUSED, reason=exc.reason, mono_ns=mono_ns))
-        person_hash = self.outbox.person_hash(person.person_key)
-        blocked = self.pushed is not None and self.pushed.is_blocked(person.person_key)
-        verdict = decide_checkin(self.outbox.last_checkin(person_hash), now, self.policy, blocked=blocked)
-        masked = mask_person_name(person.name)
-        if verdict.code in ("blocked", "passback"):
-            logger.info("refused a %s card: %s", person.kind, verdict.code)  # no personal data in logs
-            return self._emit_outcome(Outcome(Result.REFUSED, reason=verdict.code, kind=person.kind, mono_ns=mono_ns))
-        if not verdict.accepted:
-            return self._emit_outcome(
-                Outcome(Result.ALREADY_COUNTED, reason=verdict.code, direction=verdict.direction,
-                        masked_name=masked, kind=person.kind, mono_ns=mono_ns)
-            )
-        if self._low_space:
-            return self._emit_outcome(Outcome(Result.FAULT, reason="storage", mono_ns=mono_ns))
-        try:
-            appended = self.outbox.append(
-                self._record_fields(person, verdict.direction, now, synced), person_hash=person_hash, now=now
-            )
-        except OutboxError as exc:
-            logger.error("cannot record check-in: %s", exc)
-            self._set_fault("storage")
-            return self._emit_outcome(Outcome(Result.FAULT, reason="storage", mono_ns=mono_ns))
-        if self._state.fault == "storage":
-            # The write worked again (space freed, card re-seated): the fault clears by itself.
-            self._set_fault("")
-        self.publisher.wake()
-        # On disk before anyone sees green; the line names no one.
-        logger.info("recorded seq %d: %s %s", appended.seq, person.kind, verdict.direction)
-        result = Result.ACCEPTED if self.publisher.online else Result.ACCEPTED_OFFLINE
-        return self._emit_outcome(
-            Outcome(result, direction=verdict.direction, masked_name=masked, kind=person.kind, mono_ns=mono_ns)
-        )
+        return self.pipeline.handle_text(text)
 
-    def _record_fields(self, person: Person, direction: str, now, synced: bool) -> dict[str, Any]:
-        person_fields = {"id": person.id_number, "name": person.name, "birth": person.birth, "sex": person.sex}
-        return {
-            "type": "checkin",
-            "ts": int(now.wall_s * 1000),
-            "mono": int(now.mono_s * 1000),
-            "boot": now.boot_id,
-            "sync": synced,
-            "dir": direction,
-            "kind": person.kind,
-            "sealed": self.sealer.seal(person_fields),
-        }
+    def new_presentation(self) -> None:
+        """The view was cleared: the next capture is a different presentation."""
+        self.pipeline.new_presentation()
+
+    @property
+    def counts(self) -> Counter[str]:
+        """Decided scans by result (and result.reason for refusals and faults)."""
+        return self.pipeline.counts
 
     # --- listeners ---
-    def _emit_outcome(self, outcome: Outcome) -> Outcome:
-        self.counts[outcome.result.value] += 1
-        if outcome.reason and outcome.result in (Result.REFUSED, Result.FAULT):
-            self.counts[f"{outcome.result.value}.{outcome.reason}"] += 1
-        self._emit(outcome)
-        return outcome
-
-    def _emit(self, event: Outcome | StationState) -> None:
+    def emit(self, event: Outcome | StationState) -> None:
+        """Hand an event to every listener; a failing listener is logged, not raised."""
         for listener in self.listeners:
             try:
                 listener(event)
@@ -516,156 +418,4 @@ class Station:
 
     def _on_link_state(self, online: bool, backlog: int) -> None:
         self._state = StationState(**{**self._state_dict(), "online": online, "backlog": backlog})
-        self._emit(self._state)
-
-
-def health_file(config: StationConfig, environ: Mapping[str, str] = os.environ) -> Path:
-    """Where the running station writes its health: systemd's runtime directory
-    ($RUNTIME_DIRECTORY, /run/qrgate for the unit; the first if it lists several), else
-    the state folder."""
-    runtime = environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
-    return (Path(runtime) if runtime else config.state_dir) / HEALTH_FILE
-
-
-def health_file_candidates(config: StationConfig, environ: Mapping[str, str] = os.environ,
-                           system_run_dir: Path = SYSTEM_RUN_DIR) -> list[Path]:
-    """Where selftest looks for the running station's health file, first match wins:
-    $RUNTIME_DIRECTORY, /run/qrgate (selftest from a shell has no $RUNTIME_DIRECTORY),
-    then the state folder (a station run by hand)."""
-    runtime = environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
-    paths = [Path(runtime) / HEALTH_FILE] if runtime else []
-    paths += [system_run_dir / HEALTH_FILE, config.state_dir / HEALTH_FILE]
-    return list(dict.fromkeys(paths))
-
-
-def open_indicators(config: StationConfig):
-    """The lights and buzzer of [feedback], or None when it has none.
-
-    Raises DriverError (no GPIO chip, a pin taken) or DriverUnavailable (gpiozero or
-    lgpio not installed), with the pins or the library named.
-    """
-    fb = config.feedback
-    if fb.indicators != "gpio":
-        return None
-    from edge.drivers.indicators_gpio import GpioIndicators
-
-    factory = _pin_factory(fb.pin_factory)
-    try:
-        return GpioIndicators(fb.green, fb.red, fb.amber, fb.buzzer, tonal=fb.tonal, pin_factory=factory)
-    except ImportError as exc:
-        raise DriverUnavailable(f"gpiozero is not installed ({exc}; pip install gpiozero)") from exc
-    except BaseException:
-        if factory is not None:
-            factory.close()  # a factory holds the GPIO chip open
-        raise
-
-
-def _pin_factory(name: str):
-    """gpiozero's pin factory for [feedback] pin_factory; None lets gpiozero choose."""
-    if name == "mock":
-        from gpiozero.pins.mock import MockFactory, MockPWMPin
-
-        return MockFactory(pin_class=MockPWMPin)
-    if name == "lgpio":
-        try:
-            from gpiozero.pins.lgpio import LGPIOFactory
-        except ImportError as exc:
-            raise DriverUnavailable(f"pin_factory 'lgpio': lgpio is not installed ({exc}; "
-                                    "apt install python3-lgpio, venv with --system-site-packages)") from exc
-        try:
-            return LGPIOFactory()
-        except Exception as exc:  # lgpio.error shares no base with OSError
-            raise DriverError(f"pin_factory 'lgpio': cannot open the GPIO chip: {exc} "
-                              "(is /dev/gpiochip0 there, and the user in group gpio?)") from exc
-    return None
-
-
-def open_screen(config: StationConfig, panel_opener: Callable[..., Any] | None = None):
-    """The screen of [feedback] (a Screen on the luma device), or None when it has none.
-
-    ``panel_opener`` has ``edge.display.panel.open_panel``'s signature (the default).
-    Raises DriverError or DriverUnavailable naming the panel, its address and bus.
-    """
-    fb = config.feedback
-    if fb.panel == "none":
-        return None
-    from edge.display.panel import Screen, open_panel
-
-    opener = panel_opener or open_panel
-    where = f"{fb.panel} panel at 0x{fb.i2c_address:02X} on /dev/i2c-{fb.i2c_port}"
-    try:
-        device = opener(fb.panel, i2c_port=fb.i2c_port, address=fb.i2c_address)
-    except UserError:
-        raise
-    except ImportError as exc:
-        raise DriverUnavailable(f"{where}: {exc}") from exc
-    except Exception as exc:  # luma's own errors share no base with OSError
-        raise DriverError(f"{where}: {exc}") from exc
-    mirror = Path(fb.screen_png) if fb.screen_png else None
-    if mirror is not None and not mirror.is_absolute():
-        mirror = config.base / mirror
-    return Screen(device, mirror_png=mirror)
-
-
-class FeedbackDevices:
-    """Opens the lights and the screen named in [feedback]; keeps trying the missing ones.
-
-    Neither is needed to count people: a panel not wired yet, I2C not enabled, or no
-    GPIO chip is logged (naming the panel and bus, or the pins), the station runs
-    without it, and ``retry_missing`` (from housekeeping, at most every ``retry_s``)
-    hands a part that answers later to the feedback loop. ``problems`` says what is
-    missing and why (for the health file).
-    """
-
-    def __init__(self, config: StationConfig, *, retry_s: float = DEVICE_RETRY_S,
-                 panel_opener: Callable[..., Any] | None = None, clock: Callable[[], float] = time.monotonic):
-        self.config = config
-        self.retry_s = retry_s
-        self.panel_opener = panel_opener
-        self.clock = clock
-        self.problems: dict[str, str] = {}  # "lights" / "screen" -> why it is missing
-        self._next_try = 0.0
-
-    def open_loop(self):
-        """A FeedbackLoop with whatever opened (None when [feedback] has neither part)."""
-        fb = self.config.feedback
-        if fb.indicators == "none" and fb.panel == "none":
-            return None
-        from edge.feedback import FeedbackLoop
-
-        indicators = self._try("lights")
-        screen = self._try("screen")
-        self._next_try = self.clock() + self.retry_s
-        return FeedbackLoop(indicators, screen, result_seconds=fb.result_seconds)
-
-    def retry_missing(self, loop) -> None:
-        """Try the missing parts again if it is time; attach what opens to ``loop``."""
-        if not self.problems or self.clock() < self._next_try:
-            return
-        self._next_try = self.clock() + self.retry_s
-        for part in list(self.problems):
-            opened = self._try(part)
-            if opened is not None:
-                logger.warning("the %s answer%s now: using %s", part, "" if part == "lights" else "s",
-                               "them" if part == "lights" else "it")
-                loop.attach(**{"indicators" if part == "lights" else "screen": opened})
-
-    def _open(self, part: str):
-        if part == "lights":
-            return open_indicators(self.config)
-        return open_screen(self.config, self.panel_opener)
-
-    def _try(self, part: str):
-        try:
-            opened = self._open(part)
-        except UserError:
-            raise
-        except Exception as exc:  # no light or screen failure may stop the gate
-            message = str(exc) or type(exc).__name__
-            if self.problems.get(part) != message:  # logged once, not every retry
-                logger.error("no %s: %s; running without %s, trying again every %.0f s", part, message,
-                             "them" if part == "lights" else "it", self.retry_s)
-            self.problems[part] = message
-            return None
-        self.problems.pop(part, None)
-        return opened
+        self.emit(self._state)

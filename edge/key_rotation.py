@@ -10,40 +10,19 @@ finished by running it again (the server recognises the retry).
 from __future__ import annotations
 
 import base64
-import fcntl
 import logging
 import os
 import time
-from contextlib import contextmanager
-from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.config import StationConfig
+from edge.station_lock import station_lock
 from provisioning.enrol_client import post_json
 from qrgate import protocol
-from qrgate.errors import UserError
 from qrgate.keyfiles import load_or_create_key
 
 logger = logging.getLogger(__name__)
-LOCK_FILE = "station.lock"
-
-
-@contextmanager
-def station_lock(state_dir: Path):
-    """Held by a running station; tools that must not run beside it take it too."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise UserError(f"the station using {state_dir} is running: stop it first (systemctl stop qrgate-edge)") from None
-    try:
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def rotate_key(config: StationConfig, server_url: str, *, timeout: float = 20.0) -> int:

@@ -155,10 +155,10 @@ def check_feedback(cfg: StationConfig) -> list[Check]:
 
 
 def station_running(cfg: StationConfig) -> bool:
-    """True while a station process holds the state folder's lock (edge/key_rotation.py)."""
+    """True while a station process holds the state folder's lock (edge/station_lock.py)."""
     if not cfg.state_dir.is_dir():
         return False  # nothing ever ran here; taking the lock would make the folder
-    from edge.key_rotation import station_lock
+    from edge.station_lock import station_lock
 
     try:
         with station_lock(cfg.state_dir):
@@ -171,8 +171,8 @@ def station_running(cfg: StationConfig) -> bool:
 
 def read_health(cfg: StationConfig, candidates: list[Path] | None = None) -> tuple[Path | None, dict | None]:
     """The running station's health file and its contents: the first of ``candidates``
-    (``edge.app.health_file_candidates``) written by this station."""
-    from edge.app import health_file_candidates
+    (``edge.housekeeping.health_file_candidates``) written by this station."""
+    from edge.housekeeping import health_file_candidates
 
     for path in candidates if candidates is not None else health_file_candidates(cfg):
         try:
@@ -210,7 +210,7 @@ def check_running_station(cfg: StationConfig, candidates: list[Path] | None = No
     disturb the station, so nothing is opened: the station's health file is read. A
     fault in it, or a health file not rewritten for a while, is a failure.
     """
-    from edge.app import health_file_candidates
+    from edge.housekeeping import health_file_candidates
 
     kind = str(cfg.source.get("kind", ""))
     part = "scanner" if kind in ("hid", "serial") else "camera"

@@ -46,16 +46,18 @@ class ServiceNotifier:
 
     def alive(self) -> tuple[bool, str]:
         """Is every part that must run actually running? (ok, reason if not)"""
-        st = self.station
+        return self._judge(self.station.liveness())
+
+    def _judge(self, live) -> tuple[bool, str]:
         now = self.clock()
-        if st.pipeline_thread is not None and not st.pipeline_thread.is_alive():
+        if live.pipeline_stopped:
             return False, "scan pipeline stopped"
-        if not st.publisher.thread_alive():
+        if not live.sender_alive:
             return False, "sender thread stopped"
-        if now - st.last_housekeeping > max(3 * st.config.station.housekeeping_s, 60.0):
+        if now - live.last_housekeeping > max(3 * live.housekeeping_s, 60.0):
             return False, "housekeeping stalled"
-        if st.input_is_camera and now - st.last_capture > CAMERA_STALL_S and not st.fault_showing():
-            return False, f"no camera frame for {now - st.last_capture:.0f} s"
+        if live.watches_frames and now - live.last_capture > CAMERA_STALL_S:
+            return False, f"no camera frame for {now - live.last_capture:.0f} s"
         return True, ""
 
     def ready(self) -> None:
@@ -70,13 +72,13 @@ class ServiceNotifier:
         self._thread.start()
 
     def beat(self) -> bool:
-        ok, reason = self.alive()
+        live = self.station.liveness()
+        ok, reason = self._judge(live)
         if ok:
-            st = self.station
             # `systemctl status qrgate-edge` shows this line: a fault belongs in it.
-            self.notifier.notify(f"WATCHDOG=1\nSTATUS=backlog {st.outbox.backlog()}"
-                                 f"{', offline' if not st.publisher.online else ''}"
-                                 f"{f', {st.fault} fault' if st.fault else ''}")
+            self.notifier.notify(f"WATCHDOG=1\nSTATUS=backlog {live.backlog}"
+                                 f"{', offline' if not live.online else ''}"
+                                 f"{f', {live.fault} fault' if live.fault else ''}")
         else:
             logger.error("not feeding the watchdog: %s", reason)
             self.notifier.notify(f"STATUS={reason}")

@@ -159,7 +159,7 @@ def test_low_disk_space_refuses_before_a_write_can_fail_and_recovers(station, mo
 
     free = {"mb": 10}
     usage = real_shutil.disk_usage(station.config.state_dir)
-    monkeypatch.setattr("edge.app.shutil.disk_usage",
+    monkeypatch.setattr("edge.housekeeping.shutil.disk_usage",
                         lambda path: usage._replace(free=free["mb"] * 1024 * 1024))
     assert station.check_free_space()
     out = station.handle_text(PERSON)
@@ -206,7 +206,7 @@ def test_pushed_block_list_and_mode_apply_at_once_and_survive_a_restart(station,
     station.close()
     again = Station(station.config, clock=station.clock_fake, source=ListSource([]), decoder=object())
     again.pass_keys["server"] = key.public_key()
-    again._use_pushed(again._pushed_file.load("gate-1", again.pass_keys))
+    again._use_pushed(again._pushed.load_stored())
     assert again.handle_text(PERSON).reason == "blocked"
     assert again.policy.mode == "entry"
     again.close()

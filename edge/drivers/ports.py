@@ -52,6 +52,55 @@ def retry_with_backoff(closed: threading.Event, first_delay_s: float, attempt: C
     return False
 
 
+class BlockingReader:
+    """Base of a scanner whose ``captures()`` blocks on the device in the pipeline thread
+    while ``close()`` may come from any other thread (the station's stop, a signal).
+
+    Subclasses must implement ``_is_open()`` (the device is open now), ``_read_codes()``
+    (the reading loop; it ends once ``self._closed`` is set) and ``_release()`` (close
+    the device; called once, by whichever side finishes last). They may override
+    ``_interrupt()`` to wake a reader blocked without a timeout.
+    """
+
+    def __init__(self) -> None:
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._reading = False
+
+    def captures(self) -> Iterator[ScannedText]:
+        with self._lock:
+            if self._closed.is_set() or not self._is_open():
+                return
+            self._reading = True
+        try:
+            yield from self._read_codes()
+        finally:
+            with self._lock:
+                self._reading = False
+                self._release()
+
+    def close(self) -> None:
+        """Stop reading and release the device; safe from any thread, and twice."""
+        self._closed.set()
+        with self._lock:
+            if self._reading:
+                self._interrupt()  # the reader releases the device on its way out
+            else:
+                self._release()
+
+    def _is_open(self) -> bool:
+        raise NotImplementedError
+
+    def _read_codes(self) -> Iterator[ScannedText]:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+    def _interrupt(self) -> None:
+        """Wake a blocked reader; by default it notices ``_closed`` within its timeout."""
+
+
 @runtime_checkable
 class Source(Protocol):
     """Contract for every input source.

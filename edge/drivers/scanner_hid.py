@@ -8,7 +8,6 @@ import logging
 import os
 import select
 import struct
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import evdev
 from evdev import ecodes
 
-from edge.drivers.ports import ScannedText, retry_with_backoff
+from edge.drivers.ports import BlockingReader, ScannedText, retry_with_backoff
 from qrgate.errors import DriverError
 
 logger = logging.getLogger(__name__)
@@ -214,7 +213,7 @@ def _use_monotonic_timestamps(device) -> bool:
     return True
 
 
-class HidScannerSource:
+class HidScannerSource(BlockingReader):
     """A USB QR scanner in keyboard (HID) mode, read with evdev.
 
     Wiring: plug the scanner into any USB port; pass its stable path,
@@ -241,9 +240,7 @@ class HidScannerSource:
         self.grab = grab
         self.retry_s = retry_s
         self.decoder = KeystrokeDecoder(char_timeout_s)
-        self._closed = threading.Event()
-        self._lock = threading.Lock()
-        self._reading = False
+        super().__init__()
         self._device = None
         self._monotonic = False
         self._open()
@@ -309,16 +306,10 @@ class HidScannerSource:
 
     def captures(self) -> Iterator[ScannedText]:
         """Yield each code the scanner types, until ``close()`` is called."""
-        with self._lock:
-            if self._closed.is_set() or self._device is None:
-                return
-            self._reading = True
-        try:
-            yield from self._read_codes()
-        finally:
-            with self._lock:
-                self._reading = False
-                self._release()
+        return super().captures()
+
+    def _is_open(self) -> bool:
+        return self._device is not None
 
     def _read_codes(self) -> Iterator[ScannedText]:
         while not self._closed.is_set():
@@ -359,14 +350,12 @@ class HidScannerSource:
                 pass
         self._wake_read = self._wake_write = -1
 
+    def _interrupt(self) -> None:
+        try:
+            os.write(self._wake_write, b"x")  # wakes the reader blocked in select()
+        except OSError:
+            pass  # pipe full: the reader is already being woken
+
     def close(self) -> None:
         """Stop reading and release (ungrab) the scanner; safe from any thread, twice."""
-        self._closed.set()
-        with self._lock:
-            if self._reading:
-                try:
-                    os.write(self._wake_write, b"x")
-                except OSError:
-                    pass  # pipe full: the reader is already being woken
-            else:
-                self._release()
+        super().close()

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterator
 
 import serial
 
-from edge.drivers.ports import ScannedText, retry_with_backoff
+from edge.drivers.ports import BlockingReader, ScannedText, retry_with_backoff
 from qrgate.errors import DriverError, UserError
 
 logger = logging.getLogger(__name__)
@@ -84,7 +83,7 @@ class CodeSplitter:
         return codes
 
 
-class SerialScannerSource:
+class SerialScannerSource(BlockingReader):
     """A USB QR scanner in serial mode (USB CDC/ACM, appears as ``/dev/ttyACM0``).
 
     Wiring: plug the scanner into any USB port after setting it to USB-serial (COM port
@@ -113,9 +112,7 @@ class SerialScannerSource:
         if isinstance(terminator, str):
             terminator = terminator.encode("utf-8")
         self.splitter = CodeSplitter(terminator)
-        self._closed = threading.Event()
-        self._lock = threading.Lock()
-        self._reading = False
+        super().__init__()
         self._port = self._open()
 
     def _open(self) -> serial.SerialBase:
@@ -151,16 +148,13 @@ class SerialScannerSource:
 
     def captures(self) -> Iterator[ScannedText]:
         """Yield each code the scanner sends, until ``close()`` is called."""
-        with self._lock:
-            if self._closed.is_set() or self._port is None:
-                return
-            self._reading = True
-        try:
-            yield from self._read_codes()
-        finally:
-            with self._lock:
-                self._reading = False
-                self._close_port()
+        return super().captures()
+
+    def _is_open(self) -> bool:
+        return self._port is not None
+
+    def _release(self) -> None:
+        self._close_port()
 
     def _read_codes(self) -> Iterator[ScannedText]:
         while not self._closed.is_set():
@@ -181,7 +175,4 @@ class SerialScannerSource:
 
     def close(self) -> None:
         """Stop reading and close the port; ``captures()`` ends within a read timeout."""
-        self._closed.set()
-        with self._lock:
-            if not self._reading:
-                self._close_port()
+        super().close()
