@@ -267,7 +267,7 @@ def _check_backend(backend: str) -> None:
         raise SystemExit(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if backend == "postgres":
         try:
-            from server.storage_pg import PostgresStorage  # noqa: F401
+            from server.storage.postgres import PostgresStorage  # noqa: F401
         except ImportError as exc:
             raise SystemExit(f"--backend postgres: {exc}") from None
 
@@ -281,7 +281,7 @@ def _bench_storage(backend: str, cfg, admin_dsn: str | None, purpose: str):
         yield SqliteStorage(cfg.database), None
         return
     from bench.bench_pg import scratch_database
-    from server.storage_pg import PostgresStorage
+    from server.storage.postgres import PostgresStorage
 
     with scratch_database(admin_dsn, purpose) as dsn:
         storage = PostgresStorage(dsn, data_dir=cfg.data_dir)
@@ -298,7 +298,7 @@ def worker_main(config: str, worker_id: int, dsn: str) -> None:
 
     from server.cli import ensure_dashboard_rollup, open_sealing, startup_lock
     from server.config import load_server_config
-    from server.storage_pg import PostgresStorage
+    from server.storage.postgres import PostgresStorage
     from server.workers import make_worker, run_worker
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
@@ -518,7 +518,7 @@ def bench_store(workdir: Path, n: int, batch: int = 200, backend: str = "sqlite"
             storage = SqliteStorage(workdir / "store.sqlite3")
         else:
             from bench.bench_pg import admin_dsn, scratch_database
-            from server.storage_pg import PostgresStorage
+            from server.storage.postgres import PostgresStorage
 
             run_dsn = stack.enter_context(scratch_database(admin_dsn(dsn), "store"))
             storage = PostgresStorage(run_dsn, data_dir=workdir)

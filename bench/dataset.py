@@ -1,7 +1,7 @@
 """A generated server database at scale, for the query benchmarks and the scale tests.
 
 `python -m bench.dataset --checkins 1000000 --out /tmp/server.sqlite3` writes a server
-database in the real schema (server/storage.py plus the venue columns) with
+database in the real schema (server/storage/sqlite.py plus the venue columns) with
 ``venues`` venues spread over the wards of the bundled areas file, ``people`` people
 and ``checkins`` check-ins over ``days`` days: each visit is an entry scan and, nine
 times in ten, an exit scan; most visits are at the person's own workplace, the rest at

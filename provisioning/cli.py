@@ -60,7 +60,7 @@ def station(server_config: str, broker_dir: str, station_id: str, venue: int, di
     from provisioning.broker import RESERVED_PREFIX, BrokerFiles, is_reserved_username
     from provisioning.station import enroll_local, server_public_keys
     from server.config import load_server_config
-    from server.storage_pg import open_configured
+    from server.storage.postgres import open_configured
 
     if is_reserved_username(station_id):
         raise UserError(f"--id {station_id}: ids starting with '{RESERVED_PREFIX}' are the server's own broker accounts")
@@ -102,7 +102,7 @@ def _push(server_config: str, stations: list[str] | None) -> int:
     from qrgate.keyfiles import load_or_create_key
     from server.config import load_server_config
     from server.stationconfig import StationConfigStore, publish_configs
-    from server.storage_pg import open_configured
+    from server.storage.postgres import open_configured
 
     cfg = load_server_config(server_config)
     store = StationConfigStore(open_configured(cfg))
@@ -120,7 +120,7 @@ def configure(server_config: str, station: str, mode: str, repeat_window: float,
     """Change a station's settings and push them to it (applied at once, kept offline)."""
     from server.config import load_server_config
     from server.stationconfig import StationConfigStore, StationSettings
-    from server.storage_pg import open_configured
+    from server.storage.postgres import open_configured
 
     store = StationConfigStore(open_configured(load_server_config(server_config)))
     version = store.set_settings(station, StationSettings(mode, repeat_window, anti_passback, auto_checkout_hours * 3600))
@@ -136,7 +136,7 @@ def block(server_config: str, person: str, reason: str, remove: bool) -> int:
     """Add a person to (or remove from) the block list every station applies offline."""
     from server.config import load_server_config
     from server.stationconfig import StationConfigStore
-    from server.storage_pg import open_configured
+    from server.storage.postgres import open_configured
 
     store = StationConfigStore(open_configured(load_server_config(server_config)))
     if remove:
@@ -151,7 +151,7 @@ def block(server_config: str, person: str, reason: str, remove: bool) -> int:
 def _fleet(server_config: str):
     from server.config import load_server_config
     from server.fleet import Fleet
-    from server.storage_pg import open_configured
+    from server.storage.postgres import open_configured
 
     return Fleet(open_configured(load_server_config(server_config)))
 
@@ -217,7 +217,7 @@ def enrol_code(server_config: str, venue: int, minutes: float, url: str, png: st
     """Make a single-use enrolment code for a venue; show it to a new station."""
     from server.config import load_server_config
     from server.enrol import Enrolment, enrol_code_text
-    from server.storage_pg import open_configured
+    from server.storage.postgres import open_configured
 
     cfg = load_server_config(server_config)
     token = Enrolment(open_configured(cfg)).create_token(venue, minutes=minutes, created_by="cli")

@@ -134,7 +134,7 @@ class Demo:
         from server.cli import ensure_dashboard_rollup, hold_bridge_lock, open_sealing, web_app
         from server.config import load_server_config
         from server.scheduler import ServerScheduler
-        from server.storage_pg import open_configured
+        from server.storage.postgres import open_configured
 
         args = self.args
         data = _prepare_data_dir(Path(args.data))

@@ -675,7 +675,7 @@ for name, number, person in people:
 COUNT_STORED = r"""
 import sys
 from server.config import load_server_config
-from server.storage_pg import open_configured
+from server.storage.postgres import open_configured
 print(open_configured(load_server_config("/etc/qrgate/server.toml")).count_checkins(sys.argv[1]))
 """
 

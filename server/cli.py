@@ -68,7 +68,7 @@ def hold_bridge_lock(cfg) -> None:
 def open_storage(config_path: str):
     """The configuration and the storage it names: SQLite by default, PostgreSQL when
     ``[server] database`` is a postgresql:// URL (docs/postgresql.md)."""
-    from server.storage_pg import open_configured
+    from server.storage.postgres import open_configured
 
     config = load_server_config(config_path)
     return config, open_configured(config)
@@ -178,7 +178,7 @@ def trace(config: str, person: str, start: str, end: str, margin_min: int, stay_
     The trace reads personal data in full; it is written to the audit trail.
     """
     from server.audit import AuditLog
-    from server.storage_pg import tracer_for
+    from server.storage.postgres import tracer_for
 
     if not 0 <= margin_min <= 24 * 60 or not 1 <= stay_min <= 24 * 60:
         raise UserError("--margin-min must be 0-1440 and --stay-min 1-1440")

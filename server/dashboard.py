@@ -36,7 +36,7 @@ from zoneinfo import ZoneInfo
 
 from qrgate.errors import UserError
 from server.areas import Area, AreaDirectory
-from server.sql import ddl_for
+from server.storage.sql import ddl_for
 
 logger = logging.getLogger(__name__)
 
@@ -142,9 +142,9 @@ def ensure_rollup(storage, tz: ZoneInfo) -> int:
 
 def _hold_checkins(db) -> None:
     """PostgreSQL: no check-in is written between the count and the triggers. The
-    partition lock comes first, as server.storage_pg takes it before locking the
+    partition lock comes first, as server.storage.postgres takes it before locking the
     partitions when it makes or drops one."""
-    from server.storage_pg import PARTITION_LOCK
+    from server.storage.postgres import PARTITION_LOCK
 
     db.execute("SELECT pg_advisory_xact_lock(?)", [PARTITION_LOCK])
     db.execute("LOCK TABLE checkins IN SHARE ROW EXCLUSIVE MODE")

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from qrgate.errors import UserError
-from server.sql import code_point_order
+from server.storage.sql import code_point_order
 from server.venues import is_row_id
 
 logger = logging.getLogger(__name__)

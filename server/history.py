@@ -47,7 +47,7 @@ from typing import Any
 
 from qrgate import persons
 from qrgate.masking import mask_id_number, mask_person_name
-from server.sql import code_point_order, in_list
+from server.storage.sql import code_point_order, in_list
 from server.tracing import MAX_VISIT_MS, Visit, visits_from_checkins
 
 MAX_LIMIT = 500

@@ -37,7 +37,7 @@ from qrgate.persons import person_key
 from qrgate.personal_pass import issue_pass
 from server.poster import _font, _wrap
 from server.roster import RosterPerson, RosterStore
-from server.sql import code_point_order
+from server.storage.sql import code_point_order
 from server.stationconfig import ConfigPublisher, StationConfigStore
 
 logger = logging.getLogger(__name__)

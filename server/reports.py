@@ -29,7 +29,7 @@ from server import i18n
 from server.audit import register_actions
 from server.export import csv_stream
 from server.poster import _font, _wrap
-from server.sql import POSTGRESQL, SQLITE
+from server.storage.sql import POSTGRESQL, SQLITE
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 from qrgate.errors import UserError
 from qrgate.masking import mask_id_number, mask_person_name
 from qrgate.persons import person_key
-from server.sql import code_point_order
+from server.storage.sql import code_point_order
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from qrgate import protocol
 from server.accounts import server_secret
-from server.sql import POSTGRESQL
+from server.storage.sql import POSTGRESQL
 from server.venues import Venue, clean_text
 
 logger = logging.getLogger(__name__)

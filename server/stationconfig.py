@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from qrgate import protocol
 from qrgate.protocol import MODES
 from qrgate.errors import UserError
-from server.sql import code_point_order
+from server.storage.sql import code_point_order
 from server.venues import is_row_id
 
 logger = logging.getLogger(__name__)

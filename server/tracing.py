@@ -110,8 +110,8 @@ class Tracer:
     """Runs traces against the server database.
 
     Its five queries (below) are SQLite's, through ``storage.sql``: a bare column beside
-    max() and json_each are what make them fast there. ``server.storage_pg.PostgresTracer``
-    writes the same five with DISTINCT ON and arrays; ``server.storage_pg.tracer_for``
+    max() and json_each are what make them fast there. ``server.storage.postgres.PostgresTracer``
+    writes the same five with DISTINCT ON and arrays; ``server.storage.postgres.tracer_for``
     picks the one for a storage.
     """
 
@@ -173,7 +173,7 @@ class Tracer:
             "contacts": [c.as_dict() for c in ranked],
         }
 
-    # -- the queries (server/storage_pg.py overrides these five for PostgreSQL) ---------
+    # -- the queries (server/storage/postgres.py overrides these five for PostgreSQL) -
 
     def _person_scans(self, person_key: str, lo: int, hi: int) -> list[tuple]:
         """(person_key, venue_id, direction, wall_ms) of the person in [lo, hi], in time order."""

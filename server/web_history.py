@@ -46,8 +46,8 @@ from server.audit import register_actions
 from server.checkin_views import INVALID_TIME, local_time, present_checkin, present_visit
 from server.history import HistoryError, MAX_SEARCH, cursor_at, parse_search, query_history, visits_for_rows
 from server.permissions import allowed
-from server.sql import SQLITE, in_list
-from server.storage_pg import tracer_for
+from server.storage.sql import SQLITE, in_list
+from server.storage.postgres import tracer_for
 from server.tracing import DAY_MS
 
 MAX_PAGE = 200

@@ -101,7 +101,7 @@ def new_storage(path: Path | str):
     pass the database belonging to ``path`` (the same one each time it is asked for)."""
     if not ON_POSTGRESQL:
         return SqliteStorage(path)
-    from server.storage_pg import PostgresStorage
+    from server.storage.postgres import PostgresStorage
 
     storage = PostgresStorage(database_url(path), data_dir=Path(path).parent)
     _opened_storages.append(storage)
@@ -111,7 +111,7 @@ def new_storage(path: Path | str):
 def storage_for(config: ServerConfig):
     """The storage a server.toml names, opened as ``qrgate-server`` opens it (closed
     after the test on the PostgreSQL pass)."""
-    from server.storage_pg import open_configured
+    from server.storage.postgres import open_configured
 
     storage = open_configured(config)
     if config.server.database:

@@ -296,7 +296,7 @@ def test_checkins_of_a_month_without_a_partition_are_counted_once_when_it_is_mad
     want = [("2020-01-14", 5), ("2020-01-15", 2), ("2020-02-01", 1)]
     assert in_2020() == want
     if ON_POSTGRESQL:
-        from server.storage_pg import month_of
+        from server.storage.postgres import month_of
 
         lo, hi = scans[0], scans[-1]
         assert storage.sql.value("SELECT count(*) FROM checkins_default WHERE wall_ms BETWEEN ? AND ?", [lo, hi]) == 8

@@ -67,7 +67,7 @@ def test_tracing_matches_a_brute_force_over_every_row(million):
 
 
 def test_postgresql_traces_the_same_million_rows_to_the_same_answer(million, pg_dsn, tmp_path):  # noqa: F811
-    from server.storage_pg import PostgresStorage, PostgresTracer
+    from server.storage.postgres import PostgresStorage, PostgresTracer
 
     lite = SqliteStorage(million.path)
     pg = PostgresStorage(pg_dsn, data_dir=tmp_path)

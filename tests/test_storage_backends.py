@@ -17,7 +17,7 @@ from conftest_pg import pg_dsn  # noqa: F401 (a fixture)
 from qrgate import protocol
 from qrgate.errors import UserError
 from server.storage import SqliteStorage
-from server.storage_pg import (PostgresStorage, PostgresTracer, month_bounds, month_of,
+from server.storage.postgres import (PostgresStorage, PostgresTracer, month_bounds, month_of,
                                open_storage_url, partition_name)
 from server.tracing import Tracer, delete_older_than
 

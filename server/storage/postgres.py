@@ -23,7 +23,7 @@ decision) and the check-in's time (for retention).
 
 Every other server module keeps its tables (accounts, venue roles, audit trail, fleet
 status, rosters, the dashboards' roll-up, ...) in the same database through ``.sql``
-(server/sql.py), creating them at start as on SQLite (docs/postgresql.md).
+(server/storage/sql.py), creating them at start as on SQLite (docs/postgresql.md).
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ except ImportError:  # a SQLite-only install: open_storage_url still serves SQLi
 
 from qrgate import persons, protocol
 from qrgate.errors import UserError
-from server.sql import SCHEMA_LOCK, PostgresDatabase, configure_connection
-from server.storage import (IngestWindow, SqliteStorage, StationInfo, StoreResult, checkin_out_of_window,
-                            clock_out_of_window, record_runs)
+from server.storage.port import IngestWindow, StationInfo, StoreResult, checkin_out_of_window, clock_out_of_window
+from server.storage.sql import SCHEMA_LOCK, PostgresDatabase, configure_connection
+from server.storage.sqlite import SqliteStorage, record_runs
 from server.tracing import CONTACT_COLUMNS, DAY_MS, Tracer
 
 logger = logging.getLogger(__name__)
