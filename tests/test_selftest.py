@@ -12,18 +12,16 @@ import threading
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from edge.app import FeedbackDevices, Station, health_file, health_file_candidates
 from edge.clock import read_boot_id
 from edge.config import load_station_config
 from edge.drivers import scanner_hid
 from edge.selftest import check_running_station, read_health, run_selftest
-from provisioning.broker import free_port
 from qrgate.errors import DriverError
 from qrgate.samples import demo_samples, write_qr_png
-from qrgate.sealing import x25519_public_to_text
 from test_scanners import FakeDevices
+from test_service import station_toml
 
 
 def selftest(config: Path):
@@ -79,22 +77,7 @@ def test_a_missing_camera_folder_and_a_readable_key_are_failures(tmp_path, serve
 
 
 def running_station_config(tmp_path, source: str, panel: str = "dummy"):
-    path = tmp_path / "station.toml"
-    path.write_text(f"""
-[station]
-id = "gate-busy"
-server_key = "{x25519_public_to_text(X25519PrivateKey.generate().public_key())}"
-[mqtt]
-port = {free_port()}
-tls = false
-[feedback]
-indicators = "gpio"
-pin_factory = "mock"
-panel = "{panel}"
-[source]
-{source}
-""")
-    return load_station_config(path)
+    return load_station_config(station_toml(tmp_path, source, station_id="gate-busy", panel=panel, screen_png=""))
 
 
 class ExclusiveDevices:

@@ -21,11 +21,13 @@ from qrgate.sealing import x25519_public_to_text
 pytestmark = pytest.mark.timeout(60)
 
 
-def station_toml(tmp_path, source: str) -> Path:
+def station_toml(tmp_path, source: str, *, station_id: str = "gate-svc", panel: str = "dummy",
+                 screen_png: str = "screen.png") -> Path:
+    """A station.toml with mock pins, a broker port nobody listens on, and ``source``."""
     cfg = tmp_path / "station.toml"
     cfg.write_text(f"""
 [station]
-id = "gate-svc"
+id = "{station_id}"
 server_key = "{x25519_public_to_text(X25519PrivateKey.generate().public_key())}"
 [mqtt]
 port = {free_port()}
@@ -33,8 +35,8 @@ tls = false
 [feedback]
 indicators = "gpio"
 pin_factory = "mock"
-panel = "dummy"
-screen_png = "screen.png"
+panel = "{panel}"
+screen_png = "{screen_png}"
 [source]
 {source}
 """)
