@@ -276,46 +276,41 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _json_numbers_are_finite(text: str) -> bool:
-    """Whether no number in a JSON body is NaN or overflows to infinity (3e+308): the
-    validator's answer would echo it, and JSON cannot carry it (a 500, found by fuzzing)."""
-    if not _NOT_FINITE_HINT.search(text):
-        return True
-    try:
-        json.loads(text, parse_float=_finite_float, parse_constant=_refuse_constant)
-    except json.JSONDecodeError:
-        return True  # not JSON at all: the route refuses it as such
-    except ValueError:
-        return False
-    except RecursionError:
-        return True
-    return True
+def json_body_problem(body: bytes) -> str | None:
+    """Why a JSON body must be refused before any route reads it, or None.
 
-
-def _json_text_is_unicode(body: bytes) -> bool:
-    """Whether a JSON body's text is Unicode: UTF-8, and no \\uD800-\\uDFFF escape that
-    is not half of a pair (a lone surrogate cannot be stored, logged or answered)."""
+    The validator's 422 echoes what it was given, and neither a lone surrogate
+    (\\uD800 alone) nor a number that is NaN or overflows to infinity (3e+308) can be
+    encoded in the answer or logged: each was a 500. Most bodies hold neither hint, and
+    are not parsed here at all; the others are parsed once. A body that is not JSON at
+    all is left to the route, which refuses it as such.
+    """
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        return False
-    if "\\u" not in text or not _ESCAPED_SURROGATE.search(text):
-        return True
+        return "the JSON body is not Unicode text (UTF-8, no lone surrogates)"
+    surrogates = "\\u" in text and _ESCAPED_SURROGATE.search(text) is not None
+    if not surrogates and not _NOT_FINITE_HINT.search(text):
+        return None
     try:
-        todo = [json.loads(text)]
-    except (ValueError, RecursionError):
-        return True  # not JSON: the route refuses it as such
-    while todo:  # by hand, not recursion: nesting is the sender's choice
+        todo = [json.loads(text, parse_float=_finite_float, parse_constant=_refuse_constant)]
+    except json.JSONDecodeError:
+        return None
+    except ValueError:
+        return "the JSON body holds a number that is not finite"
+    except RecursionError:
+        return None
+    while surrogates and todo:  # by hand, not recursion: nesting is the sender's choice
         value = todo.pop()
         if isinstance(value, str):
             if _SURROGATE.search(value):
-                return False
+                return "the JSON body is not Unicode text (UTF-8, no lone surrogates)"
         elif isinstance(value, dict):
             todo.extend(value.keys())
             todo.extend(value.values())
         elif isinstance(value, list):
             todo.extend(value)
-    return True
+    return None
 
 
 class BodyLimits:
@@ -365,12 +360,9 @@ class BodyLimits:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if is_json and body and not _json_text_is_unicode(body):
-            await self._refuse(scope, receive, send, 400,
-                               "the JSON body is not Unicode text (UTF-8, no lone surrogates)")
-            return
-        if is_json and body and not _json_numbers_are_finite(body.decode("utf-8")):
-            await self._refuse(scope, receive, send, 400, "the JSON body holds a number that is not finite")
+        problem = json_body_problem(body) if is_json and body else None
+        if problem is not None:
+            await self._refuse(scope, receive, send, 400, problem)
             return
         replayed = False
 

@@ -15,7 +15,6 @@ import ssl
 import subprocess
 import sys
 import threading
-import urllib.request
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -25,7 +24,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from conftest import serve_app, wait_until
+from conftest import serve_app, unavailable, wait_until
+from test_enrolment import post as post_enrolment
 from edge.app import Station
 from edge.config import load_station_config
 from edge.drivers.fake import ListSource
@@ -191,14 +191,6 @@ def test_retiring_a_station_closes_its_open_connection_at_once(server_env, bridg
     assert again.returncode == 0 and "already retired" in again.stdout, again.stderr
 
 
-def post_enrolment(url: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(url + "/api/enrol", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def test_an_enrolled_station_is_bound_to_its_id_and_cannot_take_the_servers_account(server_env, bridge):
@@ -252,7 +244,8 @@ def test_a_broker_folder_from_before_keeps_its_passwords_and_gets_the_binding(tm
     old.mkdir()
     tool = "/usr/bin/mosquitto_passwd"
     if not Path(tool).exists():
-        pytest.skip("mosquitto_passwd (apt install mosquitto) makes the old password file")
+        # Debian's mosquitto package ships it, and scripts/test installs mosquitto.
+        unavailable("mosquitto_passwd (apt install mosquitto) makes the old password file")
     (old / "passwd").write_text("")
     for user, password in (("gate-old", "old-station-pw"), (SERVER_USER, "old-server-pw")):
         subprocess.run([tool, "-b", str(old / "passwd"), user, password], check=True, capture_output=True,

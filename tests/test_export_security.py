@@ -90,14 +90,20 @@ def test_an_export_of_days_out_of_range_is_refused_with_a_clear_400(world, start
     assert site.services.audit.for_venue(venue)[0].action != "qrgate.venue.checkins.exported"
 
 
+def _managers_finished_export(site, venue: int, today, fmt: str):
+    """The venue's manager logs in and exports today's check-ins; (manager, job) once done."""
+    manager = site.visitor("203.0.113.8").login(MANAGER)
+    job = manager.api("POST", f"/api/venues/{venue}/exports",
+                      {"start": today.isoformat(), "end": today.isoformat(), "format": fmt}).json()
+    assert _wait_done(manager, job["status_url"])["state"] == "done"
+    return manager, job
+
+
 # -- the right to export is checked again at the download ------------------------------------------
 
 def test_a_member_revoked_after_starting_an_export_cannot_fetch_it_and_the_file_is_deleted(world):
     site, owner, venue, today = world
-    manager = site.visitor("203.0.113.8").login(MANAGER)
-    job = manager.api("POST", f"/api/venues/{venue}/exports",
-                      {"start": today.isoformat(), "end": today.isoformat(), "format": "csv"}).json()
-    assert _wait_done(manager, job["status_url"])["state"] == "done"
+    manager, job = _managers_finished_export(site, venue, today, "csv")
     files = list((Path(site.storage.data_dir) / "exports").glob(f"{job['id']}.*"))
     assert len(files) == 1
     account = site.services.accounts.account_for_phone(MANAGER)
@@ -114,10 +120,7 @@ def test_a_member_revoked_after_starting_an_export_cannot_fetch_it_and_the_file_
 
 def test_a_member_whose_role_no_longer_exports_gets_403_at_the_download(world):
     site, owner, venue, today = world
-    manager = site.visitor("203.0.113.8").login(MANAGER)
-    job = manager.api("POST", f"/api/venues/{venue}/exports",
-                      {"start": today.isoformat(), "end": today.isoformat(), "format": "xlsx"}).json()
-    assert _wait_done(manager, job["status_url"])["state"] == "done"
+    manager, job = _managers_finished_export(site, venue, today, "xlsx")
     account = site.services.accounts.account_for_phone(MANAGER)
     assert owner.api("DELETE", f"/api/venues/{venue}/members/{account.id}").status_code == 200
     site.services.venues.add_member(venue, account, "controller")  # a gate controller may not export
