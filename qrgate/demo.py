@@ -131,6 +131,7 @@ class Demo:
         from qrgate.keyfiles import load_or_create_key
         from qrgate.samples import write_sample_images
         from server.bridge import Bridge
+        from server.storage import IngestWindow
         from server.cli import ensure_dashboard_rollup, hold_bridge_lock, open_sealing, web_app
         from server.config import load_server_config
         from server.scheduler import ServerScheduler
@@ -173,7 +174,8 @@ class Demo:
         # web app of its configuration (enrolment through the broker's files, passes,
         # /metrics) and its scheduled jobs.
         hold_bridge_lock(server_cfg)
-        bridge = Bridge(storage, server_cfg.mqtt, server_cfg.base, opener=open_sealing(server_cfg))
+        bridge = Bridge(storage, server_cfg.mqtt, server_cfg.base, opener=open_sealing(server_cfg),
+                        ingest=IngestWindow.from_config(server_cfg.ingest))
         app = web_app(server_cfg, storage, bridge)
         ensure_dashboard_rollup(server_cfg, storage)
         self._start_web(app, web_port, started)

@@ -284,8 +284,8 @@ def bridge_worker(config: str, worker_id: int, metrics_port: int = 0) -> int:
         raise UserError(f"--metrics-port must be 1-65535 (0: none), got {metrics_port}")
     with startup_lock(config):
         cfg, storage = open_storage(config)
-        bridge = make_worker(storage, cfg.mqtt, cfg.base, worker_id, opener=open_sealing(cfg))
-        bridge.ingest = IngestWindow.from_config(cfg.ingest)  # before it starts: the times it stores
+        bridge = make_worker(storage, cfg.mqtt, cfg.base, worker_id, opener=open_sealing(cfg),
+                             ingest=IngestWindow.from_config(cfg.ingest))
         ensure_dashboard_rollup(cfg, storage)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())

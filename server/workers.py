@@ -41,12 +41,13 @@ def worker_client_id(worker_id: int) -> str:
 
 
 def make_worker(storage, settings: MqttSettings, base: Path, worker_id: int, *, opener=None,
-                check_threads: int | None = None):
-    """A Bridge set up as worker ``worker_id`` of the server's group (not started)."""
+                check_threads: int | None = None, ingest=None):
+    """A Bridge set up as worker ``worker_id`` of the server's group (not started);
+    ``ingest`` is the window of record times it stores (None: [ingest]'s defaults)."""
     from server.bridge import Bridge
 
     return Bridge(storage, settings, base, client_id=worker_client_id(worker_id), opener=opener,
-                  follow_status=worker_id == STATUS_WORKER, check_threads=check_threads)
+                  follow_status=worker_id == STATUS_WORKER, check_threads=check_threads, ingest=ingest)
 
 
 def run_worker(bridge, stop: threading.Event, *, metrics_port: int | None = None, storage=None) -> None:
