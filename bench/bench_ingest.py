@@ -116,7 +116,7 @@ def bench_outbox(workdir: Path, n: int) -> dict:
 
 
 def bench_bridge(workdir: Path, n: int, batch: int = 200) -> dict:
-    from server.bridge import Bridge
+    from server.ingest.bridge import Bridge
     from server.storage import SqliteStorage
 
     key = Ed25519PrivateKey.generate()
@@ -168,7 +168,7 @@ def bench_drain(workdir: Path, n: int) -> dict:
     from provisioning.broker import SERVER_USER, BrokerFiles, BrokerProcess, free_port
     from provisioning.station import write_server_config
     from qrgate.config import MqttSettings
-    from server.bridge import Bridge
+    from server.ingest.bridge import Bridge
     from server.config import load_server_config
     from server.storage import SqliteStorage
 
@@ -299,7 +299,7 @@ def worker_main(config: str, worker_id: int, dsn: str) -> None:
     from server.cli import ensure_dashboard_rollup, open_sealing, startup_lock
     from server.config import load_server_config
     from server.storage.postgres import PostgresStorage
-    from server.workers import make_worker, run_worker
+    from server.ingest.workers import make_worker, run_worker
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     cfg = load_server_config(config)
@@ -452,7 +452,7 @@ def _one_workers_run(storage, dsn, cfg, k, run_dir, files, stations, station_pw,
     """k workers on ``storage``, all the payloads published at once: (seconds until every
     record was acked, raw verify rate measured just before, CPU seconds used meanwhile by
     the workers, the broker and the stations (this process))."""
-    from server.workers import retire_worker
+    from server.ingest.workers import retire_worker
 
     venue = storage.add_venue("Bench")
     for s in stations:
@@ -508,7 +508,7 @@ def _write_sealing_key(cfg) -> None:
 
 def bench_store(workdir: Path, n: int, batch: int = 200, backend: str = "sqlite", dsn: str | None = None) -> dict:
     """The database alone: verified, opened records stored in batches, one process."""
-    from server.bridge import Bridge
+    from server.ingest.bridge import Bridge
     from server.storage import SqliteStorage
 
     key = Ed25519PrivateKey.generate()
@@ -547,7 +547,7 @@ def bench_store(workdir: Path, n: int, batch: int = 200, backend: str = "sqlite"
 
 
 def _keys_for(storage, station_id: str):
-    from server.bridge import RecordVerifier
+    from server.ingest.bridge import RecordVerifier
 
     return RecordVerifier(storage).station(station_id)[1]
 

@@ -92,7 +92,7 @@ def bench_ingest(admin: str, n: int, rounds: int = 3) -> dict:
 
     from nacl.signing import VerifyKey
 
-    from server.bridge import Bridge
+    from server.ingest.bridge import Bridge
     from server.storage import SqliteStorage
     from server.storage.postgres import PostgresStorage
 
@@ -168,7 +168,7 @@ BULK_INDEXES = ("checkins_id", "checkins_venue_wall", "checkins_person_wall")
 def generate(storage, rows: int, days: int, end_ms: int) -> dict:
     """``rows`` synthetic check-ins over the ``days`` days before ``end_ms`` (a UTC
     midnight), loaded with the indexes dropped and rebuilt after, as a restore would."""
-    from server.storage.postgres import month_of
+    from server.storage.postgres_schema import month_of
 
     people = max(1, rows // (2 * days))
     venues = max(1, people // 50)
@@ -204,7 +204,8 @@ def generate(storage, rows: int, days: int, end_ms: int) -> dict:
 
 
 def bench_tracing(admin: str, rows: int, days: int = 60, repeat: int = 5) -> dict:
-    from server.storage.postgres import PostgresStorage, PostgresTracer
+    from server.storage.postgres import PostgresStorage
+    from server.checkins.postgres_tracer import PostgresTracer
 
     end_ms = int(time.time() * 1000) // DAY_MS * DAY_MS  # today, 00:00 UTC
     with scratch_database(admin, "trace") as dsn, tempfile.TemporaryDirectory(prefix="qrgate-bench-") as tmp:

@@ -58,7 +58,7 @@ def open_dataset(checkins: int, cache: Path):
 
 def run(checkins: int, cache: Path, samples: int = 40) -> dict:
     from server.storage import SqliteStorage
-    from server.tracing import Tracer
+    from server.checkins.tracing import Tracer
 
     path, info = open_dataset(checkins, cache)
     storage = SqliteStorage(path)
@@ -106,7 +106,7 @@ def run(checkins: int, cache: Path, samples: int = 40) -> dict:
         raw_page(v)
     raw, raw95 = _median_ms(raw_page, [(v,) for v in venues])
     try:
-        from server.history import query_history
+        from server.checkins.history import query_history
     except ImportError:
         query_history = None
     if query_history is not None:
@@ -130,11 +130,11 @@ def run(checkins: int, cache: Path, samples: int = 40) -> dict:
         results["history_page_province"] = {"ours_ms": ours, "ours_p95_ms": ours95, "venues": len(ids),
                                             "target_ms": 100}
     try:
-        from server.dashboard import area_dashboard
+        from server.reports.dashboard import area_dashboard
     except ImportError:
         area_dashboard = None
     if area_dashboard is not None:
-        from server.areas import AreaDirectory
+        from server.areas.areas import AreaDirectory
 
         areas = AreaDirectory.load()
         until = dt.datetime.fromtimestamp(end_ms / 1000, TZ).date()

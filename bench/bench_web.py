@@ -41,7 +41,7 @@ SERVE = """
 import sys, uvicorn
 from server.cli import uvicorn_config, web_socket
 from server.storage import SqliteStorage
-from server.web import create_app
+from server.web.app import create_app
 app = create_app(SqliteStorage(sys.argv[1]), public_feed=False)
 port = int(sys.argv[2])
 uvicorn.Server(uvicorn_config(app, "127.0.0.1", port)).run(sockets=[web_socket("127.0.0.1", port)])
@@ -50,11 +50,11 @@ uvicorn.Server(uvicorn_config(app, "127.0.0.1", port)).run(sockets=[web_socket("
 
 def owner_session(path: Path) -> tuple[str, int]:
     """A session cookie of the owner of the busiest venue, and that venue's id."""
-    from server.accounts import Accounts
-    from server.areas import AreaDirectory
-    from server.sms import DevSmsSender
+    from server.accounts.accounts import Accounts
+    from server.areas.areas import AreaDirectory
+    from server.accounts.sms import DevSmsSender
     from server.storage import SqliteStorage
-    from server.venues import VenueDirectory
+    from server.venues.venues import VenueDirectory
 
     storage = SqliteStorage(path)
     accounts = Accounts(storage, DevSmsSender())

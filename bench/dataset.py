@@ -55,11 +55,11 @@ def _person_key(kind: str, id_number: str, name: str, birth: str) -> str:
 
 def _create_schema(path: Path) -> None:
     """The server's own schema, made by the server's own code."""
-    from server.accounts import Accounts
-    from server.areas import AreaDirectory
-    from server.sms import DevSmsSender
+    from server.accounts.accounts import Accounts
+    from server.areas.areas import AreaDirectory
+    from server.accounts.sms import DevSmsSender
     from server.storage import SqliteStorage
-    from server.venues import VenueDirectory
+    from server.venues.venues import VenueDirectory
 
     storage = SqliteStorage(path)
     VenueDirectory(storage, Accounts(storage, DevSmsSender()), AreaDirectory.load())
@@ -69,7 +69,7 @@ def _create_schema(path: Path) -> None:
 def generate(path: str | Path, checkins: int, *, venues: int = 3000, people: int = 200_000, days: int = 28,
              seed: int = 1, end_ms: int | None = None, progress=None) -> Dataset:
     """Write the database at ``path`` (which must not exist) and describe it."""
-    from server.areas import AreaDirectory
+    from server.areas.areas import AreaDirectory
 
     path = Path(path)
     if path.exists():

@@ -290,7 +290,7 @@ class _IndependentVerifier:
 def fuzz_bridge(n: int, rng: random.Random, workdir: Path) -> FuzzResult:
     from qrgate import protocol
     from qrgate.sealing import PersonOpener, PersonSealer
-    from server.bridge import Bridge
+    from server.ingest.bridge import Bridge
     from server.storage import SqliteStorage
 
     result = FuzzResult("bridge")
@@ -421,10 +421,10 @@ def fuzz_api(n: int, rng: random.Random, workdir: Path) -> FuzzResult:
     from test_web_support import FakeClock, Site, every_route
 
     from qrgate import protocol
-    from server.enrol import Enrolment, EnrolSettings
-    from server.sms import DevSmsSender
+    from server.ingest.enrol import Enrolment, EnrolSettings
+    from server.accounts.sms import DevSmsSender
     from server.storage import SqliteStorage
-    from server.web import create_app
+    from server.web.app import create_app
 
     result = FuzzResult("api", errors_5xx=0)
     storage = SqliteStorage(workdir / "api-fuzz.sqlite3")

@@ -460,7 +460,7 @@ def broker_gone_for_a_week(env, workdir: Path, *, workers: int = 150, days: int 
     from edge.drivers.fake import ListSource
     from edge.outcome import Result
     from qrgate.samples import cccd
-    from server.bridge import Bridge
+    from server.ingest.bridge import Bridge
     from server.cli import open_sealing
 
     started = time.monotonic()
@@ -650,7 +650,7 @@ def record_fuzz(examples: int, workdir: Path) -> HostileRow:
 
     from qrgate import protocol
     from qrgate.sealing import PersonOpener
-    from server.bridge import Bridge
+    from server.ingest.bridge import Bridge
 
     started = time.monotonic()
     key = Ed25519PrivateKey.generate()
@@ -710,9 +710,9 @@ def api_fuzz(examples: int, workdir: Path) -> HostileRow:
     from test_web_stations import RecordingBroker
     from test_web_support import FakeClock, Site
 
-    from server.enrol import Enrolment, EnrolSettings
-    from server.sms import DevSmsSender
-    from server.web import create_app
+    from server.ingest.enrol import Enrolment, EnrolSettings
+    from server.accounts.sms import DevSmsSender
+    from server.web.app import create_app
 
     started = time.monotonic()
     storage = SqliteStorage(workdir / "api-fuzz.sqlite3")

@@ -110,7 +110,7 @@ SERVER_ROLE = {
     "textdescription": "bridge workers and the web process: read records and status, write acks and config",
     "acls": [
         # Any subscription under the stations' topics and any shared one (the bridges'
-        # group, server/bridge.py); what either delivers is limited to records and
+        # group, server/ingest/bridge.py); what either delivers is limited to records and
         # status by the two lines after.
         _allow("subscribePattern", f"{protocol.TOPIC_ROOT}/#"),
         _allow("subscribePattern", "$share/+/#"),

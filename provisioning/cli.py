@@ -101,7 +101,7 @@ def issue(server_config: str, pid: str, name: str, birth: str, days: int, png: s
 def _push(server_config: str, stations: list[str] | None) -> int:
     from qrgate.keyfiles import load_or_create_key
     from server.config import load_server_config
-    from server.stationconfig import StationConfigStore, publish_configs
+    from server.ingest.stationconfig import StationConfigStore, publish_configs
     from server.storage.postgres import open_configured
 
     cfg = load_server_config(server_config)
@@ -119,7 +119,7 @@ def configure(server_config: str, station: str, mode: str, repeat_window: float,
               auto_checkout_hours: float) -> int:
     """Change a station's settings and push them to it (applied at once, kept offline)."""
     from server.config import load_server_config
-    from server.stationconfig import StationConfigStore, StationSettings
+    from server.ingest.stationconfig import StationConfigStore, StationSettings
     from server.storage.postgres import open_configured
 
     store = StationConfigStore(open_configured(load_server_config(server_config)))
@@ -135,7 +135,7 @@ def configure(server_config: str, station: str, mode: str, repeat_window: float,
 def block(server_config: str, person: str, reason: str, remove: bool) -> int:
     """Add a person to (or remove from) the block list every station applies offline."""
     from server.config import load_server_config
-    from server.stationconfig import StationConfigStore
+    from server.ingest.stationconfig import StationConfigStore
     from server.storage.postgres import open_configured
 
     store = StationConfigStore(open_configured(load_server_config(server_config)))
@@ -150,7 +150,7 @@ def block(server_config: str, person: str, reason: str, remove: bool) -> int:
 
 def _fleet(server_config: str):
     from server.config import load_server_config
-    from server.fleet import Fleet
+    from server.ingest.fleet import Fleet
     from server.storage.postgres import open_configured
 
     return Fleet(open_configured(load_server_config(server_config)))
@@ -216,7 +216,7 @@ def reassign(server_config: str, station: str, venue: int) -> int:
 def enrol_code(server_config: str, venue: int, minutes: float, url: str, png: str | None) -> int:
     """Make a single-use enrolment code for a venue; show it to a new station."""
     from server.config import load_server_config
-    from server.enrol import Enrolment, enrol_code_text
+    from server.ingest.enrol import Enrolment, enrol_code_text
     from server.storage.postgres import open_configured
 
     cfg = load_server_config(server_config)

@@ -130,7 +130,7 @@ class Demo:
         from qrgate import protocol
         from qrgate.keyfiles import load_or_create_key
         from qrgate.samples import write_sample_images
-        from server.bridge import Bridge
+        from server.ingest.bridge import Bridge
         from server.storage import IngestWindow
         from server.cli import ensure_dashboard_rollup, hold_bridge_lock, open_sealing, web_app
         from server.config import load_server_config
@@ -219,10 +219,10 @@ class Demo:
     @staticmethod
     def _venue_login_link(storage, venue_id: int, port: int) -> str:
         """Make the demo venue's owner account and a one-click login link for it."""
-        from server.accounts import Accounts
-        from server.areas import AreaDirectory
-        from server.sms import DevSmsSender
-        from server.venues import VenueDirectory
+        from server.accounts.accounts import Accounts
+        from server.areas.areas import AreaDirectory
+        from server.accounts.sms import DevSmsSender
+        from server.venues.venues import VenueDirectory
 
         accounts = Accounts(storage, DevSmsSender())
         owner = accounts.set_operator("0900000001")

@@ -1,10 +1,10 @@
-# One rule naming a person across card types, shared by the station and the server.
 """The person key: stable text naming one person, whatever card they showed.
 
-The station uses it for repeat-scan suppression and the blocklist; the server stores it
-with every check-in so that history search and contact tracing find the same person at
-other venues and on other cards. Both sides must compute it the same way, so both call
-:func:`person_key` here.
+One rule across card types, shared by the station and the server. The station uses it
+for repeat-scan suppression and the blocklist; the server stores it with every check-in
+so that history search and contact tracing find the same person at other venues and on
+other cards. Both sides must compute it the same way, so both call :func:`person_key`
+here.
 
 What matches (see docs/history.md for the full table):
 

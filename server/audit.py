@@ -41,7 +41,7 @@ ACTIONS: list[str] = [
 
 
 def register_actions(*actions: str) -> None:
-    """A feature module adds its own action codes (with their words in server.i18n)."""
+    """A feature module adds its own action codes (with their words in server.web.i18n)."""
     for action in actions:
         if not action.startswith("qrgate."):
             raise ValueError(f"audit action {action!r} must start with 'qrgate.'")

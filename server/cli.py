@@ -99,8 +99,8 @@ def station_add(config: str, station_id: str, public_key: str, venue: int) -> in
 @app.command("operator-add", CONFIG, arg("--phone", required=True))
 def operator_add(config: str, phone: str) -> int:
     """Make the account of this phone number a server operator (it sees /operator/sms)."""
-    from server.accounts import Accounts
-    from server.sms import create_sender
+    from server.accounts.accounts import Accounts
+    from server.accounts.sms import create_sender
 
     cfg, storage = open_storage(config)
     account = Accounts(storage, create_sender(cfg.auth.sms_sender)).set_operator(phone)
@@ -109,11 +109,11 @@ def operator_add(config: str, phone: str) -> int:
 
 
 def _officer_change(config: str, phone: str, area: str, grant: bool) -> int:
-    from server.accounts import Accounts
-    from server.areas import AreaDirectory
+    from server.accounts.accounts import Accounts
+    from server.areas.areas import AreaDirectory
     from server.audit import AuditLog
-    from server.officers import Officers
-    from server.sms import create_sender
+    from server.areas.officers import Officers
+    from server.accounts.sms import create_sender
 
     cfg, storage = open_storage(config)
     accounts = Accounts(storage, create_sender(cfg.auth.sms_sender))
@@ -147,8 +147,8 @@ def officer_remove(config: str, phone: str, area: str) -> int:
 def login_link(config: str, phone: str, base_url: str) -> int:
     """Print a single-use link (15 minutes) that logs this phone number in: an operator's
     first login, before any SMS gateway is set up."""
-    from server.accounts import Accounts
-    from server.sms import create_sender
+    from server.accounts.accounts import Accounts
+    from server.accounts.sms import create_sender
 
     cfg, storage = open_storage(config)
     token = Accounts(storage, create_sender(cfg.auth.sms_sender)).issue_login_link(phone)
@@ -178,7 +178,7 @@ def trace(config: str, person: str, start: str, end: str, margin_min: int, stay_
     The trace reads personal data in full; it is written to the audit trail.
     """
     from server.audit import AuditLog
-    from server.storage.postgres import tracer_for
+    from server.checkins.tracing import tracer_for
 
     if not 0 <= margin_min <= 24 * 60 or not 1 <= stay_min <= 24 * 60:
         raise UserError("--margin-min must be 0-1440 and --stay-min 1-1440")
@@ -196,7 +196,7 @@ def trace(config: str, person: str, start: str, end: str, margin_min: int, stay_
 def retention(config: str, days: int) -> int:
     """Delete check-ins older than --days days (run it daily, e.g. from a systemd timer)."""
     from server.audit import AuditLog
-    from server.tracing import delete_older_than
+    from server.checkins.tracing import delete_older_than
 
     if days < 1:
         raise UserError("--days must be at least 1")
@@ -220,7 +220,7 @@ def stats(config: str) -> int:
                  help="web UI only: the records are stored by `qrgate-server bridge` workers"))
 def run(config: str, no_bridge: bool = False) -> int:
     """Run the MQTT bridge and the web UI until SIGTERM or Ctrl-C."""
-    from server.bridge import Bridge
+    from server.ingest.bridge import Bridge
     from server.scheduler import ServerScheduler
     from server.storage import IngestWindow
 
@@ -259,7 +259,7 @@ def ensure_dashboard_rollup(cfg, storage) -> None:
     must be in place before the first check-in is stored."""
     from zoneinfo import ZoneInfo
 
-    from server.dashboard import ensure_rollup
+    from server.reports.dashboard import ensure_rollup
 
     ensure_rollup(storage, ZoneInfo(cfg.web.timezone))
 
@@ -277,7 +277,7 @@ def bridge_worker(config: str, worker_id: int, metrics_port: int = 0) -> int:
     Worker 1 also records the stations' status. Pair with `run --no-bridge`.
     """
     from server.storage import IngestWindow
-    from server.workers import make_worker, run_worker, worker_client_id
+    from server.ingest.workers import make_worker, run_worker, worker_client_id
 
     worker_client_id(worker_id)  # refuse a bad id before opening anything
     if not 0 <= metrics_port <= 65535:
@@ -306,7 +306,7 @@ def bridge_retire(config: str, worker_id: int) -> int:
     The broker keeps handing a share of the records to a worker whose session exists,
     even while it is down; retiring it stops that. Stations send again what it held.
     """
-    from server.workers import retire_worker, worker_client_id
+    from server.ingest.workers import retire_worker, worker_client_id
 
     worker_client_id(worker_id)
     cfg = load_server_config(config)
@@ -327,10 +327,10 @@ def open_sealing(cfg):
 
 def web_app(cfg, storage, bridge=None):
     """The web app as the configuration describes it (``bridge`` feeds /metrics)."""
-    from server.areas import AreaDirectory
-    from server.sms import create_sender
-    from server.enrol import enrolment_for
-    from server.web import create_app
+    from server.areas.areas import AreaDirectory
+    from server.accounts.sms import create_sender
+    from server.ingest.enrol import enrolment_for
+    from server.web.app import create_app
 
     enrolment = enrolment_for(cfg, storage)
     areas = AreaDirectory.load(resolve(cfg.base, cfg.web.areas_file)) if cfg.web.areas_file else None
@@ -339,10 +339,10 @@ def web_app(cfg, storage, bridge=None):
                      enrolment=enrolment, bridge=bridge, broker_files=enrolment.broker,
                      trusted_proxies=cfg.web.trusted_proxies, retention_days=cfg.retention.days)
     # Personal passes are signed with the key stations get at enrolment; a revocation is
-    # pushed to the venue's stations at once (server/passes.py).
+    # pushed to the venue's stations at once (server/roster/passes.py).
     from qrgate.keyfiles import load_or_create_key
-    from server.passes import PassOffice
-    from server.stationconfig import ConfigPublisher, StationConfigStore
+    from server.roster.passes import PassOffice
+    from server.ingest.stationconfig import ConfigPublisher, StationConfigStore
 
     pass_key = load_or_create_key(cfg.pass_key_file)
     app.state.pass_office = PassOffice(storage, pass_key, ConfigPublisher(StationConfigStore(storage), pass_key,
@@ -359,7 +359,7 @@ def uvicorn_config(app, host: str, port: int):
     127.0.0.1 (or whatever FORWARDED_ALLOW_IPS says), the very address the server listens
     on, so anyone reaching the port could choose the address every per-address limit and
     audit entry goes by. The app believes it only from ``[web] trusted_proxies``
-    (server.web.ForwardedClient)."""
+    (server.web.middleware.ForwardedClient)."""
     import uvicorn
 
     return uvicorn.Config(app, host=host, port=port, log_level="warning", http="httptools", loop="asyncio",

@@ -33,8 +33,8 @@ from apscheduler.triggers.cron import CronTrigger
 
 from server.audit import AuditLog
 from server.config import ReportsSection, RetentionSection
-from server.reports import ReportArchive
-from server.tracing import delete_older_than
+from server.reports.reports import ReportArchive
+from server.checkins.tracing import delete_older_than
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from server.accounts import AuthRefused, PhoneError, normalise_phone, parse_phone_list
+from server.accounts.accounts import AuthRefused, PhoneError, normalise_phone, parse_phone_list
 from test_web_support import Site, every_route, stored_text
 
 pytestmark = pytest.mark.timeout(30)

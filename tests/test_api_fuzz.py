@@ -23,9 +23,9 @@ from fastapi.routing import APIRoute
 
 from conftest import new_storage
 from qrgate import protocol
-from server.enrol import Enrolment, EnrolSettings
-from server.sms import DevSmsSender
-from server.web import create_app
+from server.ingest.enrol import Enrolment, EnrolSettings
+from server.accounts.sms import DevSmsSender
+from server.web.app import create_app
 from test_web_stations import RecordingBroker
 from test_web_support import PLACE, FakeClock, Site, every_route
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from qrgate import protocol
 from qrgate.sealing import PersonOpener, PersonSealer
 from conftest import new_storage
-from server.bridge import Bridge
+from server.ingest.bridge import Bridge
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -266,8 +266,8 @@ def test_bridge_log_says_it_subscribed_but_never_names_the_shared_group(server_e
     # go to journald, the demo's terminal and bug reports, so not even DEBUG may hold it.
     import logging
 
-    from server.bridge import share_group_for
-    from server.workers import make_worker
+    from server.ingest.bridge import share_group_for
+    from server.ingest.workers import make_worker
 
     config = server_env.config
     group = share_group_for(config.mqtt, config.base)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from fastapi import FastAPI
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -34,10 +33,11 @@ from provisioning.broker import SERVER_USER, BrokerFiles, BrokerProcess, free_po
 from qrgate import protocol
 from qrgate.mqtt import SESSION_EXPIRY_S
 from qrgate.samples import demo_samples
-from server.bridge import Bridge, records_filter
+from server.ingest.bridge import Bridge, records_filter
 from server.cli import open_sealing
-from server.enrol import enrol_code_text, enrolment_for, make_router
-from server.workers import make_worker
+from server.ingest.enrol import enrol_code_text, enrolment_for
+from server.web.app import create_app
+from server.ingest.workers import make_worker
 
 pytestmark = pytest.mark.timeout(120)
 BIN = Path(sys.executable).parent
@@ -196,9 +196,8 @@ def test_retiring_a_station_closes_its_open_connection_at_once(server_env, bridg
 def test_an_enrolled_station_is_bound_to_its_id_and_cannot_take_the_servers_account(server_env, bridge):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    app = FastAPI()
     enrolment = enrolment_for(server_env.config, server_env.storage)
-    app.include_router(make_router(enrolment))
+    app = create_app(server_env.storage, enrolment=enrolment)
     files = server_env.broker.files
     with serve_app(app, "enrolment endpoint") as url:
         answers = []

@@ -11,7 +11,7 @@ from edge.config import load_station_config
 from edge.drivers.fake import ListSource
 from edge.outcome import Result
 from qrgate.samples import cccd
-from server.bridge import Bridge
+from server.ingest.bridge import Bridge
 from server.cli import open_sealing
 
 pytestmark = pytest.mark.timeout(240)

@@ -103,10 +103,10 @@ def test_decode_tool_reads_as_many_photographed_samples_as_raw_zxing_cpp():
 
 
 def test_operators_make_and_withdraw_health_officers_by_area_and_it_is_audited(tmp_path):
-    from server.accounts import Accounts
-    from server.areas import AreaDirectory
-    from server.officers import Officers
-    from server.sms import DevSmsSender
+    from server.accounts.accounts import Accounts
+    from server.areas.areas import AreaDirectory
+    from server.areas.officers import Officers
+    from server.accounts.sms import DevSmsSender
     from server.config import load_server_config
 
     config = tmp_path / "server.toml"

@@ -16,14 +16,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conftest import ON_POSTGRESQL, new_storage
 from qrgate import protocol
-from server.accounts import Accounts
-from server.areas import AreaDirectory
-from server.bridge import Bridge
-from server.dashboard import (DashboardError, UnknownArea, area_dashboard, ensure_rollup, rollup_offset_s,
-                              venue_dashboard)
-from server.sms import DevSmsSender
-from server.tracing import delete_older_than
-from server.venues import VenueDirectory, VenueInput
+from server.accounts.accounts import Accounts
+from server.areas.areas import AreaDirectory
+from server.ingest.bridge import Bridge
+from server.reports.dashboard import DashboardError, UnknownArea, area_dashboard, venue_dashboard
+from server.reports.rollup import ensure_rollup, rollup_offset_s
+from server.accounts.sms import DevSmsSender
+from server.checkins.tracing import delete_older_than
+from server.venues.venues import VenueDirectory, VenueInput
 from test_web_support import Site
 
 pytestmark = pytest.mark.timeout(120)
@@ -296,7 +296,7 @@ def test_checkins_of_a_month_without_a_partition_are_counted_once_when_it_is_mad
     want = [("2020-01-14", 5), ("2020-01-15", 2), ("2020-02-01", 1)]
     assert in_2020() == want
     if ON_POSTGRESQL:
-        from server.storage.postgres import month_of
+        from server.storage.postgres_schema import month_of
 
         lo, hi = scans[0], scans[-1]
         assert storage.sql.value("SELECT count(*) FROM checkins_default WHERE wall_ms BETWEEN ? AND ?", [lo, hi]) == 8

@@ -203,7 +203,7 @@ def test_sigterm_stops_the_demo_and_the_broker_it_started(demo):
 
 
 def test_demo_log_at_its_most_verbose_never_names_the_bridges_shared_group(demo):
-    from server.bridge import share_group_for
+    from server.ingest.bridge import share_group_for
     from server.config import load_server_config
 
     config = load_server_config(demo.data / "server" / "server.toml")

@@ -186,7 +186,7 @@ def test_a_station_cannot_publish_as_another_station(tmp_path, server_env):
 def test_config_and_block_list_reach_a_running_station_through_the_broker(tmp_path, server_env):
     from qrgate.keyfiles import load_or_create_key
     from qrgate.samples import demo_samples
-    from server.stationconfig import StationConfigStore, StationSettings, publish_configs
+    from server.ingest.stationconfig import StationConfigStore, StationSettings, publish_configs
 
     setup = server_env.add_station("gate-3", tmp_path / "station", source={"kind": "list"},
                                    feedback={"indicators": "none", "panel": "none"})

@@ -14,7 +14,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
 
 from conftest import serve_app, wait_until
 from edge.app import Station
@@ -22,9 +21,10 @@ from edge.config import load_station_config
 from edge.drivers.fake import ListSource
 from edge.outcome import Result
 from qrgate.samples import demo_samples, write_qr_png
-from server.bridge import Bridge
+from server.ingest.bridge import Bridge
 from server.cli import open_sealing
-from server.enrol import Enrolment, enrolment_for, make_router
+from server.ingest.enrol import enrolment_for
+from server.web.app import create_app
 
 pytestmark = pytest.mark.timeout(120)
 BIN = Path(sys.executable).parent
@@ -32,9 +32,8 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture
 def enrol_server(server_env):
-    app = FastAPI()
     enrolment = enrolment_for(server_env.config, server_env.storage)
-    app.include_router(make_router(enrolment))
+    app = create_app(server_env.storage, enrolment=enrolment)
     with serve_app(app, "enrolment endpoint") as base:
         bridge = Bridge(server_env.storage, server_env.config.mqtt, server_env.config.base,
                         opener=open_sealing(server_env.config))
@@ -124,7 +123,7 @@ def test_expired_unknown_and_newer_handshakes_are_refused(enrol_server, server_e
 
 def test_a_new_station_reads_the_setup_code_with_its_own_camera(tmp_path, server_env, enrol_server):
     from edge.enrolment import enrol_from_code
-    from server.enrol import enrol_code_text
+    from server.ingest.enrol import enrol_code_text
 
     url, enrolment = enrol_server
     camera = tmp_path / "camera"
@@ -146,7 +145,7 @@ def test_a_station_set_up_by_install_sh_keeps_its_key_and_outbox_in_the_state_fo
     """install.sh writes the setup file with [station] state_dir = "/var/lib/qrgate", the one
     folder the unit may write; the config folder (/etc/qrgate) is read-only to the unit."""
     from edge.enrolment import enrol_from_code
-    from server.enrol import enrol_code_text
+    from server.ingest.enrol import enrol_code_text
 
     url, enrolment = enrol_server
     camera, state = tmp_path / "camera", tmp_path / "var-lib-qrgate"

@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from conftest import ON_POSTGRESQL, new_storage, wait_until
 from qrgate import protocol
 from qrgate.masking import mask_person_name
-from server.bridge import Bridge
-from server.export import (CHECKIN_COLUMNS, ExportJobs, ExportRefused, csv_stream, neutralise, process_identity,
-                           venue_export_rows, write_csv, write_xlsx)
+from server.ingest.bridge import Bridge
+from server.reports.export import CHECKIN_COLUMNS, csv_stream, neutralise, venue_export_rows, write_csv, write_xlsx
+from server.reports.export_jobs import ExportJobs, ExportRefused, process_identity
 from test_web_support import Site
 
 pytestmark = pytest.mark.timeout(120)
@@ -522,7 +522,7 @@ def test_the_plain_csv_download_streams_the_chosen_days_with_a_bom(site):
 
 def test_the_whole_history_csv_streams_every_row_once_the_old_route_is_gone(site):
     site, owner, venue, day = site
-    # server/web.py built this CSV in memory; its route comes first until it is removed.
+    # server/web/app.py built this CSV in memory; its route comes first until it is removed.
     site.app.router.routes[:] = [r for r in site.app.router.routes
                                  if getattr(r, "endpoint", None) is None or r.endpoint.__name__ != "venue_export"]
     response = owner.http.get(f"/venues/{venue}/checkins.csv")

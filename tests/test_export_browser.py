@@ -19,9 +19,9 @@ from playwright.sync_api import expect, sync_playwright
 
 from conftest import new_storage, serve_app
 from qrgate.masking import mask_person_name
-from server.sms import DevSmsSender
-from server.venues import VenueInput
-from server.web import create_app
+from server.accounts.sms import DevSmsSender
+from server.venues.venues import VenueInput
+from server.web.app import create_app
 from test_export import CONTROLLER, HOSTILE, OWNER, TZ, Gate, _bulk_rows
 from test_web_flows import ARGS, CHROMIUM, login
 from test_web_support import PLACE

@@ -14,9 +14,9 @@ from edge.config import load_station_config
 from edge.drivers.fake import ListSource
 from edge.outcome import Result
 from qrgate.samples import demo_samples
-from server.bridge import Bridge
+from server.ingest.bridge import Bridge
 from server.cli import open_sealing
-from server.fleet import Fleet
+from server.ingest.fleet import Fleet
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,7 +16,7 @@ from qrgate import protocol
 from qrgate.errors import ConfigError, RecordError
 from qrgate.sealing import PersonOpener
 from conftest import new_storage
-from server.bridge import Bridge
+from server.ingest.bridge import Bridge
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 KEY = Ed25519PrivateKey.generate()

@@ -22,7 +22,7 @@ def test_a_short_fuzz_run_finds_no_crash_no_server_error_and_no_wrong_accept(tmp
 def test_the_bridge_oracle_catches_an_ack_under_an_unsigned_number(tmp_path, monkeypatch):
     # The oracle must see the fault this suite was written for: a bridge that acks a
     # refusal before checking the signature.
-    from server.bridge import Bridge
+    from server.ingest.bridge import Bridge
 
     real = Bridge._check_chunk
 
@@ -31,7 +31,7 @@ def test_the_bridge_oracle_catches_an_ack_under_an_unsigned_number(tmp_path, mon
                 for r, c in zip(raw_records, real(self, raw_records, station_id, keys, from_station))]
 
     def fuzz_long_refusal(record):
-        from server.bridge import Refusal
+        from server.ingest.bridge import Refusal
 
         return Refusal("malformed", "acked without a signature", record["seq"])
 

@@ -14,9 +14,9 @@ from conftest import new_storage
 from edge.payloads import parse_payload
 from qrgate import protocol
 from qrgate.persons import person_key
-from server import history
-from server.history import HistoryError, cursor_at, query_history, visits_for_rows
-from server.permissions import ROLES, allowed
+from server.checkins import history
+from server.checkins.history import HistoryError, cursor_at, query_history, visits_for_rows
+from server.venues.permissions import ROLES, allowed
 from test_web_support import Site
 
 pytestmark = pytest.mark.timeout(60)
@@ -421,9 +421,9 @@ def test_an_officer_of_a_ward_sees_only_that_ward_in_full(site):
 
 
 def test_templates_read_a_rows_keys_escaped_and_dict_methods_stay_methods():
-    # Rows reach the templates as dicts, read key first (server.web.TemplateEnvironment);
+    # Rows reach the templates as dicts, read key first (server.web.pages.TemplateEnvironment);
     # a key named like a dict method must not hide the method.
-    from server.web import TemplateEnvironment
+    from server.web.pages import TemplateEnvironment
 
     env = TemplateEnvironment(autoescape=True)
     page = env.from_string("{{ row.name }}|{{ row.missing }}|{{ errors.values() | join(',') }}|{{ n.real }}")
@@ -431,7 +431,7 @@ def test_templates_read_a_rows_keys_escaped_and_dict_methods_stay_methods():
         "&lt;b&gt;Lê&lt;/b&gt;||x,y|3"
 
 
-# -- the table's rows, written without the template engine (server.history_table) ------------
+# -- the table's rows, written without the template engine (server.checkins.history_table) ------------
 
 HOSTILE_TEXT = "\"'><img src=x onerror=alert(1)></td></tr><script>x</script> & =cmd|' /C calc'!A0"
 
@@ -487,7 +487,7 @@ def _only_our_markup(table: _Table) -> None:
 
 @pytest.mark.parametrize("officer", [False, True])
 def test_scan_rows_keep_hostile_text_as_text_in_every_cell(officer):
-    from server.history_table import scan_rows
+    from server.checkins.history_table import scan_rows
 
     items = [_hostile_item(True), _hostile_item(False, id=8, clock_synced=True, time_corrected=True),
              _hostile_item(False, id=9, direction="in", self_declared=True)]
@@ -508,7 +508,7 @@ def test_scan_rows_keep_hostile_text_as_text_in_every_cell(officer):
 
 
 def test_visit_rows_keep_hostile_text_as_text_and_tag_estimated_ends():
-    from server.history_table import visit_rows
+    from server.checkins.history_table import visit_rows
 
     item = _hostile_item(True, start=HOSTILE_TEXT, start_text="21/09/2026 08:00:00", end=HOSTILE_TEXT,
                          end_text=HOSTILE_TEXT, minutes=60, start_scanned=True, end_scanned=False)

@@ -13,7 +13,7 @@ from playwright.sync_api import sync_playwright
 from conftest import serve_app
 from qrgate import protocol
 from qrgate.masking import mask_person_name
-from server.accounts import normalise_phone
+from server.accounts.accounts import normalise_phone
 from test_web_support import CODE_IN_SMS, Site
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from qrgate import protocol
-from server import web_history
+from server.checkins import query as history_limits
 from test_web_support import Site
 
 pytestmark = pytest.mark.timeout(180)
@@ -156,7 +156,7 @@ def test_a_whole_id_number_answers_whether_the_person_was_there_audited_and_limi
     assert first.status_code == 200
     assert [(r["id"], r["id_number"], r["name"]) for r in first.json()["rows"]] == [
         (rows["victim_out"], "*********451", "Nguyễn V** L**"), (rows["victim_in"], "*********451", "Nguyễn V** L**")]
-    for n in range(1, web_history.ID_SEARCHES_PER_HOUR):
+    for n in range(1, history_limits.ID_SEARCHES_PER_HOUR):
         guess = f"02408312{n % 10}451"
         assert controller.http.get("/api/history", params={"q": guess}).status_code == 200, n
     refused = controller.http.get("/api/history", params={"q": "024083120451"})
@@ -164,7 +164,7 @@ def test_a_whole_id_number_answers_whether_the_person_was_there_audited_and_limi
     page = controller.http.get("/history", params={"q": "0240 8312 2451"})
     assert page.status_code == 429 and 'id="filter-error"' in page.text
     searched = _audit(site, "qrgate.checkins.person.searched")
-    assert len(searched) == web_history.ID_SEARCHES_PER_HOUR
+    assert len(searched) == history_limits.ID_SEARCHES_PER_HOUR
     assert searched[0]["rows"] == 2 and searched[0]["venues"] == [hanoi]
     assert searched[0]["filter"]["search"] == VICTIM["id"] and searched[1]["rows"] == 0
     # Other searches go on; the limit is the account's, and an hour later it is lifted.
@@ -178,9 +178,9 @@ def test_an_operator_is_limited_in_id_searches_across_every_venue(world):
     site, hcm, hanoi, rows, day = world
     operator = site.visitor().login(OPERATOR)
     answers = [operator.http.get("/api/history", params={"q": VICTIM["id"]}).status_code
-               for _ in range(web_history.ID_SEARCHES_PER_HOUR + 1)]
-    assert answers == [200] * web_history.ID_SEARCHES_PER_HOUR + [429]
-    assert len(_audit(site, "qrgate.checkins.person.searched")) == web_history.ID_SEARCHES_PER_HOUR
+               for _ in range(history_limits.ID_SEARCHES_PER_HOUR + 1)]
+    assert answers == [200] * history_limits.ID_SEARCHES_PER_HOUR + [429]
+    assert len(_audit(site, "qrgate.checkins.person.searched")) == history_limits.ID_SEARCHES_PER_HOUR
 
 
 def test_an_officer_keeps_full_search_in_their_area_audited_as_full_reads(world):
@@ -191,11 +191,11 @@ def test_an_officer_keeps_full_search_in_their_area_audited_as_full_reads(world)
         assert [(r["id"], r["name"], r["full"]) for r in response.json()["rows"]] == [
             (rows["in_area"], "Trần Thị Hoa", True)], q
     # A whole id number inside the area only reads what the officer reads in full anyway.
-    for _ in range(web_history.ID_SEARCHES_PER_HOUR + 1):
+    for _ in range(history_limits.ID_SEARCHES_PER_HOUR + 1):
         assert officer.http.get("/api/history", params={"q": IN_AREA["id"], "area": "79"}).status_code == 200
     assert _audit(site, "qrgate.checkins.person.searched") == []
     reads = _audit(site, "qrgate.checkins.unmasked.read")
-    assert len(reads) == 4 + web_history.ID_SEARCHES_PER_HOUR + 1 and all(r["rows"] == 1 for r in reads)
+    assert len(reads) == 4 + history_limits.ID_SEARCHES_PER_HOUR + 1 and all(r["rows"] == 1 for r in reads)
     # Where the same officer is only a gate controller, the hidden digits stay hidden.
     assert officer.http.get("/api/history", params={"q": "3451"}).json()["rows"] == []
 
@@ -211,10 +211,10 @@ def test_the_trace_form_on_a_check_in_is_an_audited_full_read_and_limited(world)
     assert entry.action == "qrgate.checkins.unmasked.read" and entry.phone == OFFICER
     # Outside the area: 404 as before, nothing read, nothing counted.
     assert officer.http.get("/trace", params={"checkin": rows["victim_in"]}).status_code == 404
-    for _ in range(web_history.TRACE_LOOKUPS_PER_HOUR - 1):
+    for _ in range(history_limits.TRACE_LOOKUPS_PER_HOUR - 1):
         assert officer.http.get("/trace", params={"checkin": rows["in_area"]}).status_code == 200
     refused = officer.http.get("/trace", params={"checkin": rows["in_area"]})
     assert refused.status_code == 429 and 'id="trace-error"' in refused.text and IN_AREA["id"] not in refused.text
-    assert len(_audit(site, "qrgate.checkins.unmasked.read")) == web_history.TRACE_LOOKUPS_PER_HOUR
+    assert len(_audit(site, "qrgate.checkins.unmasked.read")) == history_limits.TRACE_LOOKUPS_PER_HOUR
     site.clock.advance(3601)
     assert officer.http.get("/trace", params={"checkin": rows["in_area"]}).status_code == 200

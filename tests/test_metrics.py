@@ -6,7 +6,6 @@ import urllib.request
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from edge.app import Station
@@ -17,8 +16,8 @@ from qrgate import protocol
 from qrgate.samples import demo_samples
 from qrgate.sealing import x25519_public_to_text
 from conftest import new_storage
-from server.bridge import Bridge
-from server.metrics import make_metrics_router
+from server.ingest.bridge import Bridge
+from server.web.app import create_app
 
 
 def test_station_serves_scan_counts_backlog_and_faults(tmp_path):
@@ -66,8 +65,7 @@ def test_server_metrics_count_stored_refused_and_stations(tmp_path):
     topic = protocol.records_topic("gate-1")
     bridge.handle(topic, protocol.encode_batch([protocol.canonical_json(record)]))
     bridge.handle(protocol.records_topic("gate-2"), b'{"records":[]}')
-    app = FastAPI()
-    app.include_router(make_metrics_router(storage, bridge))
+    app = create_app(storage, bridge=bridge)
     text = TestClient(app).get("/metrics").text
     assert "qrgate_records_stored_total 1.0" in text
     assert 'qrgate_records_refused_total{reason="unknown_station"} 1.0' in text

@@ -23,12 +23,13 @@ from qrgate.errors import UserError
 from qrgate.keyfiles import load_or_create_key
 from qrgate.personal_pass import key_id, verify_pass
 from qrgate.persons import person_key
-from server.passes import PassOffice
-from server.roster import RosterStore, parse_roster, read_table
-from server.sms import DevSmsSender
-from server.stationconfig import ConfigPublisher, StationConfigStore
+from server.roster.passes import PassOffice
+from server.roster.parsing import parse_roster, read_table
+from server.roster.roster import RosterStore
+from server.accounts.sms import DevSmsSender
+from server.ingest.stationconfig import ConfigPublisher, StationConfigStore
 from server.storage import SqliteStorage
-from server.web import create_app
+from server.web.app import create_app
 from test_web_support import FakeClock, Site
 
 pytestmark = pytest.mark.timeout(90)
@@ -238,11 +239,11 @@ def test_a_station_refuses_a_revoked_pass_and_accepts_its_replacement_through_th
 
 
 def test_everyone_without_a_phone_is_issued_in_batches_of_the_batch_limit(tmp_path, monkeypatch):
-    import server.passes
-    import server.web_roster
+    import server.roster.pass_routes
+    import server.roster.passes
 
-    monkeypatch.setattr(server.passes, "MAX_PER_BATCH", 5)
-    monkeypatch.setattr(server.web_roster, "MAX_PER_BATCH", 5)
+    monkeypatch.setattr(server.roster.passes, "MAX_PER_BATCH", 5)  # PassOffice and server.roster.service read it here
+    monkeypatch.setattr(server.roster.pass_routes, "MAX_PER_BATCH", 5)
     site = Site.create(tmp_path)
     owner = site.visitor().login("0912486419")
     venue = owner.create_venue(name="Xưởng May")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from server.permissions import ROLES, VENUE_PERMISSIONS, allowed, may_share
+from server.venues.permissions import ROLES, VENUE_PERMISSIONS, allowed, may_share
 from test_web_support import Site
 
 pytestmark = pytest.mark.timeout(60)

@@ -40,7 +40,7 @@ from conftest import REPO, ServerProcess, database_url, storage_for, wait_until
 from provisioning.broker import SERVER_USER, BrokerFiles, BrokerProcess, free_port
 from provisioning.station import server_public_keys, write_server_config
 from server.config import load_server_config
-from server.enrol import Enrolment
+from server.ingest.enrol import Enrolment
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -10,10 +10,10 @@ import re
 
 import pytest
 
-from server.poster import _font
-from server.reports import (COUNT_TITLES, DAY_NAMES, ReportArchive, build_weekly_report, render_report, report_csv,
+from server.venues.poster import _font
+from server.reports.reports import (COUNT_TITLES, DAY_NAMES, ReportArchive, build_weekly_report, render_report, report_csv,
                             report_pdf, week_of)
-from server.selfcheckin import SelfCheckin, parse_declaration
+from server.selfcheckin.selfcheckin import SelfCheckin, parse_declaration
 from test_export import CONTROLLER, MANAGER, OWNER, STRANGER, TZ, Gate, local_ms
 from test_web_support import Site
 
@@ -104,7 +104,7 @@ def test_csv_has_counts_and_stations_but_no_personal_data(week):
 
 
 def test_pdf_is_one_a4_page():
-    from server.reports import DayCounts, WeeklyReport
+    from server.reports.reports import DayCounts, WeeklyReport
 
     days = tuple(DayCounts(dt.date(2026, 11, 16) + dt.timedelta(days=i), i > 4, 10 * i, 9 * i, 8 * i, i, 0, 0, 0)
                  for i in range(7))

@@ -14,8 +14,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conftest import ON_POSTGRESQL
 from qrgate import protocol
-from server.bridge import Bridge
-from server.roster import MAX_CELL_BYTES, RosterError, RosterStore, parse_roster, read_table
+from server.ingest.bridge import Bridge
+from server.roster.parsing import MAX_CELL_BYTES, RosterError, parse_roster, read_table
+from server.roster.roster import RosterStore
 from test_web_support import Site, stored_text
 
 pytestmark = pytest.mark.timeout(60)
@@ -59,7 +60,7 @@ def share(site, venue_id: int, phone: str, role: str):
 
 
 def _phone(phone: str) -> str:
-    from server.accounts import normalise_phone
+    from server.accounts.accounts import normalise_phone
 
     return normalise_phone(phone)
 

@@ -15,10 +15,10 @@ from playwright.sync_api import sync_playwright
 from conftest import new_storage, serve_app
 from qrgate.keyfiles import load_or_create_key
 from qrgate.personal_pass import key_id, verify_pass
-from server.sms import DevSmsSender
-from server.stationconfig import StationConfigStore
-from server.venues import VenueInput
-from server.web import create_app
+from server.accounts.sms import DevSmsSender
+from server.ingest.stationconfig import StationConfigStore
+from server.venues.venues import VenueInput
+from server.web.app import create_app
 from test_roster import Gate, TZ
 from test_web_flows import ARGS, CHROMIUM, login
 

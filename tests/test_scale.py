@@ -11,7 +11,7 @@ import pytest
 from bench.dataset import DAY_MS, generate
 from conftest_pg import pg_dsn  # noqa: F401 (a fixture)
 from server.storage import SqliteStorage
-from server.tracing import Tracer, overlap_ms, visits_from_checkins
+from server.checkins.tracing import Tracer, overlap_ms, visits_from_checkins
 
 pytestmark = pytest.mark.timeout(600)
 STAY_S, MARGIN_S = 3600, 900
@@ -67,7 +67,8 @@ def test_tracing_matches_a_brute_force_over_every_row(million):
 
 
 def test_postgresql_traces_the_same_million_rows_to_the_same_answer(million, pg_dsn, tmp_path):  # noqa: F811
-    from server.storage.postgres import PostgresStorage, PostgresTracer
+    from server.storage.postgres import PostgresStorage
+    from server.checkins.postgres_tracer import PostgresTracer
 
     lite = SqliteStorage(million.path)
     pg = PostgresStorage(pg_dsn, data_dir=tmp_path)

@@ -12,7 +12,7 @@ from conftest import new_storage
 from qrgate.errors import ConfigError
 from server.audit import AuditLog
 from server.config import ReportsSection, RetentionSection, load_server_config
-from server.reports import ReportArchive
+from server.reports.reports import ReportArchive
 from server.scheduler import ServerScheduler
 from test_export import TZ, Gate
 

@@ -178,7 +178,7 @@ def server_side(tmp_path, station):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from qrgate import protocol
-    from server.stationconfig import StationConfigStore
+    from server.ingest.stationconfig import StationConfigStore
     from conftest import new_storage
 
     storage = new_storage(tmp_path / "server.sqlite3")
@@ -190,7 +190,7 @@ def server_side(tmp_path, station):
 
 
 def test_pushed_block_list_and_mode_apply_at_once_and_survive_a_restart(station, server_side, tmp_path):
-    from server.stationconfig import StationSettings
+    from server.ingest.stationconfig import StationSettings
 
     store, key = server_side
     store.block("cccd:024083123451", "quarantine order")

@@ -17,9 +17,10 @@ from conftest_pg import pg_dsn  # noqa: F401 (a fixture)
 from qrgate import protocol
 from qrgate.errors import UserError
 from server.storage import SqliteStorage
-from server.storage.postgres import (PostgresStorage, PostgresTracer, month_bounds, month_of,
-                               open_storage_url, partition_name)
-from server.tracing import Tracer, delete_older_than
+from server.storage.postgres import PostgresStorage, open_storage_url
+from server.storage.postgres_schema import month_bounds, month_of, partition_name
+from server.checkins.postgres_tracer import PostgresTracer
+from server.checkins.tracing import Tracer, delete_older_than
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -413,7 +414,7 @@ def test_a_deadlock_on_the_dashboards_counts_costs_a_retry_not_the_batch(pg, pg_
     once A is through, and the counts stay exact."""
     from zoneinfo import ZoneInfo
 
-    from server.dashboard import ensure_rollup
+    from server.reports.dashboard import ensure_rollup
 
     ensure_rollup(pg, ZoneInfo("Asia/Ho_Chi_Minh"))
     venue = pg.add_venue("Nhà máy A")
@@ -507,7 +508,7 @@ def test_two_bridge_workers_on_postgresql_store_a_stations_backlog_once(tmp_path
     from provisioning.station import server_public_keys, write_server_config
     from qrgate.config import MqttSettings
     from qrgate.sealing import PersonSealer, x25519_public_from_text
-    from server.bridge import Bridge
+    from server.ingest.bridge import Bridge
     from server.cli import open_sealing
     from server.config import load_server_config
 

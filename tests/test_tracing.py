@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conftest import database_url, new_storage
 from qrgate import protocol
-from server.storage.postgres import tracer_for
-from server.tracing import Visit, delete_older_than, overlap_ms, visits_from_checkins
+from server.checkins.tracing import tracer_for
+from server.checkins.tracing import Visit, delete_older_than, overlap_ms, visits_from_checkins
 from test_web_support import Site
 
 pytestmark = pytest.mark.timeout(60)

@@ -13,9 +13,9 @@ import zxingcpp
 from PIL import Image
 
 from qrgate import protocol
-from server.areas import AreaDirectory
-from server.selfcheckin import SelfCheckinError, parse_declaration
-from server.venues import VenueError, VenueInput, normalise_plate
+from server.areas.areas import AreaDirectory
+from server.selfcheckin.selfcheckin import SelfCheckinError, parse_declaration
+from server.venues.venues import VenueError, VenueInput, normalise_plate
 from test_web_support import CSRF_IN_PAGE, PLACE, Site
 
 pytestmark = pytest.mark.timeout(30)
@@ -214,7 +214,7 @@ def test_english_is_one_click_away(site, owner):
 
 
 def test_every_formula_trigger_is_neutralised_in_csv_cells():
-    from server.checkin_views import csv_cell
+    from server.checkins.views import csv_cell
 
     for trigger in ("=", "+", "-", "@", "\t", "\r", "\x00"):
         assert csv_cell(trigger + "cmd|' /C calc'!A0").startswith("'")

@@ -10,8 +10,8 @@ from playwright.sync_api import sync_playwright
 
 from conftest import new_storage, serve_app
 from qrgate import protocol
-from server.bridge import Bridge
-from server.web import create_app
+from server.ingest.bridge import Bridge
+from server.web.app import create_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

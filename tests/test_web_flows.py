@@ -19,9 +19,9 @@ from PIL import Image
 from playwright.sync_api import sync_playwright
 
 from conftest import new_storage, serve_app
-from server.accounts import normalise_phone
-from server.sms import DevSmsSender
-from server.web import create_app
+from server.accounts.accounts import normalise_phone
+from server.accounts.sms import DevSmsSender
+from server.web.app import create_app
 from test_web_support import CODE_IN_SMS
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]

@@ -22,8 +22,8 @@ from conftest import ON_POSTGRESQL, database_url, new_storage, serve_app, storag
 from provisioning.broker import BrokerFiles, free_port
 from provisioning.station import write_server_config
 from server.config import ConfigError, load_server_config
-from server.sms import DevSmsSender
-from server.web import create_app
+from server.accounts.sms import DevSmsSender
+from server.web.app import create_app
 from test_web_support import CODE_IN_SMS, PLACE, FakeClock
 
 pytestmark = pytest.mark.timeout(120)

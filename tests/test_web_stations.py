@@ -10,9 +10,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conftest import new_storage
 from qrgate import protocol
-from server.enrol import Enrolment, EnrolSettings
-from server.sms import DevSmsSender
-from server.web import create_app
+from server.ingest.enrol import Enrolment, EnrolSettings
+from server.accounts.sms import DevSmsSender
+from server.web.app import create_app
 from test_web_support import FakeClock, Site
 
 pytestmark = pytest.mark.timeout(60)

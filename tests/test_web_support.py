@@ -16,8 +16,8 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from conftest import new_storage
-from server.sms import DevSmsSender
-from server.web import create_app
+from server.accounts.sms import DevSmsSender
+from server.web.app import create_app
 
 CODE_IN_SMS = re.compile(r"(\d{6})\. Mã hết hạn")
 CSRF_IN_PAGE = re.compile(r'name="csrf" value="([^"]+)"')
@@ -121,6 +121,6 @@ class Visitor:
 
 
 def _national(phone: str) -> str:
-    from server.accounts import normalise_phone
+    from server.accounts.accounts import normalise_phone
 
     return normalise_phone(phone)

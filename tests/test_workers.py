@@ -30,10 +30,10 @@ from qrgate import protocol
 from qrgate.config import MqttSettings
 from qrgate.mqtt import connect_async, make_client
 from qrgate.sealing import PersonSealer, x25519_public_from_text
-from server.bridge import Bridge, records_filter
+from server.ingest.bridge import Bridge, records_filter
 from server.cli import open_sealing
-from server.fleet import Fleet
-from server.workers import make_worker
+from server.ingest.fleet import Fleet
+from server.ingest.workers import make_worker
 
 KILLS = int(os.environ.get("WORKER_KILLS", "8"))
 pytestmark = pytest.mark.timeout(120 + 8 * KILLS)

@@ -1,0 +1,1 @@
+"""The administrative areas (provinces, wards) and the health officers who work in them."""

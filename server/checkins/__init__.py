@@ -1,0 +1,2 @@
+"""Check-ins read back: the scan history with its masking and search, contact tracing,
+the public feed, and their pages."""

@@ -1,0 +1,56 @@
+"""The latest check-ins of every venue, masked: the public feed at ``/`` (when the
+server's public_feed is on) and for operators, and its JSON twin ``/api/checkins``."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from qrgate.masking import mask_birth, mask_id_number, mask_person_name
+from server.checkins.views import when_texts
+from server.web.deps import Svc, Visitor, visitor
+from server.web.pages import render
+
+router = APIRouter()
+
+
+def _present(row: dict, tz: ZoneInfo) -> dict:
+    """A check-in as a venue role may see it: personal fields masked."""
+    time_iso, time_text = when_texts(row["wall_ms"], tz)
+    return {
+        "id": row["id"],
+        "station_id": row["station_id"],
+        "seq": row["seq"],
+        "venue": row["venue"],
+        "direction": row["direction"],
+        "kind": row["kind"],
+        "name": mask_person_name(row["name"]),
+        "id_number": mask_id_number(row["id_number"]),
+        "birth": mask_birth(row["birth"]),
+        "time": time_iso,
+        "time_text": time_text,
+        "clock_synced": bool(row["clock_synced"]),
+    }
+
+
+@router.get("/api/checkins")
+def api_checkins(svc: Svc, limit: int = Query(50, ge=1, le=500), before_id: int | None = Query(None, ge=1, le=2**62),
+                 who: Visitor = Depends(visitor)):
+    """The latest check-ins of every venue, newest first, personal data masked; page with
+    ``before_id``. Anonymous only when the server's public feed is on; else operators."""
+    if not svc.public_feed and not (who.account and who.account.is_operator):
+        raise HTTPException(404)
+    rows = [_present(r, svc.tz) for r in svc.storage.latest_checkins(limit, before_id)]
+    return {"checkins": rows, "next_before_id": rows[-1]["id"] if len(rows) == limit else None}
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def index(svc: Svc, request: Request, who: Visitor = Depends(visitor)):
+    show_feed = svc.public_feed or (who.account is not None and who.account.is_operator)
+    if who.account and not show_feed:
+        return RedirectResponse("/venues", 303)
+    rows = [_present(r, svc.tz) for r in svc.storage.latest_checkins(100)] if show_feed else []
+    return render(request, who, "checkins.html", rows=rows, total=svc.storage.count_checkins() if show_feed else 0,
+                  timezone=svc.timezone, show_feed=show_feed)

@@ -1,0 +1,57 @@
+"""Rendering a page: the Jinja2 templates of server/web/templates and what every page is
+given (the visitor, language, CSRF token, translations, the retention period)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+import jinja2
+
+from server.web import i18n
+
+HERE = Path(__file__).parent
+_DICT_METHODS = frozenset(dir(dict))
+
+
+class TemplateEnvironment(jinja2.Environment):
+    """Jinja's environment, but ``row.name`` on a dict reads its key first.
+
+    Jinja tries the attribute and falls back to the key after an AttributeError; the
+    pages' rows are dicts, and raising that error for every cell was a third of a
+    history page's time (docs/performance.md). The names of dict's own methods
+    (``items``, ``values``, ``get``...) still mean the methods.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_METHODS:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
+
+# The templates are package files: no check of their modification time on every page.
+TEMPLATES = Jinja2Templates(env=TemplateEnvironment(loader=jinja2.FileSystemLoader(HERE / "templates"),
+                                                    autoescape=True, auto_reload=False))
+STATIC_DIR = HERE / "static"
+
+
+def render(request: Request, who, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    """The template ``name`` for the visitor ``who`` (server.web.deps.Visitor), in their
+    language, with ``context`` added to what every page gets."""
+    services = request.app.state.services
+    lang = who.lang
+    return TEMPLATES.TemplateResponse(request, name, {
+        "who": who, "lang": lang, "csrf": who.csrf, "path": request.url.path,
+        "is_officer": bool(who.account) and services.officers.is_officer(who.account.id),
+        "t": lambda key, **v: i18n.translate(lang, key, **v),
+        "role_name": lambda role: i18n.role_name(lang, role),
+        "kind_name": lambda kind: i18n.kind_name(lang, kind),
+        "retention_days": services.retention_days,
+        **context,
+    }, status_code=status_code)
