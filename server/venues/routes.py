@@ -13,9 +13,12 @@ from server.venues.permissions import ROLES, allowed, may_share
 from server.venues.poster import poster_pdf, poster_png
 from server.venues.venues import Venue, VenueError, VenueInput, VENUE_KINDS
 from server.web.deps import Services, Svc, Visitor, logged_in, logged_in_csrf, public_base
-from server.web.pages import render
+from server.web import i18n
+from server.web.pages import flash, render
 
 router = APIRouter()
+
+i18n.register({"flash.venue_created": ("Đã tạo địa điểm.", "Venue created.")})
 
 
 class VenueBody(BaseModel):
@@ -82,7 +85,7 @@ async def venue_create(svc: Svc, request: Request, who: Visitor = Depends(logged
         return render(request, who, "venue_form.html", 400, **form_context(svc, who, form, exc.problems))
     svc.audit.record("qrgate.venue.created", account=who.account, ip=who.ip, venue_id=venue.id,
                      venue=venue.name)
-    return RedirectResponse(f"/venues/{venue.id}", 303)
+    return flash(request, RedirectResponse(f"/venues/{venue.id}", 303), "flash.venue_created")
 
 
 @router.get("/venues/{venue_id}", response_class=HTMLResponse, include_in_schema=False)

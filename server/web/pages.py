@@ -1,13 +1,15 @@
 """Rendering a page: the Jinja2 templates of server/web/templates and what every page is
-given (the visitor, language, CSRF token, translations, the retention period)."""
+given (the visitor, language, CSRF token, translations, the retention period, and the
+one-time message saying what the last action did)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 import jinja2
 
@@ -39,6 +41,19 @@ class TemplateEnvironment(jinja2.Environment):
 TEMPLATES = Jinja2Templates(env=TemplateEnvironment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                                                     autoescape=True, auto_reload=False))
 STATIC_DIR = HERE / "static"
+FLASH_COOKIE = "qrgate_flash"
+_FLASH_KEY = re.compile(r"flash\.[a-z0-9_.]{1,60}")
+
+
+def flash(request: Request, response: Response, key: str) -> Response:
+    """Say what an action did on the next page the visitor sees: ``key`` names a text
+    registered with i18n.register (``flash.*``), shown once, in the visitor's language.
+    Only the key travels in the cookie: a forged cookie can show no words of its own."""
+    if not _FLASH_KEY.fullmatch(key):
+        raise ValueError(f"not a flash text key: {key!r}")
+    response.set_cookie(FLASH_COOKIE, key, max_age=120, httponly=True, samesite="lax", path="/",
+                        secure=request.app.state.services.cookie_secure)
+    return response
 
 
 def render(request: Request, who, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -46,12 +61,18 @@ def render(request: Request, who, name: str, status_code: int = 200, **context: 
     language, with ``context`` added to what every page gets."""
     services = request.app.state.services
     lang = who.lang
-    return TEMPLATES.TemplateResponse(request, name, {
+    key = request.cookies.get(FLASH_COOKIE)
+    message = i18n.translate(lang, key) if key and _FLASH_KEY.fullmatch(key) and key in i18n.TEXTS else ""
+    response = TEMPLATES.TemplateResponse(request, name, {
         "who": who, "lang": lang, "csrf": who.csrf, "path": request.url.path,
         "is_officer": bool(who.account) and services.officers.is_officer(who.account.id),
         "t": lambda key, **v: i18n.translate(lang, key, **v),
         "role_name": lambda role: i18n.role_name(lang, role),
         "kind_name": lambda kind: i18n.kind_name(lang, kind),
         "retention_days": services.retention_days,
+        "flash": message,
         **context,
     }, status_code=status_code)
+    if key is not None:
+        response.delete_cookie(FLASH_COOKIE, path="/", httponly=True, samesite="lax", secure=services.cookie_secure)
+    return response
