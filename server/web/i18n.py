@@ -110,6 +110,10 @@ TEXTS: dict[str, tuple[str, str]] = {
     "checkins.birth": ("Năm sinh", "Born"),
     "checkins.kind": ("Loại", "Kind"),
     "checkins.station": ("Trạm", "Station"),
+    "card.cccd": ("CCCD", "Citizen ID card"),
+    "card.bhyt": ("Thẻ BHYT", "Health-insurance card"),
+    "card.national": ("Mã QR cá nhân (VNeID)", "National personal QR"),
+    "card.pass": ("Thẻ ra vào", "QR gate pass"),
     "checkins.in": ("Vào", "In"),
     "checkins.out": ("Ra", "Out"),
     "checkins.none": ("Chưa có lượt nào.", "No check-ins yet."),
@@ -203,6 +207,16 @@ def role_name(lang: str, role: str) -> str:
 def kind_name(lang: str, kind: str) -> str:
     """A venue kind's name (``kind.<kind>``, registered by server/venues/venues.py)."""
     return _named(lang, f"kind.{kind}", kind)
+
+
+def card_name(lang: str, kind: str) -> str:
+    """A card kind (cccd, bhyt, national, pass, ...) as people call it."""
+    return _named(lang, f"card.{kind}", kind)
+
+
+def direction_name(lang: str, direction: str) -> str:
+    """``in`` / ``out`` as words (Vào / Ra)."""
+    return _named(lang, f"checkins.{direction}", direction) if direction in ("in", "out") else direction
 
 
 def history_text(lang: str, action: str, data: dict, venue_name: str) -> str:

@@ -69,6 +69,8 @@ def render(request: Request, who, name: str, status_code: int = 200, **context: 
         "t": lambda key, **v: i18n.translate(lang, key, **v),
         "role_name": lambda role: i18n.role_name(lang, role),
         "kind_name": lambda kind: i18n.kind_name(lang, kind),
+        "card_name": lambda kind: i18n.card_name(lang, kind),
+        "direction_name": lambda direction: i18n.direction_name(lang, direction),
         "retention_days": services.retention_days,
         "flash": message,
         **context,
