@@ -38,6 +38,7 @@ from edge.pushed_config import PushedConfig
 from edge.queue.outbox import Outbox
 from edge.queue.publisher import Publisher
 from edge.station_lock import station_lock
+from edge.update.notice import ReleaseNotice
 from qrgate import protocol
 from qrgate.errors import ConfigError, DriverError, DriverUnavailable, UserError
 from qrgate.keyfiles import load_or_create_key, load_or_create_secret
@@ -135,6 +136,7 @@ class Station:
         self.publisher = Publisher(
             self.outbox, config.mqtt, config.base, on_state=self._on_link_state, on_config=self.apply_config,
             resend_after_s=config.station.resend_after_s, status_fields=self._status_fields,
+            on_release=ReleaseNotice(self.health_path.parent).receive,
         )
 
     # --- wiring ---

@@ -60,6 +60,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from qrgate import protocol
+from qrgate.updates import RELEASES_TOPIC
 from qrgate.errors import DriverError, UserError
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ SERVER_ROLE = {
         _allow("publishClientReceive", protocol.status_topic("+")),
         _allow("publishClientSend", protocol.acks_topic("+")),
         _allow("publishClientSend", protocol.config_topic("+")),
+        _allow("publishClientSend", RELEASES_TOPIC),  # the release notice (qrgate-release publish)
     ],
 }
 
@@ -144,6 +146,8 @@ def station_role(station_id: str) -> dict:
             _allow("subscribeLiteral", protocol.config_topic(station_id)),
             _allow("publishClientReceive", protocol.acks_topic(station_id)),
             _allow("publishClientReceive", protocol.config_topic(station_id)),
+            _allow("subscribeLiteral", RELEASES_TOPIC),  # the release notice, the same for all
+            _allow("publishClientReceive", RELEASES_TOPIC),
         ],
     }
 

@@ -34,6 +34,9 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from boot_rig_updates import check_updates  # noqa: E402  (beside this file; the rig runs as a script)
+
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("QRGATE_BOOT_CACHE", "/var/cache/qrgate-boot-test"))
 MIRROR = "http://deb.debian.org/debian"
@@ -331,6 +334,7 @@ class Rig:
         self.station = Machine("qrgate-station", run_dir / "station", arch)
         self.station_id = ""
         self.clock_was_unsynced: bool | None = None
+        self.power_cuts = 3
 
     def check(self, name: str, ok: bool, detail: str = "") -> bool:
         say(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}")
@@ -357,6 +361,7 @@ class Rig:
             self.power_cut_while_offline()
             self.missing_devices()
             self.exposure()
+            check_updates(self, guide_step)  # scripts/boot_rig_updates.py: releases, A/B, rollback
         except BaseException:
             self.station_diagnostics()
             raise
@@ -686,10 +691,13 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", choices=("amd64", "arm64"), default="amd64")
     parser.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     parser.add_argument("--keep", action="store_true", help="leave both machines running (for a look inside)")
+    parser.add_argument("--power-cuts", type=int, default=3,
+                        help="power cuts at random moments of an update (docs/updates.md; default 3)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("run as root: debootstrap and systemd-nspawn need it")
     rig = Rig(args.arch, args.keep)
+    rig.power_cuts = args.power_cuts
     try:
         summary = rig.run()
     except (RigError, subprocess.TimeoutExpired, OSError) as exc:

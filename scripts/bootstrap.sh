@@ -78,3 +78,17 @@ postgresql_ready() {
         (cd / && "${as_postgres[@]}" createuser --createdb "$me")
     fi
 }
+
+# The phone scanner's decoder (zxing-wasm, pinned by server/web/static/phone/package-lock.json)
+# is copied into server/web/static/phone/vendor/ from the npm registry at set-up, never at
+# run time (docs/phone.md). npm may come with Node.js from elsewhere: look for the command.
+phone_assets() {
+    if ! command -v npm >/dev/null; then
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        echo "Installing with apt: npm" >&2
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends npm >&2
+    fi
+    "$VENV/bin/python" -m server.phone.assets --check 2>/dev/null || "$VENV/bin/python" -m server.phone.assets >&2
+}

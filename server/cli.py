@@ -104,32 +104,40 @@ def operator_add(config: str, phone: str) -> int:
 
     cfg, storage = open_storage(config)
     account = Accounts(storage, create_sender(cfg.auth.sms_sender)).set_operator(phone)
-    print(account.phone)
+    print(f"{account.phone} is a server operator (account {account.id}): after logging in it sees the fleet"
+          f" (/fleet), the dashboards and the SMS outbox. First login without SMS:"
+          f" qrgate-server login-link --config {config} --phone {account.phone}")
     return 0
+
+
+def load_areas(cfg):
+    """The 2025 map, with the old codes of [web] areas_file (else the bundled legacy sample)."""
+    from server.areas.areas import AreaDirectory
+
+    return AreaDirectory.load(resolve(cfg.base, cfg.web.areas_file) if cfg.web.areas_file else None)
 
 
 def _officer_change(config: str, phone: str, area: str, grant: bool) -> int:
     from server.accounts.accounts import Accounts
-    from server.areas.areas import AreaDirectory
     from server.audit import AuditLog
     from server.areas.officers import Officers
     from server.accounts.sms import create_sender
 
     cfg, storage = open_storage(config)
     accounts = Accounts(storage, create_sender(cfg.auth.sms_sender))
-    officers = Officers(storage, AreaDirectory.load(resolve(cfg.base, cfg.web.areas_file)) if cfg.web.areas_file
-                        else AreaDirectory.load())
+    officers = Officers(storage, load_areas(cfg))
     audit = AuditLog(storage)
     if grant:
         granted = officers.grant(accounts, phone, area, audit)
-        print(f"{accounts.account_for_phone(phone).phone} is a health officer for {granted.name} ({granted.level})")
+        level = "province" if granted.level == "province" else "commune/ward"
+        print(f"{accounts.account_for_phone(phone).phone} is a health officer for {granted.name} ({level})")
     elif not officers.revoke(accounts, phone, area, audit):
         raise UserError(f"{phone} was not a health officer for area {area}")
     return 0
 
 
 @app.command("officer-add", CONFIG, arg("--phone", required=True),
-             arg("--area", required=True, help="province, district or ward code from the areas file"))
+             arg("--area", required=True, help="a province (2 digits) or commune/ward (5 digits) of the 2025 map"))
 def officer_add(config: str, phone: str, area: str) -> int:
     """Make the account of this phone number a health officer for an area: it sees
     check-ins of the area's venues in full (audited), traces contacts and reads dashboards."""
@@ -140,6 +148,38 @@ def officer_add(config: str, phone: str, area: str) -> int:
 def officer_remove(config: str, phone: str, area: str) -> int:
     """Withdraw a health officer's role for an area."""
     return _officer_change(config, phone, area, False)
+
+
+@app.command("areas-migrate", CONFIG,
+             arg("--mapping", default="", help="CSV of old_code,new_code (default: the bundled sample's, docs/web.md)"),
+             arg("--apply", action="store_true", help="make the changes (without it: a dry run that only lists them)"))
+def areas_migrate(config: str, mapping: str, apply: bool = False) -> int:
+    """Move venues and health officers from old three-level area codes to the 2025 map.
+
+    Lists every venue and officer grant it moves and every one it cannot (no line in the
+    mapping file, or a district); changes nothing unless --apply. Audited; running it
+    again changes nothing more. Returns 1 while anything is left without a mapping.
+    """
+    from server.accounts.accounts import Accounts
+    from server.accounts.sms import create_sender
+    from server.areas.migrate import DEFAULT_MAPPING_FILE, apply_migration, plan_migration, read_mapping, report_lines
+    from server.areas.officers import Officers
+    from server.audit import AuditLog
+    from server.venues.venues import VenueDirectory
+
+    cfg, storage = open_storage(config)
+    areas = load_areas(cfg)
+    accounts = Accounts(storage, create_sender(cfg.auth.sms_sender))
+    VenueDirectory(storage, accounts, areas)  # the venues' and officers' columns, marked on an upgrade
+    Officers(storage, areas)
+    table = read_mapping(mapping or DEFAULT_MAPPING_FILE, areas)
+    plan = plan_migration(storage, areas, table)
+    changed = apply_migration(storage, plan, AuditLog(storage)) if apply else 0
+    for line in report_lines(plan, apply):
+        print(line)
+    print(f"{'moved' if apply else 'dry run: would move'} {changed if apply else len(plan.moves)},"
+          f" without a mapping {len(plan.unmapped)} (map: {areas.source}; mapping: {table.path})")
+    return 1 if plan.unmapped else 0
 
 
 @app.command("login-link", CONFIG, arg("--phone", required=True),
@@ -236,7 +276,8 @@ def run(config: str, no_bridge: bool = False) -> int:
         # a schema change racing the bridge's first commits would be refused by SQLite.
         app = web_app(cfg, storage, bridge) if cfg.web.enabled else None
         ensure_dashboard_rollup(cfg, storage)
-        scheduler = ServerScheduler(storage, cfg.web.timezone, reports=cfg.reports, retention=cfg.retention)
+        scheduler = ServerScheduler.from_config(
+            cfg, storage, officers=app.state.services.officers if app is not None else None)
     if bridge is not None:
         bridge.start()
     scheduler.start()
@@ -327,17 +368,23 @@ def open_sealing(cfg):
 
 def web_app(cfg, storage, bridge=None):
     """The web app as the configuration describes it (``bridge`` feeds /metrics)."""
-    from server.areas.areas import AreaDirectory
     from server.accounts.sms import create_sender
     from server.ingest.enrol import enrolment_for
     from server.web.app import create_app
 
     enrolment = enrolment_for(cfg, storage)
-    areas = AreaDirectory.load(resolve(cfg.base, cfg.web.areas_file)) if cfg.web.areas_file else None
+    areas = load_areas(cfg)
     app = create_app(storage, cfg.web.timezone, auth=cfg.auth, sender=create_sender(cfg.auth.sms_sender),
                      areas=areas, public_url=cfg.web.public_url, public_feed=cfg.web.public_feed,
                      enrolment=enrolment, bridge=bridge, broker_files=enrolment.broker,
                      trusted_proxies=cfg.web.trusted_proxies, retention_days=cfg.retention.days)
+    from server.reports.service import configure_mail
+
+    configure_mail(app, cfg.mail)
+    # Station releases (docs/updates.md): the signed repository `qrgate-release publish` copies here.
+    from server.releases.service import attach as attach_releases
+
+    attach_releases(app, cfg.data_dir / "releases", storage)
     # Personal passes are signed with the key stations get at enrolment; a revocation is
     # pushed to the venue's stations at once (server/roster/passes.py).
     from qrgate.keyfiles import load_or_create_key
@@ -345,6 +392,13 @@ def web_app(cfg, storage, bridge=None):
     from server.ingest.stationconfig import ConfigPublisher, StationConfigStore
 
     pass_key = load_or_create_key(cfg.pass_key_file)
+    # Phones scanning as stations (docs/phone.md) seal and sign with the keys stations get.
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from server.phone.service import attach as attach_phones
+    from server.storage import IngestWindow
+
+    attach_phones(app, sealing_key=load_or_create_key(cfg.sealing_key_file, X25519PrivateKey), pass_key=pass_key,
+                  ingest=IngestWindow.from_config(cfg.ingest))
     app.state.pass_office = PassOffice(storage, pass_key, ConfigPublisher(StationConfigStore(storage), pass_key,
                                                                           cfg.mqtt, cfg.base))
     return app

@@ -28,7 +28,8 @@ class WebSection:
     # The address printed in posters' QR codes (e.g. "https://qr.example.vn"); empty:
     # the address the browser used, which is only right when that is the public one.
     public_url: str = option("")
-    areas_file: str = option("")  # provinces/districts/wards JSON; empty: the bundled sample
+    # The old three-level areas file used before the 2025 map; empty: the bundled legacy sample.
+    areas_file: str = option("")
     # Anonymous visitors see the latest masked check-ins of every venue at / and
     # /api/checkins. Keep false in production; true suits a single-venue demo.
     public_feed: bool = option(False)
@@ -81,6 +82,37 @@ class RetentionSection:
     hour: int = option(3, min=0, max=23)
 
 
+MAIL_SECURITY = ("starttls", "tls", "none")
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+@dataclass(frozen=True)
+class MailSection:
+    """The SMTP server the weekly reports are e-mailed through (docs/reports.md, "E-mail").
+
+    An empty ``host`` sends no e-mail: the reports are still made and kept on the server.
+    ``security``: "starttls" (port 587, the usual submission port), "tls" (implicit TLS,
+    port 465) or "none", which only a relay on this machine may use (localhost). The
+    server's certificate is always checked, against ``ca_file`` when it is set.
+    """
+
+    host: str = option("")
+    port: int = option(587, min=1, max=65535)
+    security: str = option("starttls", choices=MAIL_SECURITY)
+    user: str = option("")  # empty: no login
+    password_file: str = option("")  # a file holding only the password (0600), beside server.toml
+    from_address: str = option("")  # e.g. "QR gate <baocao@example.vn>"
+    ca_file: str = option("")  # PEM CA bundle for the SMTP server's certificate; empty: the system's
+    timeout_s: int = option(30, min=5, max=300)
+    # How long a message that cannot be delivered is retried before it is marked failed
+    # (the report stays on the server either way).
+    retry_hours: int = option(72, min=1, max=24 * 14)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.host)
+
+
 @dataclass(frozen=True)
 class IngestSection:
     """Which record times the bridge stores: outside this window a record is refused
@@ -105,6 +137,7 @@ class ServerConfig:
     reports: ReportsSection = ReportsSection()
     retention: RetentionSection = RetentionSection()
     ingest: IngestSection = IngestSection()
+    mail: MailSection = MailSection()
 
     @property
     def broker_dir(self) -> Path | None:
@@ -143,7 +176,8 @@ def _checked_server(section: ServerSection, path) -> ServerSection:
 def load_server_config(path: str | Path) -> ServerConfig:
     path = Path(path).resolve()
     data = read_toml(path)
-    check_sections(data, ("server", "web", "mqtt", "broker", "auth", "reports", "retention", "ingest"), path)
+    check_sections(data, ("server", "web", "mqtt", "broker", "auth", "reports", "retention", "ingest", "mail"),
+                   path)
     web = _checked_web(load_section(data, "web", WebSection, path), path)
     try:
         ZoneInfo(web.timezone)
@@ -159,6 +193,7 @@ def load_server_config(path: str | Path) -> ServerConfig:
         reports=load_section(data, "reports", ReportsSection, path),
         retention=load_section(data, "retention", RetentionSection, path),
         ingest=_checked_ingest(load_section(data, "ingest", IngestSection, path), path),
+        mail=_checked_mail(load_section(data, "mail", MailSection, path), path),
     )
 
 
@@ -184,4 +219,42 @@ def _checked_ingest(section: IngestSection, path) -> IngestSection:
     except ValueError:
         raise ConfigError(f"{path}: section [ingest]: option 'earliest' must be a date YYYY-MM-DD, "
                           f"got {section.earliest!r}") from None
+    return section
+
+
+def _checked_mail(section: MailSection, path) -> MailSection:
+    """[mail] as a whole: what each option alone cannot say."""
+    from email.headerregistry import Address
+    from email.utils import parseaddr
+
+    where = f"{path}: section [mail]"
+    if not section.host:
+        return section
+    name, address = parseaddr(section.from_address)
+    try:
+        valid = bool(address) and bool(Address(addr_spec=address).domain)
+    except (ValueError, IndexError):
+        valid = False
+    if not valid:
+        raise ConfigError(f"{where}: option 'from_address' must be an e-mail address such as"
+                          f" \"QR gate <baocao@example.vn>\", got {section.from_address!r}")
+    if section.security == "none" and section.host not in _LOCAL_HOSTS:
+        raise ConfigError(f"{where}: option 'security' may be \"none\" only for a relay on this machine"
+                          f" (host localhost or 127.0.0.1); {section.host!r} needs \"starttls\" or \"tls\"")
+    if section.password_file and not section.user:
+        raise ConfigError(f"{where}: option 'password_file' needs 'user' (the account it is the password of)")
+    for option_name in ("password_file", "ca_file"):
+        value = getattr(section, option_name)
+        if value and not resolve(Path(path).parent, value).is_file():
+            raise ConfigError(f"{where}: option {option_name!r}: no file {resolve(Path(path).parent, value)}")
+    if section.password_file:
+        password_path = resolve(Path(path).parent, section.password_file)
+        try:
+            password = password_path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}: option 'password_file': cannot read {password_path}: {exc}") from None
+        # SMTP logins (PLAIN, LOGIN) go as ASCII with the standard library's client.
+        if not password.isascii() or not section.user.isascii():
+            raise ConfigError(f"{where}: the SMTP user and password must be ASCII (letters without accents,"
+                              f" digits, punctuation): {password_path}")
     return section

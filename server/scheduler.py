@@ -1,4 +1,5 @@
-"""The server's scheduled jobs: the weekly report of every venue and the daily retention.
+"""The server's scheduled jobs: the weekly reports (one per unit and per area, kept and
+e-mailed), the daily retention, and the delivery of the report e-mails.
 
 When a job is due is decided here, from the time of its last run kept in the database
 (table ``scheduled_runs``), so ``run_due(now)`` is the whole schedule: a test calls it
@@ -15,6 +16,11 @@ starts, by moving the job's last run from the time it read to now only if nobody
 first. One process wins the claim and runs the job; the others see it taken. A job that
 fails gives its claim back, so it is tried again at the next wake (a process killed in
 the middle of a job cannot: that job next runs at its next time).
+
+E-mail is not a job of the schedule: the weekly run only queues the messages (after the
+reports are kept), and the background thread sends them apart, every minute and at once
+after a weekly run (server/reports/mail.py), so a mail server that is slow or down never
+holds a report or the schedule up. ``deliver_mail()`` sends what is due now (tests).
 """
 
 from __future__ import annotations
@@ -28,12 +34,17 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from pathlib import Path
+
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from server.audit import AuditLog
-from server.config import ReportsSection, RetentionSection
-from server.reports.reports import ReportArchive
+from server.config import MailSection, ReportsSection, RetentionSection
+from server.reports.mail import ReportMail
+from server.reports.mail_text import composer
+from server.reports.recipients import ReportRecipients
+from server.reports.report_archive import ReportArchive
 from server.checkins.tracing import delete_older_than
 
 logger = logging.getLogger(__name__)
@@ -50,21 +61,31 @@ class ScheduledJob:
     run: Callable[[dt.datetime], Any]
 
 
-class ServerScheduler:
-    """Weekly reports ([reports]) and retention ([retention]) for one server database.
+MAIL_EVERY_S = 60  # how often the background thread looks for report e-mails to send
 
-    ``start()`` runs the jobs in a background thread at their times (and once at start
-    for anything missed while the server was down); ``shutdown()`` stops it.
+
+class ServerScheduler:
+    """Weekly reports ([reports], e-mailed through [mail]) and retention ([retention])
+    for one server database.
+
+    ``officers`` (server.areas.officers.Officers) names the areas that get a report;
+    None: unit reports only. ``public_url`` ([web] public_url) puts a link to the report
+    in its e-mail. ``start()`` runs the jobs in a background thread at their times (and
+    once at start for anything missed while the server was down); ``shutdown()`` stops it.
     """
 
     def __init__(self, storage, timezone: str, *, reports: ReportsSection = ReportsSection(),
                  retention: RetentionSection = RetentionSection(), clock: Callable[[], float] = time.time,
-                 archive: ReportArchive | None = None):
+                 archive: ReportArchive | None = None, mail: MailSection = MailSection(),
+                 base: str | Path = ".", officers=None, public_url: str = ""):
         self.storage = storage
         self.tz = ZoneInfo(timezone)
         self.clock = clock
         self.audit = AuditLog(storage, clock)
         self.archive = archive or ReportArchive(storage)
+        self.officers = officers
+        self.recipients = ReportRecipients(storage, clock)
+        self.mail = ReportMail(storage, mail, base, composer(self.archive, public_url), clock, self.audit)
         self.retention = retention
         self._lock = threading.Lock()
         self._background: BackgroundScheduler | None = None
@@ -143,8 +164,37 @@ class ServerScheduler:
 
     # -- the jobs -----------------------------------------------------------------------
 
+    @classmethod
+    def from_config(cls, cfg, storage, officers=None) -> ServerScheduler:
+        """The scheduler server.toml describes (``cfg``: server.config.ServerConfig);
+        ``officers``: the web app's (``app.state.services.officers``), else made here."""
+        if officers is None:
+            officers = _officers_for(cfg, storage)
+        return cls(storage, cfg.web.timezone, reports=cfg.reports, retention=cfg.retention, mail=cfg.mail,
+                   base=cfg.base, officers=officers, public_url=cfg.web.public_url.rstrip("/"))
+
     def _weekly_reports(self, now: dt.datetime) -> int:
-        return len(self.archive.generate_week(now, self.audit))
+        kept = self.archive.generate_week(now, self.audit, officers=self.officers)
+        if self.mail.enabled:
+            for stored in kept:
+                addresses = (self.recipients.for_area(stored.subject) if stored.scope == "area"
+                             else self.recipients.for_unit(int(stored.subject)))
+                self.mail.queue(stored.id, addresses)
+            self._mail_now()
+        return len(kept)
+
+    def deliver_mail(self) -> dict[str, int]:
+        """Send the report e-mails due now (the background thread calls it every minute)."""
+        try:
+            return self.mail.deliver_due()
+        except Exception:  # the database said no: the next round tries again
+            logger.exception("report e-mails could not be sent this round")
+            return {"sent": 0, "retry": 0, "failed": 0}
+
+    def _mail_now(self) -> None:
+        background = self._background
+        if background is not None and background.get_job("report_mail") is not None:
+            background.modify_job("report_mail", next_run_time=dt.datetime.now(self.tz))
 
     def _retention(self, now: dt.datetime) -> int:
         deleted = delete_older_than(self.storage, self.retention.days, now_ms=int(now.timestamp() * 1000))
@@ -163,6 +213,9 @@ class ServerScheduler:
         for job in self.jobs:
             background.add_job(self._wake, job.trigger, id=job.name, name=job.name)
         background.add_job(self._wake, id="catch_up", name="catch up at start")
+        if self.mail.enabled:
+            background.add_job(self.deliver_mail, "interval", seconds=MAIL_EVERY_S, id="report_mail",
+                               name="report e-mails", next_run_time=dt.datetime.now(self.tz))
         background.start()
         self._background = background
         logger.info("scheduler: %s", ", ".join(f"{j.name} next at {self.next_time(j, self.now()):%a %d/%m %H:%M}"
@@ -177,9 +230,24 @@ class ServerScheduler:
         """When the background scheduler will next wake each job (after start)."""
         if self._background is None:
             return {}
-        return {j.id: j.next_run_time for j in self._background.get_jobs() if j.id != "catch_up"}
+        return {j.id: j.next_run_time for j in self._background.get_jobs() if j.id not in ("catch_up", "report_mail")}
 
     def shutdown(self) -> None:
         if self._background is not None:
             self._background.shutdown(wait=True)
             self._background = None
+
+
+def _officers_for(cfg, storage):
+    """The health officers' service as the web app makes it, for the area reports; None
+    (unit reports only, with a warning) when the areas cannot be read."""
+    try:
+        from qrgate.config import resolve
+        from server.areas.areas import AreaDirectory
+        from server.areas.officers import Officers
+
+        areas = AreaDirectory.load(resolve(cfg.base, cfg.web.areas_file)) if cfg.web.areas_file else AreaDirectory.load()
+        return Officers(storage, areas)
+    except Exception:
+        logger.warning("no area reports: the administrative areas could not be read", exc_info=True)
+        return None

@@ -13,6 +13,7 @@ import warnings
 import pytest
 import schemathesis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 
 with warnings.catch_warnings():
@@ -25,6 +26,7 @@ from conftest import new_storage
 from qrgate import protocol
 from server.ingest.enrol import Enrolment, EnrolSettings
 from server.accounts.sms import DevSmsSender
+from server.phone.service import attach as attach_phones
 from server.web.app import create_app
 from test_web_stations import RecordingBroker
 from test_web_support import PLACE, FakeClock, Site, every_route
@@ -45,6 +47,8 @@ def owner(tmp_path_factory):
     sender, clock = DevSmsSender(), FakeClock()
     site = Site(storage, sender, clock, create_app(storage, sender=sender, clock=clock, enrolment=enrolment,
                                                    broker_files=broker))
+    # The whole API, phones' included: they get the server's keys as in server/cli.py.
+    attach_phones(site.app, sealing_key=X25519PrivateKey.generate(), pass_key=Ed25519PrivateKey.generate())
     visitor = site.visitor().login("0912486419")
     visitor.create_venue(name="Fuzz <b>venue</b>")
     return site, dict(visitor.http.cookies), visitor.csrf()
@@ -75,6 +79,9 @@ def test_no_generated_request_makes_the_server_fail(owner):
 # A request each operation accepts (or refuses only for what it means, not its form);
 # one field at a time is then replaced by what no database column can hold.
 VALID_BODIES = {
+    "/api/releases/report": {"station_id": "gate-9", "n": 1, "update": {"state": "idle"}, "sig": "AAAA"},
+    "/api/phone/venues/{venue_id}/enrol": {"code": "0" * 48, "public_key": STATION_KEY, "mode": "toggle"},
+    "/api/exports": {"venues": [1], "start": "2026-09-08", "end": "2026-09-21", "format": "csv"},
     "/api/enrol": {"v": 1, "token": "0" * 32, "public_key": STATION_KEY, "name": "gate-9"},
     "/api/rotate-key": {"v": 1, "station_id": "gate-9", "new_public_key": STATION_KEY, "from_seq": 1,
                         "ts_ms": 1_790_000_000_000, "sig": "AAAA"},
@@ -99,8 +106,16 @@ VALID_FORMS = {
     "/login": {"phone": OPERATOR, "next": "/venues"},
     "/login/code": {"phone": OPERATOR, "code": "123456", "next": "/venues"},
     "/logout": {},
+    "/account/logout-all": {},
+    "/exports": {"venue": "1", "start": "2026-09-08", "end": "2026-09-21", "format": "csv"},
+    "/venues/{venue_id}/reports/addresses": {"email": "baocao@example.vn", "lang": "vi"},
+    "/venues/{venue_id}/reports/addresses/remove": {"email": "baocao@example.vn"},
+    "/reports/email": {"email": "baocao@example.vn", "lang": "vi"},
+    "/venues/{venue_id}/passes/push": {},
     "/venues/new": {**PLACE, "parent_id": ""},
     "/venues/{venue_id}/edit": {**PLACE, "parent_id": ""},
+    "/venues/{venue_id}/close": {},
+    "/venues/{venue_id}/reopen": {},
     "/venues/{venue_id}/share": {"phones": "0969201470", "role": "controller"},
     "/venues/{venue_id}/members/{account_id}/revoke": {},
     "/venues/{venue_id}/invitations/{invitation_id}/cancel": {},
@@ -212,7 +227,7 @@ def test_text_with_nul_and_numbers_past_64_bits_are_refused_in_every_operation(o
         form = VALID_FORMS.get(route.path) if method == "POST" else None
         assert method == "GET" or route.path in VALID_FORMS, f"add a valid form for {route.path} to VALID_FORMS"
         path_values = {name: good_path.get(name, 1) for name in _parameter_names(route, "path_params")}
-        if route.path == "/logout":
+        if route.path in ("/logout", "/account/logout-all"):
             continue  # nothing to read; it would end the session the rest uses
         for name in path_values:
             for bad in HOSTILE_TEXT:

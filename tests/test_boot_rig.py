@@ -12,8 +12,9 @@ import pytest
 
 from conftest import REPO, unavailable
 
-# The first run makes the Debian root (about a minute) and downloads every package.
-pytestmark = pytest.mark.timeout(1800)
+# The first run makes the Debian root (about a minute) and downloads every package; the
+# update checks build two releases and watch two trials (a few minutes more).
+pytestmark = pytest.mark.timeout(2700)
 
 
 def test_a_station_installed_enrolled_and_run_by_its_unit_comes_up_and_delivers():
@@ -22,7 +23,7 @@ def test_a_station_installed_enrolled_and_run_by_its_unit_comes_up_and_delivers(
     if shutil.which("apt-get") is None:
         unavailable("the boot rig needs a Debian machine (apt-get, debootstrap)")
     out = subprocess.run([str(REPO / "scripts" / "boot-test"), "--arch", "amd64", "--json"],
-                         capture_output=True, text=True, timeout=1700)
+                         capture_output=True, text=True, timeout=2600)
     summary = json.loads(out.stdout.strip().splitlines()[-1]) if out.stdout.strip() else {}
     assert out.returncode == 0 and summary.get("ok"), (summary.get("failures"), out.stderr[-6000:])
     assert summary["installed"] and summary["enrolled"] and summary["active"]
@@ -31,3 +32,6 @@ def test_a_station_installed_enrolled_and_run_by_its_unit_comes_up_and_delivers(
     assert summary["scans_shown"] >= 9 and summary["scans_stored"] == summary["scans_shown"]
     assert summary["reboot_delivered"] and summary["missing_devices_ok"] and summary["clock_synced_seen"]
     assert summary["exposure"] is not None and summary["exposure"] <= 4.9
+    # Fleet updates (scripts/boot_rig_updates.py): 0.2.0 kept, a broken 0.3.0 rolled back by
+    # the station itself, an expired timestamp refused.
+    assert summary["update_kept"] and summary["update_rolled_back"] and summary["update_expired_refused"]

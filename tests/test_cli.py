@@ -116,7 +116,7 @@ def test_operators_make_and_withdraw_health_officers_by_area_and_it_is_audited(t
     assert out.returncode == 0, out.stderr
     assert "is a health officer for" in out.stdout and "(province)" in out.stdout
     out = run("qrgate-server", "officer-add", "--config", str(config), "--phone", "0912486419", "--area", "=cmd|x")
-    assert out.returncode == 1 and "no area with code '=cmd|x'" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 1 and "no province or commune with code '=cmd|x'" in out.stderr and "Traceback" not in out.stderr
 
     storage = storage_for(load_server_config(config))
     accounts = Accounts(storage, DevSmsSender())

@@ -32,8 +32,8 @@ TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 DAY_MS = 86_400_000
 NOW = 1_790_000_000.0  # 2026-09-21 21:13:20 in Ho Chi Minh City
 TODAY = dt.datetime.fromtimestamp(NOW, TZ).date()
-# Wards of the bundled areas file in three provinces (two wards of one district).
-WARDS = [("79", "760", "26743"), ("79", "760", "26740"), ("01", "001", "00001"), ("48", "492", "20194")]
+# Communes/wards of the 2025 map in three provinces (two of them in Ho Chi Minh City).
+WARDS = [("79", "", "26743"), ("79", "", "26740"), ("01", "", "00004"), ("48", "", "20242")]
 HOSTILE_NAME = "<img src=x onerror=alert(1)> =cmd|' /C calc'!A0"
 
 
@@ -168,8 +168,8 @@ def expected(world: World, counts: Counter, level: str, code: str | None, since:
 
 def check_every_level(world: World, counts: Counter, since: dt.date, until: dt.date) -> None:
     checked = 0
-    for level, code in [("country", None), ("province", "79"), ("province", "01"), ("district", "760"),
-                        ("ward", "26743"), ("ward", "26740"), ("ward", "20194")]:
+    for level, code in [("country", None), ("province", "79"), ("province", "01"), ("province", "48"),
+                        ("ward", "26743"), ("ward", "26740"), ("ward", "20242")]:
         want = expected(world, counts, level, code, since, until)
         got = area_dashboard(world.storage, world.areas, code, since, until, TZ)
         assert got["totals"] == want["totals"], (level, code)
@@ -435,8 +435,7 @@ def test_operator_sees_the_country_and_drills_down_to_a_venue(web):
     want = expected(web, counts, "country", None, TODAY - dt.timedelta(days=29), TODAY)
     assert f'id="total-scans">{want["totals"]["scans"]}<' in page.text
     assert page.text.count('<rect class="bar"') == 30
-    for path, link in [("/dashboard/79?days=30", "/dashboard/760?days=30"),
-                       ("/dashboard/760?days=30", "/dashboard/26743?days=30"),
+    for path, link in [("/dashboard/79?days=30", "/dashboard/26743?days=30"),
                        ("/dashboard/26743?days=30", f"/dashboard/venue/{venue_in(web, '26743')}?days=30")]:
         page = op.http.get(path)
         assert page.status_code == 200 and f'href="{link}"' in page.text, path
@@ -448,22 +447,21 @@ def test_an_officer_sees_their_province_and_below_and_nothing_else(web):
     officer = visitor(web, OFFICER_79)
     home = officer.http.get("/api/dashboard")
     assert home.status_code == 200 and home.json()["area"]["code"] == "79"
-    for path in ("/dashboard", "/dashboard/79", "/dashboard/760", "/dashboard/26740",
-                 f"/dashboard/venue/{venue_in(web, '26743')}", "/api/dashboard/760"):
+    for path in ("/dashboard", "/dashboard/79", "/dashboard/26740", "/dashboard/26743",
+                 f"/dashboard/venue/{venue_in(web, '26743')}", "/api/dashboard/26740"):
         assert officer.http.get(path).status_code == 200, path
-    for path in ("/dashboard/01", "/dashboard/001", "/dashboard/00001", "/dashboard/48",
-                 f"/dashboard/venue/{venue_in(web, '00001')}", "/api/dashboard/01",
-                 f"/api/dashboard/venue/{venue_in(web, '20194')}"):
+    for path in ("/dashboard/01", "/dashboard/760", "/dashboard/00004", "/dashboard/48",
+                 f"/dashboard/venue/{venue_in(web, '00004')}", "/api/dashboard/01",
+                 f"/api/dashboard/venue/{venue_in(web, '20242')}"):
         assert officer.http.get(path).status_code == 404, path
     # The country crumb is not a link for an officer.
-    assert 'href="/dashboard?days=7"' not in officer.http.get("/dashboard/760").text
+    assert 'href="/dashboard?days=7"' not in officer.http.get("/dashboard/26740").text
 
 
-def test_a_ward_officer_cannot_climb_to_the_district(web):
+def test_a_ward_officer_cannot_climb_to_the_province(web):
     officer = visitor(web, OFFICER_WARD)
     assert officer.http.get("/dashboard").status_code == 200
     assert officer.http.get("/api/dashboard").json()["area"]["code"] == "26743"
-    assert officer.http.get("/dashboard/760").status_code == 404
     assert officer.http.get("/dashboard/79").status_code == 404
     assert officer.http.get("/dashboard/26740").status_code == 404
     assert officer.http.get(f"/dashboard/venue/{venue_in(web, '26740')}").status_code == 404
@@ -517,7 +515,7 @@ def test_hostile_paths_and_periods_get_a_clear_4xx_never_a_5xx(web):
     bad = op.http.get("/api/dashboard/79", params={"days": "9999"})
     assert bad.status_code == 400 and "366" in bad.json()["detail"]
     future = op.http.get("/dashboard/79", params={"from": "2026-09-01", "to": "2027-01-01"})
-    assert future.status_code == 400 and "today" in future.text
+    assert future.status_code == 400 and "không được kết thúc sau hôm nay" in future.text
     backwards = op.http.get("/api/dashboard/79", params={"from": "2026-09-10", "to": "2026-09-01"})
     assert backwards.status_code == 400
     assert op.http.get("/api/dashboard/79", params={"days": " 7 "}).status_code == 200
@@ -526,13 +524,13 @@ def test_hostile_paths_and_periods_get_a_clear_4xx_never_a_5xx(web):
 def test_the_page_draws_the_numbers_it_states(web):
     op = visitor(web, OPERATOR)
     counts = direct_counts(web.storage)
-    data = op.http.get("/api/dashboard/760?days=14").json()
-    page = op.http.get("/dashboard/760?days=14").text
-    want = expected(web, counts, "district", "760", TODAY - dt.timedelta(days=13), TODAY)
+    data = op.http.get("/api/dashboard/79?days=14").json()
+    page = op.http.get("/dashboard/79?days=14").text
+    want = expected(web, counts, "province", "79", TODAY - dt.timedelta(days=13), TODAY)
     # Each bar carries its day's count, in the table too, and the tallest bar is the busiest day.
     bars = [int(x.split('"')[0]) for x in page.split('data-scans="')[1:]]
     assert bars == [d["scans"] for d in want["days"]] == [d["scans"] for d in data["days"]]
     assert 'role="img"' in page and "<title" in page and 'id="days"' in page
-    assert "style=" not in page and "<script" not in page  # the CSP allows neither inline
+    assert "style=" not in page and "<script>" not in page  # the CSP allows neither inline
     assert '<link rel="stylesheet" href="/static/dashboard.css">' in page
     assert op.http.get("/static/dashboard.css").status_code == 200

@@ -215,3 +215,33 @@ def test_demo_log_at_its_most_verbose_never_names_the_bridges_shared_group(demo)
         time.sleep(0.05)
     assert "DEBUG" in demo.log()  # -vv: everything the demo can log
     assert group.rsplit("-", 1)[1] not in demo.log()
+
+
+def test_a_pass_revoked_in_the_demo_reaches_its_station_and_the_page_says_so(demo):
+    import re
+
+    import httpx
+
+    link = demo.lines["Venue page"].split()[0]
+    roster = "ma_nv,ho_ten,bo_phan\nNV001,Nguyễn Văn Lâm,Tổ cắt\nNV002,Trần Thị Mai,Tổ may\n"
+    with httpx.Client(base_url=demo.web_url, timeout=30, follow_redirects=True) as owner:
+        venue_page = owner.get(link)
+        assert venue_page.status_code == 200
+        venue = int(re.search(r"/venues/(\d+)", str(venue_page.url)).group(1))
+        csrf = owner.get("/api/session").json()["csrf_token"]
+        assert owner.post(f"/api/venues/{venue}/roster", files={"file": ("r.csv", roster.encode(), "text/csv")},
+                          headers={"X-CSRF-Token": csrf}).status_code == 200
+        issued = owner.post(f"/api/venues/{venue}/passes", json={"without_phone": True, "days": 30},
+                            headers={"X-CSRF-Token": csrf})
+        pid = issued.json()["issued"][0]["pid"]
+        # As the owner does it: the passes page's revoke form.
+        page = owner.post(f"/venues/{venue}/passes/{pid}/revoke", data={"csrf": csrf, "reason": "mất thẻ"})
+    assert page.status_code == 200
+    assert f"Đã thu hồi thẻ {pid}." in page.text
+    assert "Đã gửi danh sách chặn tới 1 trạm của địa điểm." in page.text
+    assert "broker" not in page.text
+    from conftest import wait_until
+
+    pushed = demo.data / "station" / "state" / "pushed-config.json"
+    wait_until(lambda: pushed.exists() and bool(json.loads(pushed.read_text()).get("blocked")), 30,
+               "the demo's station to keep the block list")

@@ -38,7 +38,9 @@ def test_install_dry_run_shows_every_step_and_changes_nothing(role, unit, packag
     steps = out.stdout
     for package in packages:
         assert package in steps
-    assert f"python3 -m venv --system-site-packages {tmp_path}/opt/venv" in steps
+    # A/B layout (docs/updates.md): each release in its own folder and venv, "current" switched by rename.
+    assert f"python3 -m venv --system-site-packages {tmp_path}/opt/releases/0.1.0/venv" in steps
+    assert f"mv -T {tmp_path}/opt/.current.new {tmp_path}/opt/current" in steps
     assert f"install -d -m 0750 -o {etc_owner} -g qrgate /etc/qrgate" in steps
     assert "install -d -m 0700 -o qrgate -g qrgate /var/lib/qrgate" in steps
     assert f"systemctl enable {unit}" in steps
@@ -75,13 +77,17 @@ def test_install_refuses_an_unknown_role():
 
 
 @pytest.mark.parametrize("unit", ["qrgate-edge.service", "qrgate-server.service", "qrgate-broker.service",
-                                  "qrgate-bridge@.service", "qrgate-web@.service"])
+                                  "qrgate-bridge@.service", "qrgate-web@.service", "qrgate-update.service",
+                                  "qrgate-release-timestamp.service"])
 def test_systemd_units_verify(unit, tmp_path):
     tool = shutil.which("systemd-analyze")
     if tool is None:
         unavailable("systemd-analyze is not on this machine (Debian: apt install systemd)")
     # Point ExecStart at this checkout's console scripts: verify insists the program exists.
-    text = (REPO / "systemd" / unit).read_text().replace("/opt/qrgate/venv/bin", str(Path(sys.executable).parent))
+    here = str(Path(sys.executable).parent)
+    text = (REPO / "systemd" / unit).read_text()
+    for installed in ("/opt/qrgate/venv/bin", "/opt/qrgate/current/venv/bin", "/opt/qrgate/good/venv/bin"):
+        text = text.replace(installed, here)
     unit = unit.replace("@.", "@2.")  # a template is verified as one of its instances
     (tmp_path / unit).write_text(text)
     out = subprocess.run([tool, "verify", str(tmp_path / unit)], capture_output=True, text=True, timeout=60)

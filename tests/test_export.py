@@ -1,10 +1,13 @@
 """Exports: CSV and XLSX read back by real readers (Python's csv, openpyxl) show hostile
-names as text and Vietnamese intact; memory does not grow with the row count; export
-jobs run in the background, belong to their account and leave no file behind."""
+names as text and Vietnamese intact, in Vietnamese words by default (headers, "Vào"/"Ra",
+card kinds, dd/mm/yyyy HH:MM times) and English on request; memory does not grow with
+the row count; export jobs run in the background, belong to their account and leave no
+file behind."""
 
 from __future__ import annotations
 
 import csv
+import re
 import datetime as dt
 import io
 import socket
@@ -23,7 +26,8 @@ from conftest import ON_POSTGRESQL, new_storage, wait_until
 from qrgate import protocol
 from qrgate.masking import mask_person_name
 from server.ingest.bridge import Bridge
-from server.reports.export import CHECKIN_COLUMNS, csv_stream, neutralise, venue_export_rows, write_csv, write_xlsx
+from server.reports.export import (CHECKIN_FIELDS, checkin_rows, csv_stream, export_columns, neutralise, write_csv,
+                                   write_xlsx)
 from server.reports.export_jobs import ExportJobs, ExportRefused, process_identity
 from test_web_support import Site
 
@@ -99,7 +103,7 @@ def test_csv_starts_with_a_bom_and_reads_back_with_every_formula_neutralised():
 
 def test_neutralise_keeps_numbers_and_marks_text_that_looks_like_one():
     assert neutralise(-3) == -3 and neutralise("-3") == "'-3" and neutralise(None) == ""
-    assert neutralise(dt.datetime(2026, 11, 20, 7, 5, tzinfo=TZ)) == "2026-11-20 07:05:00+07:00"
+    assert neutralise(dt.datetime(2026, 11, 20, 7, 5, tzinfo=TZ)) == "20/11/2026 07:05"
 
 
 def test_xlsx_opened_by_openpyxl_shows_hostile_names_as_text(tmp_path):
@@ -145,12 +149,13 @@ def _peak(run) -> int:
 
 def _rows(n: int):
     for i in range(n):
-        yield ("2026-11-20 07:05:09", "in", "Lê V*** H***", "0010****1234", "19**", "cccd", f"gate-1#{i}", 0, 1)
+        yield ("20/11/2026 07:05", "Chợ Mới", "Vào", "Lê V*** H***", "0010****1234", "19**", "CCCD", "gate-1", i, "",
+               "Có")
 
 
 def test_csv_memory_does_not_grow_with_the_row_count():
     def drain(n):
-        return lambda: sum(len(chunk) for chunk in csv_stream(CHECKIN_COLUMNS, _rows(n)))
+        return lambda: sum(len(chunk) for chunk in csv_stream(export_columns("vi"), _rows(n)))
 
     small, large = _peak(drain(20_000)), _peak(drain(200_000))
     # 200 000 rows are ~16 MB of CSV; the peak stays that of one chunk.
@@ -188,13 +193,29 @@ def test_venue_rows_are_masked_in_time_order_within_local_days(storage):
         {"name": "Lê Việt Hưng", "id": "001090000002", "wall_ms": local_ms(2026, 11, 20, 17), "dir": "out"},
         {"name": "Sau Nửa Đêm", "id": "001090000004", "wall_ms": local_ms(2026, 11, 21, 0, 0)},
     ])
-    rows = list(venue_export_rows(storage, venue, TZ, local_ms(2026, 11, 20, 0, 0), local_ms(2026, 11, 21, 0, 0),
-                                  batch=2))
-    assert [r[2] for r in rows] == ["Lê V*** H***", "=cmd|' /* c*******", "Lê V*** H***"]
-    assert [r[1] for r in rows] == ["in", "in", "out"]
+    rows = list(checkin_rows(storage, [venue], TZ, local_ms(2026, 11, 20, 0, 0), local_ms(2026, 11, 21, 0, 0),
+                             batch=2))
+    assert len(rows[0]) == len(CHECKIN_FIELDS)
+    assert [r[3] for r in rows] == ["Lê V*** H***", "=cmd|' /* c*******", "Lê V*** H***"]
+    assert [r[2] for r in rows] == ["Vào", "Vào", "Ra"] and {r[6] for r in rows} == {"CCCD"}
+    assert {r[1] for r in rows} == {"Chợ Mới"}
     assert rows[0][0] == dt.datetime(2026, 11, 20, 0, 1, tzinfo=TZ)
     assert all("Việt" not in str(cell) and "001090000002" not in str(cell) for r in rows for cell in r)
-    assert rows[0][6] == "gate-1#2"
+    assert (rows[0][7], rows[0][8]) == ("gate-1", 2)
+    english = list(checkin_rows(storage, [venue], TZ, local_ms(2026, 11, 20), local_ms(2026, 11, 21), "en"))
+    assert [r[2] for r in english] == ["In", "In", "Out"] and english[0][6] == "Citizen ID card"
+
+
+def test_rows_of_several_venues_come_in_time_order_each_with_its_venue(storage):
+    mine = [storage.add_venue(f"Phân xưởng {n}") for n in (1, 2, 3)]
+    for n, venue in enumerate(mine):
+        Gate(storage, venue, f"gate-{n}").scan([
+            {"name": f"Người {n} {k}", "id": f"00109{n:03d}{k:04d}", "wall_ms": local_ms(2026, 11, 20, 7, k * 3 + n)}
+            for k in range(5)])
+    rows = list(checkin_rows(storage, mine[:2], TZ, local_ms(2026, 11, 20), local_ms(2026, 11, 21), batch=3))
+    assert len(rows) == 10  # the third workshop was not asked for
+    assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+    assert [r[1] for r in rows[:4]] == ["Phân xưởng 1", "Phân xưởng 2", "Phân xưởng 1", "Phân xưởng 2"]
 
 
 def test_venue_rows_read_from_the_database_keep_memory_flat(storage):
@@ -203,8 +224,8 @@ def test_venue_rows_read_from_the_database_keep_memory_flat(storage):
     _bulk_rows(storage, venue, 60_000, start)
 
     def export(n):
-        return lambda: sum(len(c) for c in csv_stream(CHECKIN_COLUMNS, venue_export_rows(
-            storage, venue, TZ, start, start + n + 1)))
+        return lambda: sum(len(c) for c in csv_stream(export_columns("vi"), checkin_rows(
+            storage, [venue], TZ, start, start + n + 1)))
 
     small, large = _peak(export(6_000)), _peak(export(60_000))
     assert large < 2 * small + 256 * 1024, (small, large)
@@ -234,8 +255,11 @@ def test_a_job_writes_the_file_reports_progress_and_deletes_it_after_the_downloa
         assert jobs.get(job.id, 8) is None  # another account sees nothing
         assert jobs.take(job.id, 8) is None
         sheet = openpyxl.load_workbook(job.path).active
-        names = [sheet.cell(row=r, column=3).value for r in range(2, 29)]
-        assert "=cmd|' /* c*******" in names and all(sheet.cell(row=r, column=3).data_type == "s" for r in range(2, 29))
+        assert [c.value for c in sheet[1]][:4] == ["Thời gian", "Địa điểm", "Chiều", "Họ tên"]
+        assert sheet.title == "Lượt ra vào" and sheet.cell(row=2, column=3).value == "Vào"
+        assert sheet.cell(row=2, column=1).number_format == "dd/mm/yyyy hh:mm"
+        names = [sheet.cell(row=r, column=4).value for r in range(2, 29)]
+        assert "=cmd|' /* c*******" in names and all(sheet.cell(row=r, column=4).data_type == "s" for r in range(2, 29))
         taken = jobs.take(job.id, 7)
         assert taken is job and jobs.take(job.id, 7) is None  # one download only
         jobs.discard(taken)
@@ -251,7 +275,7 @@ def test_an_unfetched_file_is_deleted_after_an_hour(storage, tmp_path):
     try:
         job = jobs.start(7, venue, "csv", 0, 2 ** 42, "a.csv")
         wait_until(lambda: job.state == "done", 30, "export job")
-        assert job.path.read_bytes() == "\ufeff".encode() + b",".join(c.encode() for c in CHECKIN_COLUMNS) + b"\r\n"
+        assert job.path.read_bytes() == ("\ufeff" + ",".join(export_columns("vi")) + "\r\n").encode()
         clock.now += 3599
         assert jobs.sweep() == 0 and job.path.exists()
         clock.now += 1
@@ -318,7 +342,7 @@ def test_a_job_cut_short_by_a_restart_is_failed_and_its_partial_file_removed(sto
     try:
         for job_id in ("cut-short-by-a-restart", "cut-by-a-restart-too-1"):
             job = jobs.get(job_id, 7)
-            assert job.state == "failed" and "restarted" in job.error
+            assert job.state == "failed" and "khởi động lại" in job.error_text("vi")
         assert list(folder.iterdir()) == []
         assert jobs.start(7, 1, "csv", 0, 1, "b.csv")  # the account is not held up by it
     finally:
@@ -336,7 +360,7 @@ def test_an_account_may_run_only_so_many_jobs_at_once(storage, tmp_path):
         with pytest.raises(ExportRefused, match="already running"):
             jobs.start(7, venue, "csv", 0, 2 ** 42, "c.csv")
         assert jobs.start(8, venue, "csv", 0, 2 ** 42, "d.csv").state == "queued"  # another account is not held up
-        with pytest.raises(ExportRefused, match="unknown export format"):
+        with pytest.raises(ExportRefused, match="Choose CSV or XLSX"):
             jobs.start(8, venue, "pdf", 0, 2 ** 42, "e.pdf")
         release.set()
         wait_until(lambda: first.state == "done", 30, "first job")
@@ -387,10 +411,11 @@ def test_owner_exports_xlsx_through_a_job_and_downloads_it_once(site, tmp_path):
     download = owner.http.get(status["download_url"])
     assert download.status_code == 200
     assert download.headers["content-type"].startswith("application/vnd.openxmlformats")
-    assert f"venue-{venue}-checkins-{day:%Y%m%d}" in download.headers["content-disposition"]
+    assert f"luot-ra-vao-dia-diem-{venue}-{day:%d-%m-%Y}-den-{day:%d-%m-%Y}.xlsx" in download.headers[
+        "content-disposition"]
     (tmp_path / "got.xlsx").write_bytes(download.content)
     sheet = openpyxl.load_workbook(tmp_path / "got.xlsx").active
-    names = [sheet.cell(row=r, column=3).value for r in range(2, 2 + len(HOSTILE))]
+    names = [sheet.cell(row=r, column=4).value for r in range(2, 2 + len(HOSTILE))]
     assert "Lê V*** H***" in names and "=cmd|' /* c*******" in names and "@******" in names
     assert "Lê Việt Hưng" not in names
     assert owner.http.get(status["download_url"]).status_code == 404  # deleted after the download
@@ -465,8 +490,8 @@ def test_the_form_starts_a_job_and_the_progress_page_links_the_file(site):
     assert f'href="/exports/{job_id}/download"' in progress.text and 'value="100"' in progress.text
     data = owner.http.get(f"/exports/{job_id}/download").content
     back = list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
-    assert back[0] == list(CHECKIN_COLUMNS) and len(back) == 1 + len(HOSTILE)
-    assert "'=cmd|' /* c*******" in [r[2] for r in back]
+    assert back[0] == export_columns("vi") and len(back) == 1 + len(HOSTILE)
+    assert "'=cmd|' /* c*******" in [r[3] for r in back]
     listing = owner.http.get(f"/venues/{venue}/export")
     assert job_id in listing.text
 
@@ -498,7 +523,7 @@ def test_an_account_with_two_running_jobs_is_told_to_wait(site):
     assert (first.status_code, second.status_code, third.status_code) == (202, 202, 429)
     assert "already running" in third.json()["detail"]
     page = owner.form(f"/venues/{venue}/export", body)
-    assert page.status_code == 429 and "already running" in page.text
+    assert page.status_code == 429 and "Bạn đang có 2 tệp đang tạo" in page.text
     for job in (first.json(), second.json()):
         assert _wait_done(owner, job["status_url"])["rows_done"] == 25_000 + len(HOSTILE)
     after = owner.api("POST", f"/api/venues/{venue}/exports", body)
@@ -511,10 +536,10 @@ def test_the_plain_csv_download_streams_the_chosen_days_with_a_bom(site):
     response = owner.http.get(f"/venues/{venue}/export.csv", params={"from": day.isoformat(), "to": day.isoformat()})
     assert response.status_code == 200 and response.content.startswith(b"\xef\xbb\xbf")
     back = list(csv.reader(io.StringIO(response.content.decode("utf-8-sig"), newline="")))
-    names = [r[2] for r in back[1:]]
+    names = [r[3] for r in back[1:]]
     assert names == [neutralise(mask_person_name(as_stored(n))) for n in HOSTILE]  # in time order, masked
     assert names[0] == "'=cmd|' /* c*******" and names[-1] == "Lê V*** H***"
-    assert all(not r[2].startswith(("=", "+", "-", "@", "\t", "\r", "\x00")) for r in back)
+    assert all(not r[3].startswith(("=", "+", "-", "@", "\t", "\r", "\x00")) for r in back)
     earlier = owner.http.get(f"/venues/{venue}/export.csv", params={"from": "2020-01-01", "to": "2020-01-07"})
     assert len(list(csv.reader(io.StringIO(earlier.content.decode("utf-8-sig"))))) == 1
     assert site.services.audit.for_venue(venue)[0].data["format"] == "csv"
@@ -527,8 +552,27 @@ def test_the_whole_history_csv_streams_every_row_once_the_old_route_is_gone(site
                                  if getattr(r, "endpoint", None) is None or r.endpoint.__name__ != "venue_export"]
     response = owner.http.get(f"/venues/{venue}/checkins.csv")
     assert response.status_code == 200 and response.content.startswith(b"\xef\xbb\xbf")
-    assert f'filename="venue-{venue}-checkins.csv"' in response.headers["content-disposition"]
+    assert f'filename="luot-ra-vao-dia-diem-{venue}.csv"' in response.headers["content-disposition"]
     back = list(csv.reader(io.StringIO(response.content.decode("utf-8-sig"), newline="")))
-    assert back[0] == list(CHECKIN_COLUMNS) and len(back) == 1 + len(HOSTILE)
-    assert back[1][2] == "'=cmd|' /* c*******"
+    assert back[0] == export_columns("vi") and len(back) == 1 + len(HOSTILE)
+    assert back[1][3] == "'=cmd|' /* c*******"
     assert site.services.audit.for_venue(venue)[0].data["rows"] == len(HOSTILE)
+
+
+def test_files_speak_vietnamese_by_default_and_english_on_request(site):
+    site, owner, venue, day = site
+    params = {"from": day.isoformat(), "to": day.isoformat()}
+    text = owner.http.get(f"/venues/{venue}/export.csv", params=params).content.decode("utf-8-sig")
+    back = list(csv.reader(io.StringIO(text, newline="")))
+    assert back[0] == ["Thời gian", "Địa điểm", "Chiều", "Họ tên", "Số giấy tờ", "Năm sinh", "Loại thẻ", "Trạm quét",
+                       "Số thứ tự bản ghi của trạm", "Tự khai báo", "Giờ đã hiệu chỉnh"]
+    first = back[1]
+    assert first[0] == f"{day:%d/%m/%Y} 07:00" and first[2] == "Vào" and first[6] == "CCCD" and first[7] == "gate-1"
+    assert first[1] == "Chợ =cmd|' /C calc'!A0"
+    # No ISO date, no code where a word belongs.
+    assert not re.search(r"\d{4}-\d{2}-\d{2}", text) and ",in," not in text and "cccd" not in text
+    owner.http.get("/lang/en")
+    english = owner.http.get(f"/venues/{venue}/export.csv", params=params)
+    rows = list(csv.reader(io.StringIO(english.content.decode("utf-8-sig"), newline="")))
+    assert rows[0][:4] == ["Time", "Venue", "Direction", "Name"] and rows[1][2] == "In"
+    assert rows[1][6] == "Citizen ID card" and "checkins-venue-" in english.headers["content-disposition"]

@@ -75,7 +75,7 @@ def test_owner_watches_the_export_progress_and_gets_a_safe_xlsx(server, shots, t
         today = dt.datetime.now(TZ).date().isoformat()
         owner.fill("#start", today)
         href = owner.locator("#quick-csv").get_attribute("href")
-        assert href.endswith(f"?from={today}&to={today}")
+        assert href.endswith(f"?venue={venue}&from={today}&to={today}")
         quick = owner.request.get(base + href)
         assert quick.status == 200 and quick.body().startswith(b"\xef\xbb\xbf")
         assert "\n'=cmd|' /* c*******" in quick.text().replace(",", "\n")
@@ -97,11 +97,12 @@ def test_owner_watches_the_export_progress_and_gets_a_safe_xlsx(server, shots, t
             download_link.click()
         saved = tmp_path / info.value.suggested_filename
         info.value.save_as(saved)
-        assert saved.name.startswith(f"venue-{venue}-checkins-") and saved.suffix == ".xlsx"
+        assert saved.name.startswith(f"luot-ra-vao-dia-diem-{venue}-") and saved.suffix == ".xlsx"
 
         sheet = openpyxl.load_workbook(saved).active
         assert sheet.max_row == 1 + BULK + len(HOSTILE)
-        names = {sheet.cell(row=r, column=3).value: sheet.cell(row=r, column=3)
+        assert [c.value for c in sheet[1]][:4] == ["Thời gian", "Địa điểm", "Chiều", "Họ tên"]
+        names = {sheet.cell(row=r, column=4).value: sheet.cell(row=r, column=4)
                  for r in range(sheet.max_row - len(HOSTILE) + 1, sheet.max_row + 1)}
         for name in HOSTILE[:4] + HOSTILE[7:]:  # =cmd, +1, -2+3, @SUM, the HTML one, the Vietnamese one
             assert names[mask_person_name(name)].data_type == "s"  # text, not a formula
@@ -141,4 +142,47 @@ def test_a_gate_controller_cannot_export_or_see_an_owners_job(server, shots):
         assert controller.request.get(f"{base}/exports/{job_id}/download").status == 404
         assert controller.request.get(f"{base}/venues/{venue}/export.csv").status == 403
         expect(owner.locator("#export-percent")).to_have_text("100 %", timeout=90_000)
+        browser.close()
+
+
+def test_owner_chooses_several_venues_for_one_file(server, shots, tmp_path):
+    base, sender, app = server
+    services = app.state.services
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        owner = browser.new_context(accept_downloads=True).new_page()
+        dialogs = []
+        owner.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        login(owner, base, sender, OWNER)
+        account = services.accounts.account_for_phone(OWNER)
+        head = services.venues.create(VenueInput(**{**PLACE, "name": "Công ty TNHH ABC"}), account)
+        bus = services.venues.create(VenueInput(**{**PLACE, "kind": "vehicle", "name": "", "plate": "98C-123.45",
+                                                   "address": "", "parent_id": head.id}), account)
+        now_ms = int(time.time() * 1000)
+        for n, venue in enumerate((head, bus)):
+            Gate(services.storage, venue.id, f"gate-{n}").scan([
+                {"name": f"Công Nhân {n}", "id": f"00109000{n:04d}", "wall_ms": now_ms - 60_000 * (n + 1)}])
+        owner.goto(f"{base}/exports")
+        boxes = owner.locator("#venues input[name=venue]")
+        assert boxes.count() == 2 and all(boxes.nth(i).is_checked() for i in range(2))
+        owner.click("#venues-none")
+        assert not any(boxes.nth(i).is_checked() for i in range(2))
+        assert "venue=" not in owner.locator("#quick-csv").get_attribute("href")
+        owner.click("#venues-all")
+        href = owner.locator("#quick-csv").get_attribute("href")
+        assert f"venue={head.id}&venue={bus.id}&from=" in href
+        owner.screenshot(path=str(shots / "export-several.png"), full_page=True)
+        owner.select_option("#format", "csv")
+        owner.click("#start-export")
+        owner.wait_for_url(f"{base}/exports/*")
+        assert "Đã bắt đầu tạo tệp" in owner.locator("#flash").inner_text()
+        expect(owner.locator("#export-percent")).to_have_text("100 %", timeout=90_000)
+        with owner.expect_download() as info:
+            owner.locator("#export-download").click()
+        saved = tmp_path / info.value.suggested_filename
+        info.value.save_as(saved)
+        assert saved.name.startswith("luot-ra-vao-2-dia-diem-")
+        text = saved.read_text(encoding="utf-8-sig")
+        assert "Công ty TNHH ABC" in text and "Xe BKS 98C-123.45" in text and ",Vào," in text
+        assert dialogs == []
         browser.close()

@@ -79,3 +79,72 @@ def test_retired_station_is_refused_and_counted_and_cannot_log_in_again(running,
     check = check_broker(load_station_config(tmp_path / "station" / "station.toml"))
     assert check.status == "fail" and "refused this station's name or password" in check.message
     assert fleet_row(fleet)["status"] == "retired"
+
+
+# -- the fleet page ----------------------------------------------------------------------
+
+
+class UnreachableBroker:
+    """The broker's accounts when Mosquitto cannot be told (the real failure is a
+    DriverError from provisioning.broker.BrokerFiles)."""
+
+    def remove_user(self, name):
+        from qrgate.errors import DriverError
+
+        raise DriverError(f"cannot reach the broker to delete {name}")
+
+
+def _operator_site(tmp_path, broker=None):
+    import json as jsonlib
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from qrgate import protocol
+    from server.selfcheckin.selfcheckin import parse_declaration
+    from test_web_support import Site
+
+    site = Site.create(tmp_path, broker_files=broker)
+    owner = site.visitor().login("0912486419")
+    venue = owner.create_venue(name="Chợ Hàn")
+    site.storage.add_station("gate-han", protocol.public_key_to_text(Ed25519PrivateKey.generate().public_key()), venue)
+    site.services.fleet.record_status("gate-han", jsonlib.dumps(
+        {"online": True, "backlog": 2, "sync": False, "fw": "1.4.2", "fault": "scanner"}).encode(),
+        now_ms=int(site.clock() * 1000))
+    site.services.self_checkin.check_in(site.services.venues.get(venue),
+                                        parse_declaration("001090000123", "Lê Văn An", "1990", "in", 2026))
+    site.services.accounts.set_operator("0900000001")
+    return site, site.visitor("198.51.100.1").login("0900000001"), venue
+
+
+def test_the_fleet_page_says_the_clock_and_faults_in_words_and_leaves_self_checkin_out(tmp_path):
+    site, operator, venue = _operator_site(tmp_path)
+    page = operator.http.get("/fleet").text
+    assert "Chưa đồng bộ: giờ quét có thể lệch" in page and "Đầu đọc mã không hoạt động" in page
+    assert "✗" not in page and "onsubmit" not in page
+    assert f'data-station="self-{venue}"' not in page and "không phải trạm quét" in page
+    assert [s["station_id"] for s in operator.http.get("/api/fleet").json()["stations"]] == ["gate-han"]
+    # The self check-in source cannot be retired or moved from the fleet either.
+    assert operator.form(f"/fleet/self-{venue}/retire", {}).status_code == 404
+    assert operator.form(f"/fleet/self-{venue}/reassign", {"venue_id": str(venue)}).status_code == 404
+    assert site.storage.station(f"self-{venue}").status == "active"
+
+
+def test_moving_and_retiring_say_what_happened_once_and_errors_are_said_in_vietnamese(tmp_path):
+    site, operator, venue = _operator_site(tmp_path)
+    wrong = operator.form("/fleet/gate-han/reassign", {"venue_id": "987654"})
+    assert wrong.status_code == 400 and "hãy chọn một địa điểm có trong danh sách" in wrong.text
+    moved = operator.form("/fleet/gate-han/reassign", {"venue_id": str(venue)})
+    assert moved.status_code == 303
+    assert "Đã chuyển trạm" in operator.http.get("/fleet").text
+    assert "Đã chuyển trạm" not in operator.http.get("/fleet").text  # said once
+    assert operator.form("/fleet/gate-han/retire", {}).status_code == 303
+    assert "Đã ngừng trạm" in operator.http.get("/fleet").text
+
+
+def test_a_retirement_the_broker_missed_says_so_and_offers_to_tell_it_again(tmp_path):
+    site, operator, venue = _operator_site(tmp_path, broker=UnreachableBroker())
+    page = operator.form("/fleet/gate-han/retire", {})
+    assert page.status_code == 503
+    assert "chưa báo được cho máy chủ MQTT" in page.text and 'id="broker-again"' in page.text
+    assert "cannot reach" not in page.text
+    assert site.storage.station("gate-han").status == "retired"  # its records are refused already

@@ -240,7 +240,7 @@ def test_visits_pair_entries_with_exits_and_a_visit_across_pages_is_listed_once(
 
 OWNER, CONTROLLER, MANAGER, OFFICER, OPERATOR, STRANGER = (
     "0912000001", "0912000002", "0912000003", "0912000004", "0912000005", "0912000006")
-HANOI = {"province": "01", "district": "001", "ward": "00001", "name": "HN-Cửa hàng Hoàn Kiếm",
+HANOI = {"province": "01", "district": "", "ward": "00004", "name": "HN-Cửa hàng Hoàn Kiếm",
          "address": "Số 2 Hàng Bài"}
 
 
@@ -363,9 +363,10 @@ def test_the_venue_page_filters_by_date_and_search_and_pages_through_cursors(sit
     assert page.status_code == 200 and "Nguyễn V** L**" in page.text and "Đặng" not in page.text
     assert 'id="f-venue"' not in page.text  # a venue's own page has no venue filter
     everything = owner.http.get("/history").text
-    options = everything[everything.index('<select id="f-venue"'):]
-    options = options[:options.index("</select>")]
-    assert f'<option value="{hanoi}">{HANOI["name"]}</option>' in options and f'<option value="{hcm}">' in options
+    choices = everything[everything.index('<details class="venue-filter" id="f-venues"'):]
+    choices = choices[:choices.index("</details>")]
+    assert f'value="{hanoi}" id="f-venue-{hanoi}"> {HANOI["name"]}</label>' in choices
+    assert f'id="f-venue-{hcm}"' in choices and "Tất cả địa điểm" in choices
     day = owner.http.get("/api/history", params={"from": "2026-09-20", "to": "2026-09-20"}).json()
     assert day["rows"] == []
     visits = owner.http.get("/api/history", params={"view": "visits", "venue": hcm}).json()["rows"]
@@ -375,7 +376,7 @@ def test_the_venue_page_filters_by_date_and_search_and_pages_through_cursors(sit
 
 @pytest.mark.parametrize("query", [
     {"q": "9" * 4096}, {"after": "not-a-cursor"}, {"before": "A" * 65}, {"venue": "abc"}, {"venue": str(10**30)},
-    {"from": "2026-02-30"}, {"from": "21/09/2026"}, {"from": "2026-09-21", "to": "2026-09-20"}, {"to": "=cmd|' /C calc'!A0"}, {"order": "sideways"},
+    {"from": "2026-02-30"}, {"from": "31/09/2026"}, {"venue": ["1", "x"]}, {"from": "2026-09-21", "to": "2026-09-20"}, {"to": "=cmd|' /C calc'!A0"}, {"order": "sideways"},
     {"limit": "100000"}, {"limit": "0"}, {"view": "<script>"}, {"area": "x" * 300},
     {"after": cursor_at({"wall_ms": T0, "id": 2}), "before": cursor_at({"wall_ms": T0, "id": 1})},
 ])
@@ -410,12 +411,13 @@ def test_the_api_is_documented_with_its_limits(tmp_path):
 
 def test_an_officer_of_a_ward_sees_only_that_ward_in_full(site):
     site, hcm, hanoi, rows = site
-    site.services.officers.grant(site.services.accounts, STRANGER, "00001")  # a Hanoi ward
+    site.services.officers.grant(site.services.accounts, STRANGER, "00004")  # a Hanoi ward (Ba Đình)
     ward_officer = site.visitor().login(STRANGER)
     assert _cells(ward_officer.http.get("/api/history")) == {
         rows["hanoi"]: ("Đặng Thị Đào", "DN4797915123456", "1975", True)}
-    assert ward_officer.http.get("/api/area").json() == {
-        "areas": [{"code": "00001", "name": site.services.areas.wards["00001"].name, "level": "ward", "venues": 1}]}
+    areas = ward_officer.http.get("/api/area").json()["areas"]
+    assert [{k: a[k] for k in ("code", "name", "level", "venues")} for a in areas] == [
+        {"code": "00004", "name": site.services.areas.wards["00004"].name, "level": "ward", "venues": 1}]
     assert ward_officer.http.get("/api/history", params={"area": "79"}).status_code == 404
     assert ward_officer.http.get(f"/venues/{hcm}/checkins").status_code == 404
 
@@ -495,8 +497,8 @@ def test_scan_rows_keep_hostile_text_as_text_in_every_cell(officer):
     _only_our_markup(table)
     person = [HOSTILE_TEXT] * 4  # name, id, birth, kind
     assert table.rows == [
-        [HOSTILE_TEXT, HOSTILE_TEXT, "Out", *person, f"{HOSTILE_TEXT}#12", *(["Trace"] if officer else [])],
-        [f"{HOSTILE_TEXT} time corrected", HOSTILE_TEXT, "Out", *person, f"{HOSTILE_TEXT}#12", *([""] if officer else [])],
+        [HOSTILE_TEXT, HOSTILE_TEXT, "Out", *person, HOSTILE_TEXT, *(["Trace"] if officer else [])],
+        [f"{HOSTILE_TEXT} time corrected", HOSTILE_TEXT, "Out", *person, HOSTILE_TEXT, *([""] if officer else [])],
         [HOSTILE_TEXT, HOSTILE_TEXT, "In", *person, "self-declared", *([""] if officer else [])],
     ]
     tags = [t for t in table.tags if t[0] in ("tr", "td", "time", "a")]
@@ -530,3 +532,50 @@ def test_an_officer_reads_a_hostile_name_in_full_on_the_page_as_text(site):
         _only_our_markup(table)
         assert [r[4 if view == "visits" else 3] for r in table.rows] == ["<img src=x onerror=alert(1)>",
                                                                         "Nguyễn Văn Lâm"]
+
+
+def test_several_venues_at_once_each_checked(site):
+    site, hcm, hanoi, rows = site
+    owner = site.visitor().login(OWNER)
+    third = owner.create_venue(name="TP-Cửa hàng thứ ba")
+    scanner = Scanner(site.storage)
+    scanner.scan(scanner.station("gate-3", third), int(site.clock() * 1000) - H, kind="cccd",
+                 id_number="001090000333", name="Trần Văn Ba", birth="1990")
+    both = owner.http.get("/api/history", params=[("venue", hcm), ("venue", hanoi)]).json()["rows"]
+    assert {r["id"] for r in both} == {rows["lam"], rows["hostile"], rows["hanoi"]}
+    assert {r["venue_id"] for r in both} == {hcm, hanoi}
+    page = owner.http.get("/history", params=[("venue", hanoi), ("venue", third), ("limit", 1)])
+    assert page.status_code == 200 and "2 địa điểm đã chọn" in page.text
+    assert f'id="f-venue-{hanoi}" checked' in page.text and f'id="f-venue-{third}" checked' in page.text
+    assert f'id="f-venue-{hcm}" checked' not in page.text
+    pager = page.text.split('id="pager"')[1]
+    assert f"venue={hanoi}&amp;venue={third}" in pager  # the next page keeps both venues
+    # Every venue named is checked: one the visitor may not see is not found, whatever the others.
+    stranger = site.visitor("203.0.113.50").login(STRANGER)
+    own = stranger.create_venue(name="Quán khác")
+    assert stranger.http.get("/api/history", params=[("venue", own), ("venue", hcm)]).status_code == 404
+    assert stranger.http.get("/history", params=[("venue", own), ("venue", hcm)]).status_code == 404
+
+
+def test_a_wrong_filter_is_explained_in_vietnamese_on_the_page(site):
+    site, hcm, hanoi, rows = site
+    owner = site.visitor().login(OWNER)
+    cases = {("2026-09-21", "2026-09-20"): "Ngày kết thúc phải từ ngày bắt đầu trở đi.",
+             ("31/09/2026", ""): "Ngày bắt đầu không hợp lệ"}
+    for (first, last), words in cases.items():
+        page = owner.http.get("/history", params={"from": first, "to": last})
+        assert page.status_code == 422 and words in page.text.split('id="filter-error"')[1]
+        assert "the last day" not in page.text and "must be a date" not in page.text
+    assert owner.http.get("/api/history", params={"from": "2026-09-21", "to": "2026-09-20"}).json()["detail"] == \
+        "the last day is before the first"
+    typed = owner.http.get("/api/history", params={"from": "21/09/2026", "to": "21/09/2026"})
+    assert typed.status_code == 200  # a day typed as people write it is understood
+
+
+def test_the_history_table_says_card_kinds_and_stations_in_words(site):
+    site, hcm, hanoi, rows = site
+    owner = site.visitor().login(OWNER)
+    page = owner.http.get("/history").text
+    table = page.split('id="history"')[1].split("</table>")[0]
+    assert "<td>Thẻ BHYT</td>" in table and "<td>CCCD</td>" in table and "<td>gate-hn</td>" in table
+    assert ">bhyt<" not in table and "gate-hn#" not in table

@@ -58,7 +58,8 @@ def login(page, base: str, site, phone: str) -> None:
     page.wait_for_selector("#code")
     page.fill("#code", CODE_IN_SMS.search(site.sender.last_text_to(normalise_phone(phone))).group(1))
     page.click("#check-code")
-    page.wait_for_url(f"{base}/venues")
+    # Each lands where their work is: venue members on their venues, officers on their areas.
+    page.wait_for_url(lambda url: url.split("?")[0] in (f"{base}/venues", f"{base}/area", f"{base}/fleet"))
 
 
 def test_a_member_pages_through_history_and_sees_only_masked_names(served):

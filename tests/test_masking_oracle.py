@@ -23,7 +23,7 @@ MIN = 60_000
 H = 3_600_000
 OWNER, MANAGER, CONTROLLER, OPERATOR, OFFICER, OTHER = (
     "0912100001", "0912100002", "0912100003", "0912100004", "0912100005", "0912100006")
-HANOI = {"province": "01", "district": "001", "ward": "00001", "name": "HN-Cửa hàng Hoàn Kiếm",
+HANOI = {"province": "01", "ward": "00004", "name": "HN-Cửa hàng Hoàn Kiếm",
          "address": "Số 2 Hàng Bài"}
 # The person whose hidden parts are hunted, and a decoy whose mask is the same in every
 # cell (Nguyễn V** L**, *********451, 1983): whatever tells them apart leaks.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 import pypdfium2
 import pytest
@@ -266,3 +267,64 @@ def test_a_block_list_table_from_before_entries_could_end_is_upgraded_in_place(t
     store.block("pass:ABCDEFGH", "lost", until_ms=2_000)
     assert store.blocked_keys(1_000) == ["cccd:024083123451", "pass:ABCDEFGH"]
     assert store.blocked_keys(3_000) == ["cccd:024083123451"]  # the old entry has no end
+
+
+def _revoke_on_the_page(owner, venue: int, pid: str):
+    return owner.form(f"/venues/{venue}/passes/{pid}/revoke", {"reason": "mất thẻ", "reissue": ""})
+
+
+def test_the_passes_page_says_in_vietnamese_what_went_wrong_and_what_to_do(tmp_path):
+    site = Site.create(tmp_path)  # no broker: the web server cannot push
+    owner = site.visitor().login("0912486419")
+    venue = owner.create_venue(name="Xưởng May")
+    assert owner.http.post(f"/api/venues/{venue}/roster", files={"file": ("r.csv", roster_csv(NAMES[:3]), "text/csv")},
+                           headers={"X-CSRF-Token": owner.csrf()}).status_code == 200
+    issued = owner.api("POST", f"/api/venues/{venue}/passes", {"without_phone": True, "days": 30}).json()["issued"]
+    pid = issued[0]["pid"]
+
+    page = _revoke_on_the_page(owner, venue, pid)
+    assert page.status_code == 200
+    assert f"Đã thu hồi thẻ {pid}." in page.text
+    assert "máy chủ web này chưa được nối với máy chủ MQTT" in page.text and "Gửi lại tới các trạm" in page.text
+    assert "broker" not in page.text and "qrgate-provision" not in page.text
+    again = _revoke_on_the_page(owner, venue, pid)
+    assert again.status_code == 409 and f"Thẻ {pid} đã bị thu hồi từ trước." in again.text
+    bad_days = owner.form(f"/venues/{venue}/passes", {"without_phone": "1", "days": "9999"})
+    assert bad_days.status_code == 400 and "số ngày phải là số nguyên từ 1 đến" in bad_days.text
+    not_ours = owner.form(f"/venues/{venue}/passes", {"person": "999", "days": "30"})
+    assert not_ours.status_code == 400 and "không có trong danh sách nhân sự" in not_ours.text
+    # The revoked pass says why in the page's words, its date as people write it.
+    listed = owner.http.get(f"/venues/{venue}/passes").text
+    assert "Lý do: mất thẻ" in listed and re.search(r'class="expires">\d{2}/\d{2}/\d{4}<', listed)
+
+
+def test_a_revocation_the_broker_missed_reaches_the_stations_with_send_again(tmp_path, server_env):
+    key = load_or_create_key(server_env.config.pass_key_file)
+    storage = server_env.storage
+    sender = DevSmsSender()
+    app = create_app(storage, sender=sender)
+    site = Site(storage, sender, FakeClock(), app)
+    app.state.pass_office = PassOffice(storage, key, ConfigPublisher(
+        StationConfigStore(storage), key, server_env.config.mqtt, server_env.config.base, timeout=5))
+    owner = site.visitor().login("0912486419")
+    venue = owner.create_venue(name="Nhà máy Test")
+    server_env.venue_id = venue
+    server_env.add_station("gate-p", tmp_path / "station", source={"kind": "list"},
+                           feedback={"indicators": "none", "panel": "none"})
+    assert owner.http.post(f"/api/venues/{venue}/roster", files={"file": ("r.csv", roster_csv(NAMES[:3]), "text/csv")},
+                           headers={"X-CSRF-Token": owner.csrf()}).status_code == 200
+    issued = owner.api("POST", f"/api/venues/{venue}/passes", {"without_phone": True, "days": 30}).json()["issued"]
+    pid = issued[0]["pid"]
+
+    server_env.broker.stop()
+    page = _revoke_on_the_page(owner, venue, pid)
+    assert f"Đã thu hồi thẻ {pid}." in page.text
+    assert "không kết nối được máy chủ MQTT" in page.text and 'id="push-again"' in page.text
+    assert "cannot reach" not in page.text
+
+    server_env.broker.start()
+    page = owner.form(f"/venues/{venue}/passes/push", {})
+    assert page.status_code == 200 and "Đã gửi danh sách chặn tới 1 trạm của địa điểm." in page.text
+    assert 'id="push-again"' not in page.text
+    actions = [e.action for e in site.services.audit.for_venue(venue)]
+    assert "qrgate.passes.pushed" in actions

@@ -48,7 +48,9 @@ def request_for(action: str, visitor, venue_id: int):
         return visitor.http.get(f"/api/venues/{venue_id}/checkins")
     if action == "venue.edit":
         return visitor.api("PUT", f"/api/venues/{venue_id}", {"kind": "market", "name": "Renamed", "address": "x",
-                                                                "province": "79", "district": "760", "ward": "26743"})
+                                                                "province": "79", "ward": "26743"})
+    if action == "venue.close":  # reopening an open venue: allowed, and leaves it open for the other cells
+        return visitor.api("POST", f"/api/venues/{venue_id}/reopen", {})
     if action == "poster.download":
         return visitor.http.get(f"/venues/{venue_id}/poster.png")
     if action == "checkins.export":
@@ -69,6 +71,8 @@ def request_for(action: str, visitor, venue_id: int):
                                  files={"file": ("r.csv", "ma_nv,ho_ten\nNV1,Lê Văn Tám\n".encode(), "text/csv")})
     if action == "passes.print":
         return visitor.http.get(f"/api/venues/{venue_id}/passes")
+    if action == "phone.scan":  # the scanner page of a phone scanning for the venue
+        return visitor.http.get(f"/phone/venues/{venue_id}")
     if action == "reports.view":
         return visitor.http.get(f"/api/venues/{venue_id}/reports/2026-W47")
     raise AssertionError(action)
@@ -140,7 +144,7 @@ def test_every_member_may_leave_but_the_last_owner_may_not(world):
 def test_anyone_logged_in_may_register_a_venue_and_anonymous_may_not(world):
     site, people, _, _ = world
     assert people["anonymous"].api("POST", "/api/venues", {"kind": "market", "name": "x", "address": "y",
-                                                           "province": "79", "district": "760",
+                                                           "province": "79",
                                                            "ward": "26743"}).status_code == 401
     assert people["non-member"].create_venue(name="Own venue") > 0
 
@@ -163,7 +167,7 @@ def test_venue_pages_of_another_venue_are_not_found_for_members(world):
 def test_a_venue_cannot_be_placed_inside_another_owners_venue(world):
     site, people, venue_a, venue_b = world
     response = people["owner"].api("POST", "/api/venues", {"kind": "market", "name": "Stall", "address": "x",
-                                                           "province": "79", "district": "760", "ward": "26743",
+                                                           "province": "79", "ward": "26743",
                                                            "parent_id": venue_b})
     assert response.status_code == 422 and "parent_id" in response.json()["problems"]
 

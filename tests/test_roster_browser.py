@@ -121,6 +121,37 @@ def test_a_manager_uploads_sees_who_is_missing_prints_and_revokes(server):
         # The replacement is valid to the same day as the lost card.
         expiry = next(c["exp"] for c in claims if c["n"] == "Trần Thị Mai")
         replacement = active.filter(has_text="Trần Thị Mai")
-        assert expiry in replacement.inner_text() and lost not in replacement.inner_text()
+        shown = dt.date.fromisoformat(expiry).strftime("%d/%m/%Y")  # as people write a date
+        assert shown in replacement.inner_text() and lost not in replacement.inner_text()
         browser.close()
     assert StationConfigStore(storage).blocked_keys(int(time.time() * 1000)) == [f"pass:{lost}"]
+
+
+def test_replacing_the_roster_asks_first_and_merging_does_not(server):
+    base, sender, storage, venue, tmp_path = server
+    (tmp_path / "roster.csv").write_text(ROSTER, encoding="utf-8")
+    (tmp_path / "two.csv").write_text("\n".join(ROSTER.splitlines()[:3]) + "\n", encoding="utf-8")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page()
+        answers, asked = [False, True], []
+        page.on("dialog", lambda d: (asked.append(d.message), d.accept() if answers.pop(0) else d.dismiss()))
+        login(page, base, sender, OWNER)
+        page.goto(f"{base}/venues/{venue}/roster")
+        page.set_input_files("#file", str(tmp_path / "roster.csv"))
+        page.click("#upload-send")  # merge: nothing to ask
+        page.locator("#upload-done").wait_for()
+        assert asked == [] and page.locator("#roster tbody tr").count() == 4
+
+        page.click("#upload summary")
+        page.set_input_files("#file", str(tmp_path / "two.csv"))
+        page.check("#mode-replace")
+        page.click("#upload-send")  # "no": the roster stays as it is
+        assert asked == ["Thay thế cả danh sách bằng tệp này? Người không có trong tệp sẽ bị xoá và thẻ ra vào "
+                         "của họ bị thu hồi."]
+        assert page.locator("#roster tbody tr").count() == 4
+        with page.expect_navigation():
+            page.click("#upload-send")  # "yes"
+        assert "xoá 2" in page.locator("#upload-done").inner_text()
+        assert page.locator("#roster tbody tr").count() == 2
+        browser.close()

@@ -1,5 +1,6 @@
 """Scheduled jobs driven by the test's clock: weekly reports on Friday 15:00 local time,
-retention once a day, missed runs made once after downtime, and the config that sets them."""
+retention once a day, missed runs made once after downtime, and the config that sets them
+(the e-mail of the reports: tests/test_report_mail.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from conftest import new_storage
 from qrgate.errors import ConfigError
 from server.audit import AuditLog
 from server.config import ReportsSection, RetentionSection, load_server_config
-from server.reports.reports import ReportArchive
+from server.reports.report_archive import ReportArchive
 from server.scheduler import ServerScheduler
 from test_export import TZ, Gate
 
@@ -47,7 +48,9 @@ def scheduler(storage, *, reports=ReportsSection(), retention=RetentionSection(d
 
 
 def kept(storage) -> list[tuple]:
-    return storage.sql.rows("SELECT venue_id, year, week FROM weekly_reports ORDER BY made_ms, venue_id")
+    """(unit, year, week) of each kept report; a unit by its head venue's number."""
+    return [(int(r[0]), r[1], r[2]) for r in
+            storage.sql.rows("SELECT subject, year, week FROM kept_reports ORDER BY made_ms, subject")]
 
 
 def audit(storage, action: str) -> list:
@@ -60,7 +63,7 @@ def test_weekly_reports_are_made_on_friday_at_three_local_time_and_kept(storage)
     assert kept(storage) == []
     assert jobs.run_due(at(2026, 11, 20, 15, 0)) == {"weekly_reports": 2}
     assert kept(storage) == [(1, 2026, 47), (2, 2026, 47)]
-    assert [Path(p).is_file() for (p,) in storage.sql.rows("SELECT pdf_file FROM weekly_reports")] == [True, True]
+    assert [Path(p).is_file() for (p,) in storage.sql.rows("SELECT pdf_file FROM kept_reports")] == [True, True]
     assert len(audit(storage, "qrgate.report.generated")) == 2
     assert jobs.run_due(at(2026, 11, 20, 15, 30)) == {}  # once a week, not once a call
     assert jobs.run_due(at(2026, 11, 26, 23, 0)) == {}
@@ -138,10 +141,10 @@ def test_a_failing_job_does_not_stop_the_others_and_is_tried_again(storage):
     class BrokenArchive(ReportArchive):
         broken = True
 
-        def generate_week(self, now, audit=None):
+        def generate_week(self, now, audit=None, officers=None):
             if self.broken:
                 raise OSError("disk full")
-            return super().generate_week(now, audit)
+            return super().generate_week(now, audit, officers)
 
     archive = BrokenArchive(storage)
     jobs = ServerScheduler(storage, "Asia/Ho_Chi_Minh", retention=RetentionSection(days=30, hour=15),
@@ -178,9 +181,9 @@ def test_two_server_processes_run_a_due_job_once(storage, tmp_path):
     seen_meanwhile = []
 
     class SlowArchive(ReportArchive):
-        def generate_week(self, now, audit=None):
+        def generate_week(self, now, audit=None, officers=None):
             seen_meanwhile.append(second.run_due(friday))
-            return super().generate_week(now, audit)
+            return super().generate_week(now, audit, officers)
 
     first.archive = SlowArchive(storage)
     assert [j.name for j in first.due(friday)] == [j.name for j in second.due(friday)] == ["weekly_reports"]
@@ -197,7 +200,7 @@ def test_a_failed_run_is_given_back_for_the_other_process(storage, tmp_path):
     second = ServerScheduler(other, "Asia/Ho_Chi_Minh", retention=RetentionSection(days=0), clock=Clock(at(2026, 11, 20, 15, 0)))
 
     class BrokenArchive(ReportArchive):
-        def generate_week(self, now, audit=None):
+        def generate_week(self, now, audit=None, officers=None):
             raise OSError("disk full")
 
     first.archive = BrokenArchive(storage)

@@ -142,7 +142,7 @@ def test_presence_that_spans_or_crosses_the_visit_counts_in_full(tmp_path):
 
 OFFICER, OWNER = "0912000004", "0912000001"
 DAY = "2026-09-21"
-HANOI = {"province": "01", "district": "001", "ward": "00001", "name": "HN-Cửa hàng", "address": "Số 2 Hàng Bài"}
+HANOI = {"province": "01", "ward": "00004", "name": "HN-Cửa hàng", "address": "Số 2 Hàng Bài"}
 
 
 @pytest.fixture
@@ -228,8 +228,8 @@ def test_the_trace_page_and_its_csv_export(traced):
     assert csv_response.headers["content-type"].startswith("text/csv")
     assert csv_response.content.startswith(b"\xef\xbb\xbf")
     lines = csv_response.content.decode("utf-8-sig").splitlines()
-    assert lines[0] == "rank,name,id_number,kind,birth,minutes_together,venues,first_contact"
-    assert lines[1].startswith("1,Đồng Nghiệp,079190000002,cccd,1983-03-21,")
+    assert lines[0] == "Hạng,Họ tên,Số giấy tờ,Loại giấy tờ,Năm sinh,Số phút chung,Địa điểm,Lần đầu tiếp xúc"
+    assert lines[1].startswith("1,Đồng Nghiệp,079190000002,CCCD,1983-03-21,")
     # The formula-looking name is text in a spreadsheet, not a formula.
     assert lines[2].startswith("2,'=cmd|' /C calc'!A0 <img src=x onerror=alert(1)>,079190000003,")
     assert [a["output"] for a in _trace_audit(site)] == ["page", "csv"]

@@ -55,6 +55,12 @@ def test_checkins_page_shows_masked_rows_and_never_runs_hostile_text(web):
         assert "<b>Lê Lợi</b>" in page.locator("#checkins tbody").inner_text()
         assert page.locator("#checkins img").count() == 0
         assert dialogs == []
-        # The record made while the station's clock was not synced is flagged.
+        # The record made while the station's clock was not synced is flagged, and the page says why.
         assert page.locator("#checkins td.unsynced").count() == 1
+        assert "đồng hồ của trạm chưa được đồng bộ" in page.locator("#legend").inner_text()
+        assert "giờ Việt Nam (UTC+7)" in page.locator("#legend").inner_text()
+        # Words, not codes: the card kind and the direction; the station by its name, no record number.
+        table = page.locator("#checkins tbody").inner_text()
+        assert "CCCD" in table and "cccd" not in table and "Vào" in table and "Ra" in table
+        assert "gate-1" in table and "#" not in table
         browser.close()

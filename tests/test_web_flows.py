@@ -55,7 +55,14 @@ def login(page, base: str, sender: DevSmsSender, phone: str) -> None:
     page.wait_for_selector("#code")
     page.fill("#code", CODE_IN_SMS.search(sender.last_text_to(normalise_phone(phone))).group(1))
     page.click("#check-code")
-    page.wait_for_url(f"{base}/venues")
+    # Each lands where their work is: venue members on their venues, officers on their areas.
+    page.wait_for_url(lambda url: url.split("?")[0] in (f"{base}/venues", f"{base}/area", f"{base}/fleet"))
+
+
+def open_menu(page) -> None:
+    """On a phone the top menu is folded into one button: open it (on a wide screen it is open)."""
+    if page.locator("#menu-button").is_visible():
+        page.click("#menu-button")
 
 
 def fits_the_screen(page) -> bool:
@@ -68,19 +75,24 @@ def test_venue_life_from_login_to_history(server, shots):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         dialogs = []
         owner = browser.new_context(**PHONE_SCREEN, accept_downloads=True).new_page()
-        owner.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        owner.on("dialog", lambda d: (dialogs.append(d.message), d.accept()))
 
         login(owner, base, sender, "0912 486 419")
+        assert owner.locator("#flash").inner_text() == "Bạn đã đăng nhập."
+        open_menu(owner)
         assert owner.locator("#me").inner_text() == OWNER
+        assert owner.locator("#nav-venues").get_attribute("aria-current") == "page"
+        owner.keyboard.press("Escape")  # the open menu folds away again
+        assert not owner.locator("#me").is_visible()
         owner.screenshot(path=shots / "01-venues-empty.png", full_page=True)
 
         owner.click("#new-venue")
         owner.select_option("#kind", "market")
         owner.fill("#name", "TP-Chợ <b>Bến Thành</b>")
         owner.select_option("#province", "79")
-        owner.select_option("#district", "760")
-        # Only the wards of the chosen district are offered.
-        assert owner.locator("#ward option:not([hidden])").count() == 5
+        # Only the communes and wards of the chosen province are offered (two levels since 2025).
+        offered = owner.locator("#ward option:not([hidden])").all_inner_texts()
+        assert "Phường Bến Thành" in offered and not any("Hoàn Kiếm" in name for name in offered)
         owner.select_option("#ward", "26743")
         owner.fill("#address", "Số 1 Lê Lợi")
         assert fits_the_screen(owner)
@@ -89,7 +101,8 @@ def test_venue_life_from_login_to_history(server, shots):
         owner.wait_for_selector("#venue-name")
         assert owner.locator("#venue-name").inner_text() == "TP-Chợ <b>Bến Thành</b>"
         assert owner.locator("#venue-name b").count() == 0
-        assert "Phường Bến Thành, Quận 1, Thành phố Hồ Chí Minh" in owner.locator("#venue-address").inner_text()
+        address = owner.locator("#venue-address").inner_text()
+        assert "Phường Bến Thành" in address and "Thành phố Hồ Chí Minh" in address
         assert owner.locator("#my-role").inner_text() == "Chủ sở hữu"
         assert fits_the_screen(owner)
         owner.screenshot(path=shots / "03-venue.png", full_page=True)
@@ -167,12 +180,16 @@ def test_venue_life_from_login_to_history(server, shots):
         assert "Tải file" in history and "127.0.0.1" in history
         owner.screenshot(path=shots / "08-history.png", full_page=True)
 
+        open_menu(owner)
         owner.click("#lang")
         assert owner.locator("h1").inner_text() == "History"
+        open_menu(owner)
         owner.click("#logout")
+        assert owner.locator("#flash").inner_text() == "You are logged out."
         owner.goto(venue_url)
         assert "/login" in owner.url
-        assert dialogs == []
+        # Only the questions the pages ask before an action: nothing a hostile name wrote.
+        assert all(message.endswith("?") or "?" in message for message in dialogs), dialogs
         browser.close()
 
 
@@ -195,4 +212,30 @@ def test_a_wrong_code_is_refused_on_the_page_and_the_hostile_number_is_not_run(s
         assert "Mã không đúng" in page.locator("#error").inner_text()
         page.screenshot(path=shots / "09-wrong-code.png", full_page=True)
         assert dialogs == []
+        browser.close()
+
+
+def test_logging_out_on_every_device_asks_first_and_ends_the_other_sessions_too(server, shots):
+    base, sender, _ = server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        laptop = browser.new_context().new_page()
+        phone = browser.new_context(**PHONE_SCREEN).new_page()
+        asked = []
+        phone.on("dialog", lambda d: (asked.append(d.message), d.dismiss() if len(asked) == 1 else d.accept()))
+        login(laptop, base, sender, OWNER)
+        login(phone, base, sender, OWNER)
+        open_menu(phone)
+        phone.click("#me")
+        assert "2 trình duyệt hoặc thiết bị" in phone.locator("#sessions").inner_text()
+        assert fits_the_screen(phone)
+        phone.click("#logout-all")  # the first answer is "no": nothing happens
+        assert asked == ["Đăng xuất trên mọi thiết bị? Bạn sẽ phải đăng nhập lại bằng mã gửi qua tin nhắn."]
+        assert phone.url.endswith("/account")
+        phone.click("#logout-all")
+        phone.locator("#flash").wait_for()
+        assert phone.locator("#flash").inner_text() == "Bạn đã đăng xuất trên mọi thiết bị, kể cả thiết bị này."
+        phone.screenshot(path=shots / "10-logged-out-everywhere.png", full_page=True)
+        laptop.goto(f"{base}/venues")
+        assert "/login" in laptop.url
         browser.close()

@@ -277,7 +277,7 @@ def test_an_invitation_refused_by_the_sms_limit_leaves_the_last_one_pending_and_
         assert len([m for m in site.sender.outbox if m.phone == INVITED]) == 3
 
 
-def test_the_invitation_sms_carries_the_venue_name_quoted_and_bounded_with_no_link_or_number(tmp_path):
+def test_the_invitation_sms_carries_the_venue_name_quoted_and_bounded_with_no_link_or_number_of_its_own(tmp_path):
     with served(tmp_path) as site:
         owner = site.browser().login(OWNER)
         name = "Trúng thưởng 50 triệu tại https://evil.example/nhan-qua hoặc EVIL.VN, gọi 0900 123 456 {0} {code}"
@@ -287,10 +287,12 @@ def test_the_invitation_sms_carries_the_venue_name_quoted_and_bounded_with_no_li
         text = site.sender.last_text_to(INVITED)
         quoted = re.search("«([^»]*)»", text).group(1)
         assert len(quoted) <= 40 and quoted.startswith("Trúng thưởng 50 triệu tại")
-        for bait in ("http", "evil", "EVIL", "0900", "123 456", "{"):
+        for bait in ("https", "evil", "EVIL", "0900", "123 456", "{"):
             assert bait not in text, (bait, text)
+        # The only link is the server's own, to the invitation.
         assert re.fullmatch(r"0912486419 chia sẻ địa điểm «[^»]*» cho bạn với vai trò Người kiểm soát vào ra\."
-                            r" Mã xác nhận: \d{6}\. Mã hết hạn sau 5 phút\. Không đưa mã này cho ai\.", text), text
+                            r" Nhận lời mời tại http://127\.0\.0\.1:\d+/invitations/\d+ Mã xác nhận: \d{6}\."
+                            r" Mã hết hạn sau 24 giờ\. Không đưa mã này cho ai\.", text), text
 
 
 # -- bodies -------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from qrgate import __version__, protocol
 from qrgate.config import MqttSettings
 from qrgate.errors import RecordError
 from qrgate.mqtt import connect_async, make_client
+from qrgate.updates import RELEASES_TOPIC
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class Publisher:
         *,
         on_state: Callable[[bool, int], None] = lambda online, backlog: None,
         on_config: Callable[[bytes], None] = lambda payload: None,
+        on_release: Callable[[bytes], None] = lambda payload: None,
         status_fields: Callable[[], dict] = dict,
         heartbeat_s: float = 60.0,
         batch_size: int = 200,
@@ -50,6 +52,7 @@ class Publisher:
         self.settings = settings
         self._on_state = on_state
         self._on_config = on_config
+        self._on_release = on_release
         self._status_fields = status_fields
         self.heartbeat_s = heartbeat_s
         self._last_status = 0.0
@@ -127,7 +130,8 @@ class Publisher:
             logger.warning("broker %s:%d refused connection: %s", self.settings.host, self.settings.port, reason_code)
             return
         logger.info("connected to broker %s:%d", self.settings.host, self.settings.port)
-        client.subscribe([(protocol.acks_topic(self.station_id), 1), (protocol.config_topic(self.station_id), 1)])
+        client.subscribe([(protocol.acks_topic(self.station_id), 1), (protocol.config_topic(self.station_id), 1),
+                          (RELEASES_TOPIC, 1)])
         self._publish_status()
         with self._lock:
             self._connected = True
@@ -146,6 +150,9 @@ class Publisher:
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage):
         if message.topic == protocol.config_topic(self.station_id):
             self._on_config(message.payload)
+            return
+        if message.topic == RELEASES_TOPIC:
+            self._on_release(message.payload)  # edge/update/notice.py: a note for the updater
             return
         try:
             ack = protocol.Ack.from_bytes(message.payload)

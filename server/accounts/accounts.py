@@ -343,6 +343,16 @@ class Accounts:
         if token:
             self.storage.sql.execute("DELETE FROM sessions WHERE token_hash = ?", [_token_hash(token)])
 
+    def end_all_sessions(self, account_id: int) -> int:
+        """Log the account out on every device (a lost phone, a shared computer); how many
+        sessions ended."""
+        return self.storage.sql.execute("DELETE FROM sessions WHERE account_id = ?", [account_id])
+
+    def session_count(self, account_id: int) -> int:
+        """The account's sessions that still work (each a browser or device logged in)."""
+        return self.storage.sql.value("SELECT count(*) FROM sessions WHERE account_id = ? AND expires_ms > ?",
+                                      [account_id, self._now_ms()], 0)
+
     def csrf_token(self, binding: str) -> str:
         """The anti-forgery token for forms: an HMAC of the visitor's session (or
         pre-session) cookie, so a token from one browser is useless in another."""

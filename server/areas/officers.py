@@ -1,9 +1,12 @@
 """Health officers: accounts that see check-ins in full, trace contacts and read the
 dashboards, but only inside the administrative areas they were given.
 
-An officer's area is a province, a district or a ward code from the areas file; it
-covers every venue registered in that area or below it. Operators grant and withdraw
-the role (``qrgate-server officer-add`` / ``officer-remove``); both are audited.
+An officer's area is a province or a commune/ward of the 2025 map (server/areas/areas.py);
+it covers every venue registered in it. Operators grant and withdraw the role
+(``qrgate-server officer-add`` / ``officer-remove``); both are audited. A grant made
+before the 2025 map keeps its old code, marked ``legacy``: it still covers the venues that
+hold the same old codes (and no venue of the new map, whose codes may be the same digits
+with another meaning) until ``qrgate-server areas-migrate`` converts it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 
 from qrgate.errors import UserError
 from server.accounts.accounts import Accounts
-from server.areas.areas import AreaDirectory
+from server.areas.areas import CURRENT, LEGACY, AreaDirectory
 from server.audit import AuditLog, register_actions
 from server.web import i18n
 
@@ -30,8 +33,15 @@ i18n.register({}, history={
 @dataclass(frozen=True, slots=True)
 class OfficerArea:
     code: str
-    level: str  # province / district / ward
+    level: str  # province / ward (legacy grants: province / district / ward)
     name: str
+    legacy: bool = False  # an old three-level code, waiting for `areas-migrate`
+
+
+# A venue row is on the legacy map when its area_map says so; any other value (the
+# current map, or a row written without one) is the current map.
+VENUE_IS_LEGACY = "coalesce({alias}.area_map, '') = 'legacy'"
+VENUE_IS_CURRENT = "coalesce({alias}.area_map, '') <> 'legacy'"
 
 
 class Officers:
@@ -41,32 +51,37 @@ class Officers:
         self.storage = storage
         self.areas = areas
         self.clock = clock
-        storage.sql.schema(
+        db = storage.sql
+        existed = db.has_table("area_officers")
+        db.schema(
             """
             CREATE TABLE IF NOT EXISTS area_officers (
                 account_id BIGINT NOT NULL REFERENCES accounts(id), area_code TEXT NOT NULL,
-                granted_ms BIGINT NOT NULL, PRIMARY KEY (account_id, area_code))
+                granted_ms BIGINT NOT NULL, area_map TEXT, PRIMARY KEY (account_id, area_code))
             """
         )
+        if existed and "area_map" not in db.columns("area_officers"):
+            mark_legacy(db, "area_officers", "1 = 1")  # every grant so far holds an old code
 
     def level_of(self, code: str) -> str | None:
-        for level, table in (("province", self.areas.provinces), ("district", self.areas.districts),
-                             ("ward", self.areas.wards)):
-            if code in table:
-                return level
-        return None
+        """``province`` or ``ward`` on the current map (None: no such area)."""
+        return self.areas.level_of(code)
 
     def grant(self, accounts: Accounts, phone: str, area_code: str, audit: AuditLog | None = None,
               by=None) -> OfficerArea:
+        """Make ``phone`` a health officer for a province or commune/ward of the 2025 map
+        (replacing an old grant with the same digits, which meant another place)."""
         level = self.level_of(area_code)
         if level is None:
-            raise UserError(f"no area with code {area_code!r} in the areas file")
+            raise UserError(f"no province or commune with code {area_code!r} on the map"
+                            f" ({self.areas.source}): provinces have 2 digits, communes and wards 5")
         account = accounts.account_for_phone(phone)
         self.storage.sql.execute(
-            "INSERT INTO area_officers (account_id, area_code, granted_ms) VALUES (?, ?, ?)"
-            " ON CONFLICT (account_id, area_code) DO NOTHING",
-            [account.id, area_code, int(self.clock() * 1000)])
-        area = self._area(area_code)
+            "INSERT INTO area_officers (account_id, area_code, granted_ms, area_map) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (account_id, area_code) DO UPDATE SET area_map = excluded.area_map,"
+            " granted_ms = excluded.granted_ms",
+            [account.id, area_code, int(self.clock() * 1000), CURRENT])
+        area = self._area(area_code, CURRENT)
         if audit is not None:
             audit.record("qrgate.officer.granted", account=by, officer=account.phone, area=area.name)
         return area
@@ -74,17 +89,21 @@ class Officers:
     def revoke(self, accounts: Accounts, phone: str, area_code: str, audit: AuditLog | None = None,
                by=None) -> bool:
         account = accounts.account_for_phone(phone)
+        area_map = self.storage.sql.value("SELECT area_map FROM area_officers WHERE account_id = ? AND area_code = ?",
+                                          [account.id, area_code])
         removed = self.storage.sql.execute("DELETE FROM area_officers WHERE account_id = ? AND area_code = ?",
                                            [account.id, area_code])
         if removed and audit is not None:
             audit.record("qrgate.officer.revoked", account=by, officer=account.phone,
-                         area=self._area(area_code).name)
+                         area=self._area(area_code, area_map).name)
         return bool(removed)
 
-    def _area(self, code: str) -> OfficerArea:
+    def _area(self, code: str, area_map: str | None) -> OfficerArea:
+        if area_map == LEGACY:
+            legacy = self.areas.legacy
+            return OfficerArea(code, legacy.level_of(code) or "unknown", legacy.name_of(code) or code, True)
         level = self.level_of(code) or "unknown"
-        table = {"province": self.areas.provinces, "district": self.areas.districts, "ward": self.areas.wards}
-        area = table.get(level, {}).get(code)
+        area = {"province": self.areas.provinces, "ward": self.areas.wards}.get(level, {}).get(code)
         return OfficerArea(code, level, area.name if area else code)
 
     def areas_of(self, account_id: int | None) -> list[OfficerArea]:
@@ -93,28 +112,30 @@ class Officers:
             return []
         # Area codes are digits: the same order under any collation.
         rows = self.storage.sql.rows(
-            "SELECT area_code FROM area_officers WHERE account_id = ? ORDER BY area_code", [account_id])
-        return [self._area(r[0]) for r in rows]
+            "SELECT area_code, area_map FROM area_officers WHERE account_id = ? ORDER BY area_code", [account_id])
+        return [self._area(r[0], r[1]) for r in rows]
 
     def is_officer(self, account_id: int | None) -> bool:
         return bool(self.areas_of(account_id))
 
     def covers(self, account_id: int | None, venue) -> bool:
-        """Is ``venue`` (with .province, .district, .ward) inside one of the account's areas?"""
-        codes = {a.code for a in self.areas_of(account_id)}
-        return bool(codes) and bool(codes & {venue.province, venue.district, venue.ward} - {""})
+        """Is ``venue`` (with .province, .district, .ward, .area_map) inside one of the
+        account's areas, on the map its codes belong to?"""
+        venue_legacy = getattr(venue, "area_map", "") == LEGACY
+        for a in self.areas_of(account_id):
+            if a.legacy == venue_legacy and a.level in ("province", "district", "ward") \
+                    and getattr(venue, a.level, "") == a.code:
+                return True
+        return False
 
     def venue_filter(self, account_id: int | None, alias: str = "v") -> tuple[str, list[str]]:
         """An SQL condition on the venues table (aliased ``alias``) selecting the venues
         this officer covers, with its parameters; matches nothing for a non-officer."""
-        areas = self.areas_of(account_id)
-        if not areas:
-            return "1 = 0", []
         parts, params = [], []
-        for a in areas:
-            column = {"province": "province", "district": "district", "ward": "ward"}.get(a.level)
-            if column:
-                parts.append(f"{alias}.{column} = ?")
+        for a in self.areas_of(account_id):
+            condition = _area_condition(a, alias)
+            if condition:
+                parts.append(condition)
                 params.append(a.code)
         return ("(" + " OR ".join(parts) + ")") if parts else "1 = 0", params
 
@@ -125,7 +146,28 @@ class Officers:
             cond, params = self.venue_filter(account_id, "v")
         else:
             area = next((a for a in self.areas_of(account_id) if a.code == area_code), None)
-            if area is None or area.level not in ("province", "district", "ward"):
+            cond = _area_condition(area, "v") if area is not None else ""
+            if not cond:
                 return []
-            cond, params = f"v.{area.level} = ?", [area.code]
+            params = [area.code]
         return [r[0] for r in self.storage.sql.rows(f"SELECT v.id FROM venues v WHERE {cond} ORDER BY v.id", params)]
+
+
+def mark_legacy(db, table: str, which: str) -> None:
+    """Upgrading from before the 2025 map: add ``area_map`` to ``table`` and mark the rows
+    that exist (``which``: an SQL condition) as holding old codes, in one transaction, so
+    that of several processes starting together only the one that adds the column marks."""
+    with db.transaction(serial=f"schema:{table}"):
+        if "area_map" in db.columns(table):
+            return
+        db.execute(f"ALTER TABLE {table} ADD COLUMN area_map TEXT")
+        db.execute(f"UPDATE {table} SET area_map = ? WHERE {which}", [LEGACY])
+
+
+def _area_condition(area: OfficerArea, alias: str) -> str:
+    """The venues inside one officer area, on the same map (one parameter: the code)."""
+    levels = ("province", "district", "ward") if area.legacy else ("province", "ward")
+    if area.level not in levels:
+        return ""
+    same_map = (VENUE_IS_LEGACY if area.legacy else VENUE_IS_CURRENT).format(alias=alias)
+    return f"({same_map} AND {alias}.{area.level} = ?)"

@@ -1,5 +1,11 @@
-"""The latest check-ins of every venue, masked: the public feed at ``/`` (when the
-server's public_feed is on) and for operators, and its JSON twin ``/api/checkins``."""
+"""Where a visitor lands at ``/``, and the latest check-ins of every venue, masked.
+
+``/`` sends a logged-in account where its work is: a health officer to their area's
+page (today's numbers, the trace box), an operator to the fleet, anyone else to their
+venues. Anonymous visitors see the public feed there when the server's public_feed is
+on. The feed itself is ``/feed`` (operators, or anyone with public_feed) and its JSON
+twin ``/api/checkins``.
+"""
 
 from __future__ import annotations
 
@@ -46,11 +52,27 @@ def api_checkins(svc: Svc, limit: int = Query(50, ge=1, le=500), before_id: int 
     return {"checkins": rows, "next_before_id": rows[-1]["id"] if len(rows) == limit else None}
 
 
+def landing(svc, who: Visitor) -> str:
+    """Where an account's work is: its officer area, else the fleet (operators), else its venues."""
+    if svc.officers.is_officer(who.account.id):
+        return "/area"
+    if who.account.is_operator:
+        return "/fleet"
+    return "/venues"
+
+
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 def index(svc: Svc, request: Request, who: Visitor = Depends(visitor)):
+    if who.account is not None:
+        return RedirectResponse(landing(svc, who), 303)
+    return feed(svc, request, who)
+
+
+@router.get("/feed", response_class=HTMLResponse, include_in_schema=False)
+def feed(svc: Svc, request: Request, who: Visitor = Depends(visitor)):
     show_feed = svc.public_feed or (who.account is not None and who.account.is_operator)
     if who.account and not show_feed:
-        return RedirectResponse("/venues", 303)
+        raise HTTPException(404)
     rows = [_present(r, svc.tz) for r in svc.storage.latest_checkins(100)] if show_feed else []
     return render(request, who, "checkins.html", rows=rows, total=svc.storage.count_checkins() if show_feed else 0,
                   timezone=svc.timezone, show_feed=show_feed)

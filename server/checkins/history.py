@@ -47,6 +47,7 @@ from typing import Any
 
 from qrgate import persons
 from qrgate.masking import mask_id_number, mask_person_name
+from server.phone.devices import phone_labels
 from server.storage.sql import SQLITE, code_point_order, in_list
 from server.checkins.tracing import MAX_VISIT_MS, Visit, visits_from_checkins
 
@@ -69,7 +70,13 @@ _DIGITS = re.compile(r"\d{3,8}", re.ASCII)
 
 
 class HistoryError(ValueError):
-    """A query the caller got wrong (bad cursor, order, limit or search): answer 422."""
+    """A query the caller got wrong (bad cursor, order, limit or search): answer 422.
+    ``key`` names the words a page shows for it (``hist.err.*``); ``str()`` is English,
+    for the API."""
+
+    def __init__(self, message: str, key: str = "hist.err.other"):
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass
@@ -89,14 +96,14 @@ def cursor_at(row: dict) -> str:
 def decode_cursor(cursor: str) -> tuple[int, int]:
     """(wall_ms, id) of a cursor; HistoryError for anything this module did not make."""
     if len(cursor) > 64:
-        raise HistoryError("cursor is not one this server made")
+        raise HistoryError("cursor is not one this server made", "hist.err.cursor")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         wall, row_id = json.loads(raw.decode("ascii"))
     except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
-        raise HistoryError("cursor is not one this server made") from None
+        raise HistoryError("cursor is not one this server made", "hist.err.cursor") from None
     if type(wall) is not int or type(row_id) is not int or not (0 <= row_id < 2**63 and WALL_MIN <= wall <= WALL_MAX):
-        raise HistoryError("cursor is not one this server made")
+        raise HistoryError("cursor is not one this server made", "hist.err.cursor")
     return wall, row_id
 
 
@@ -137,7 +144,7 @@ def parse_search(text: str) -> Search:
     """Read a search box: a whole id number (CCCD, CMND, BHYT code or its 10-digit number),
     3 to 8 last digits of one, or words that start words of a name."""
     if len(text) > MAX_SEARCH:
-        raise HistoryError(f"search is longer than {MAX_SEARCH} characters")
+        raise HistoryError(f"search is longer than {MAX_SEARCH} characters", "hist.err.search_long")
     cleaned = "".join(c for c in text if unicodedata.category(c)[0] != "C").strip()
     if not cleaned:
         return Search("")
@@ -383,9 +390,11 @@ def _add_venue_names(db, rows: list[dict]) -> None:
     if db.has_table("self_stations"):
         condition, params = in_list(db, "station_id", sorted({r["station_id"] for r in rows}))
         self_stations = {r[0] for r in db.rows(f"SELECT station_id FROM self_stations WHERE {condition}", params)}
+    phones = phone_labels(db, [r["station_id"] for r in rows])
     for r in rows:
         r["venue"] = names.get(r["venue_id"], "")
         r["self_declared"] = r["station_id"] in self_stations
+        r["phone"] = phones.get(r["station_id"])  # scanned by a phone: its number and account
 
 
 def quick_reads(storage) -> bool:

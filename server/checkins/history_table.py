@@ -32,6 +32,12 @@ def _words(lang: str) -> dict[str, str]:
     return {key: _esc(i18n.translate(lang, key)) for key in _WORDS}
 
 
+def _masked_phone(phone: str) -> str:
+    """The enrolling account's number with the middle hidden (0912•••419): enough for the
+    venue to tell its staff apart, not a number to call."""
+    return phone[:4] + "•" * max(len(phone) - 7, 0) + phone[-3:] if len(phone) > 7 else phone
+
+
 def _person(r: dict) -> str:
     """The name, id and birth cells of a row (masked or not, as present_checkin left them)."""
     return (f'<td class="name">{_esc(r["name"])}</td><td class="idno">{_esc(r["id_number"])}</td>'
@@ -56,6 +62,13 @@ def scan_rows(items: Iterable[dict], lang: str, officer: bool) -> Markup:
     """``<tr>`` per check-in (server.checkins.views.present_checkin): time, venue,
     direction, person, card and station."""
     w = _words(lang)
+    names: dict[str, str] = {}
+
+    def cards(kind: str) -> str:
+        """A card kind as words (CCCD, Thẻ BHYT...), escaped once per kind."""
+        if kind not in names:
+            names[kind] = _esc(i18n.card_name(lang, kind))
+        return names[kind]
 
     def cells(r: dict) -> str:
         if r["time_corrected"]:
@@ -64,13 +77,16 @@ def scan_rows(items: Iterable[dict], lang: str, officer: bool) -> Markup:
             time_attr, tag = ("" if r["clock_synced"] else ' class="unsynced"'), ""
         if r["self_declared"]:
             station = f'<span class="tag self">{w["checkins.self"]}</span>'
-        else:
-            station = f'{_esc(r["station_id"])}#{_esc(r["seq"])}'
+        elif r.get("phone"):  # a phone scanning as a station, and whose account enrolled it
+            station = _esc(i18n.translate(lang, "checkins.phone", number=r["phone"]["number"],
+                                          account=_masked_phone(r["phone"]["account_phone"])))
+        else:  # the station by the name it was given, not "gate-1#30"
+            station = _esc(r["station_id"])
         direction = r["direction"]
         return (f'<td{time_attr}><time datetime="{_esc(r["time"])}">{_esc(r["time_text"])}</time>{tag}</td>'
                 f'<td class="wrap venue">{_esc(r["venue"])}</td>'
                 f'<td class="dir-{_esc(direction)}">{w["checkins.in"] if direction == "in" else w["checkins.out"]}</td>'
-                f'{_person(r)}<td>{_esc(r["kind"])}</td><td>{station}</td>')
+                f'{_person(r)}<td>{cards(r["kind"])}</td><td>{station}</td>')
 
     return _rows(items, w, officer, cells, 9)
 

@@ -1,6 +1,6 @@
 """Web pages and JSON API of the scan history (F15): ``/history`` (every venue the
-visitor may see, with a venue and area filter), ``/venues/{id}/checkins`` (one venue)
-and ``/api/history``.
+visitor may see, or the several or one of them chosen, or an area),
+``/venues/{id}/checkins`` (one venue) and ``/api/history``.
 
 Who sees what (docs/history.md, server/checkins/scope.py): venue members see their
 venues' check-ins masked; health officers see the check-ins of venues inside their areas
@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from server.checkins import history_table
 from server.checkins.history import HistoryError
-from server.checkins.query import answer, history_params, keep_query, read_history
+from server.checkins.query import ID_SEARCHES_PER_HOUR, answer, history_params, keep_query, read_history, venue_numbers
 from server.checkins.scope import Scope, scope_of
 from server.web import i18n
 from server.web.deps import Services, Svc, Visitor, logged_in
@@ -35,6 +35,8 @@ i18n.register({
     "hist.title": ("Lịch sử quét", "Scan history"),
     "hist.venue_title": ("Lịch sử quét: {venue}", "Scan history: {venue}"),
     "hist.venue": ("Địa điểm", "Venue"),
+    "hist.venues": ("Địa điểm (chọn một, vài hoặc để trống: tất cả)", "Venues (one, several, or none: all)"),
+    "hist.venues_chosen": ("{n} địa điểm đã chọn", "{n} venues chosen"),
     "hist.all_venues": ("Tất cả địa điểm", "All venues"),
     "hist.venue_number": ("Mã địa điểm (số)", "Venue number"),
     "hist.area": ("Khu vực", "Area"),
@@ -64,25 +66,26 @@ i18n.register({
     "hist.minutes": ("Thời lượng (phút)", "Minutes"),
     "hist.estimated": ("ước tính", "estimated"),
     "hist.trace": ("Truy vết", "Trace"),
-    "hist.error": ("Bộ lọc không hợp lệ: {detail}", "The filter is not valid: {detail}"),
 })
 
 
-def history_page(svc: Services, request: Request, who: Visitor, *, fixed_venue: int | None, venue: int | None,
+def history_page(svc: Services, request: Request, who: Visitor, *, fixed_venue: int | None, venues: list[str],
                  area: str, date_from: str, date_to: str, q: str, order: str, after: str | None,
                  before: str | None, view: str, limit: int):
-    venue = fixed_venue if fixed_venue is not None else venue
-    filters = {"venue": venue, "area": area, "from": date_from, "to": date_to, "q": q, "order": order,
-               "view": view, "limit": limit}
     title_venue = svc.venues.get(fixed_venue) if fixed_venue is not None else None
+    filters = {"venues": [], "area": area, "from": date_from, "to": date_to, "q": q, "order": order,
+               "view": view, "limit": limit}
     try:
-        data = read_history(svc, who, venue=venue, area=area, date_from=date_from, date_to=date_to, q=q,
+        chosen = [fixed_venue] if fixed_venue is not None else venue_numbers(venues)
+        filters["venues"] = chosen
+        data = read_history(svc, who, venues=chosen, area=area, date_from=date_from, date_to=date_to, q=q,
                             order=order, after=after, before=before, view=view, limit=limit,
                             venue_names=fixed_venue is None)
     except HistoryError as exc:
         scope = scope_of(svc, who, names=fixed_venue is None)
         status = getattr(exc, "status", 422)  # 429: too many searches by id number
-        return render(request, who, "history_list.html", status, error=str(exc), filters=filters,
+        error = i18n.translate(who.lang, exc.key, n=ID_SEARCHES_PER_HOUR)
+        return render(request, who, "history_list.html", status, error=error, filters=filters,
                       items=[], table=table_of(view, [], who.lang, scope), scope=scope, prev_cursor=None,
                       next_cursor=None, unmasked_rows=0, partial_search=False, title_venue=title_venue,
                       base_path=request.url.path, keep_query=keep_query)
@@ -98,13 +101,13 @@ def table_of(view: str, items: list[dict], lang: str, scope: Scope):
 
 @router.get("/history", response_class=HTMLResponse, include_in_schema=False)
 async def history_all(svc: Svc, request: Request, who: Visitor = Depends(logged_in),
-                      venue: str = history_params["venue"], area: str = history_params["area"],
+                      venue: list[str] = history_params["venue"], area: str = history_params["area"],
                       date_from: str = history_params["date_from"], date_to: str = history_params["date_to"],
                       q: str = history_params["q"], order: str = history_params["order"],
                       after: str | None = history_params["after"], before: str | None = history_params["before"],
                       view: str = history_params["view"], limit: int = history_params["limit"]):
     return await answer(svc, who, bool(q) or view != "rows", history_page, svc, request, who, fixed_venue=None,
-                        venue=int(venue) if venue else None, area=area, date_from=date_from, date_to=date_to,
+                        venues=venue, area=area, date_from=date_from, date_to=date_to,
                         q=q, order=order, after=after, before=before, view=view, limit=limit)
 
 
@@ -117,18 +120,19 @@ async def history_venue(svc: Svc, request: Request, venue_id: int, who: Visitor 
     if venue_id > 2**62:
         raise HTTPException(404)
     return await answer(svc, who, bool(q) or view != "rows", history_page, svc, request, who,
-                        fixed_venue=venue_id, venue=None, area="", date_from=date_from, date_to=date_to, q=q,
+                        fixed_venue=venue_id, venues=[], area="", date_from=date_from, date_to=date_to, q=q,
                         order=order, after=after, before=before, view=view, limit=limit)
 
 
 @router.get("/api/history", tags=["history"])
-async def api_history(svc: Svc, who: Visitor = Depends(logged_in), venue: str = history_params["venue"],
+async def api_history(svc: Svc, who: Visitor = Depends(logged_in), venue: list[str] = history_params["venue"],
                       area: str = history_params["area"], date_from: str = history_params["date_from"],
                       date_to: str = history_params["date_to"], q: str = history_params["q"],
                       order: str = history_params["order"], after: str | None = history_params["after"],
                       before: str | None = history_params["before"], view: str = history_params["view"],
                       limit: int = history_params["limit"]):
-    """Check-ins (or visits) of the venues you may see, one keyset page at a time.
+    """Check-ins (or visits) of the venues you may see (``venue`` repeated: only those),
+    one keyset page at a time.
 
     Rows are masked except at venues inside your health-officer areas (``full``: true);
     a page holding such rows is written to the audit trail. ``next_cursor`` goes on
@@ -137,7 +141,7 @@ async def api_history(svc: Svc, who: Visitor = Depends(logged_in), venue: str = 
     over rows shown masked is audited, at most 20 an hour per account (then 429)."""
     try:
         data = await answer(svc, who, bool(q) or view != "rows", read_history, svc, who,
-                            venue=int(venue) if venue else None, area=area, date_from=date_from,
+                            venues=venue_numbers(venue), area=area, date_from=date_from,
                             date_to=date_to, q=q, order=order, after=after, before=before, view=view,
                             limit=limit)
     except HistoryError as exc:

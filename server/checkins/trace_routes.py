@@ -21,8 +21,8 @@ from pydantic import BaseModel, Field
 
 from server.checkins.query import TRACE_LOOKUPS_PER_HOUR, trace_lookup_allowed
 from server.checkins.scope import Scope, scope_of
-from server.checkins.traces import (TraceInputError, checkin_card, person_from_card, person_from_checkin, run_trace,
-                                    trace_from_form)
+from server.checkins.traces import (TraceInputError, area_contacts, checkin_card, person_from_card,
+                                    person_from_checkin, run_trace, trace_from_form)
 from server.web import i18n
 from server.web.deps import Services, Svc, Visitor, logged_in, logged_in_csrf
 from server.web.pages import render
@@ -61,6 +61,20 @@ i18n.register({
     "trace.first": ("Lần đầu tiếp xúc", "First contact"),
     "trace.again": ("Truy vết người này", "Trace this person"),
     "trace.error": ("Không truy vết được: {detail}", "Cannot trace: {detail}"),
+    "trace.contact": ("Người liên hệ của địa điểm", "Venue contact person"),
+    "trace.box": ("Truy vết nhanh", "Quick trace"),
+    "area.today": ("Hôm nay", "Today"),
+    "area.today_scans": ("{scans} lượt quét tại {active}/{registered} địa điểm", "{scans} scans at {active} of {registered} venues"),
+    "area.legacy": ("Địa giới cũ (trước 01/07/2025): cần chuyển đổi", "Old map (before 1 July 2025): to be converted"),
+    "area.dashboard": ("Số liệu khu vực", "Area dashboard"),
+    "area.contacts": ("Người liên hệ của các địa điểm", "Venues' contact persons"),
+    "area.contacts_more": ("Hiện {shown} trên {total} địa điểm có người liên hệ.", "Showing {shown} of {total} venues with a contact person."),
+    "area.my_venues": ("Địa điểm của tôi", "My venues"),
+    "trace.csv.rank": ("Hạng", "Rank"),
+    "trace.csv.kind": ("Loại giấy tờ", "Card"),
+    "trace.csv.minutes": ("Số phút chung", "Minutes together"),
+    "trace.csv.venues": ("Địa điểm", "Venues"),
+    "trace.csv.first": ("Lần đầu tiếp xúc", "First contact"),
     "trace.limited": ("Bạn đã mở quá {count} lượt truy vết từ lượt quét trong một giờ; hãy thử lại sau.",
                       "You opened more than {count} traces from check-ins in an hour; try again later."),
 })
@@ -88,14 +102,34 @@ def require_officer(svc: Services, who: Visitor) -> Scope:
 # -- officers: areas ---------------------------------------------------------------------------
 
 def areas_of(svc: Services, who: Visitor, scope: Scope) -> list[dict]:
-    return [{"code": a.code, "name": a.name, "level": a.level,
+    return [{"code": a.code, "name": a.name, "level": a.level, "legacy": a.legacy,
              "venues": len(svc.officers.venue_ids(who.account.id, a.code))} for a in scope.areas]
+
+
+def today_numbers(svc: Services, areas: list[dict]) -> None:
+    """Today's numbers of each area on the 2025 map (venues, venues with scans, scans)."""
+    from server.reports.dashboard import area_dashboard
+
+    today = dt.datetime.fromtimestamp(svc.clock(), svc.tz).date()
+    for a in areas:
+        a["today"] = None if a["legacy"] else area_dashboard(svc.storage, svc.areas, a["code"], today, today,
+                                                             svc.tz)["totals"]
+
+
+AREA_CONTACTS_SHOWN = 200
 
 
 @router.get("/area", response_class=HTMLResponse, include_in_schema=False)
 def area_home(svc: Svc, request: Request, who: Visitor = Depends(logged_in)):
+    """Where an officer lands: their areas with today's numbers, the trace box and the
+    venues' contact persons."""
     scope = require_officer(svc, who)
-    return render(request, who, "area_home.html", areas=areas_of(svc, who, scope))
+    areas = areas_of(svc, who, scope)
+    today_numbers(svc, areas)
+    contacts = area_contacts(svc.storage, scope.full_ids)
+    return render(request, who, "area_home.html", areas=areas, form=trace_form_defaults(svc),
+                  contacts=contacts[:AREA_CONTACTS_SHOWN], contacts_total=len(contacts),
+                  has_venues=bool(svc.venues.for_account(who.account.id)))
 
 
 @router.get("/api/area", tags=["tracing"])
@@ -176,14 +210,19 @@ def trace_csv(svc: Svc, who: Visitor = Depends(logged_in_csrf), checkin: str = f
         result = trace_from_form(svc, who, scope, form, "csv")
     except TraceInputError as exc:
         raise HTTPException(422, str(exc)) from None
-    return trace_csv_response(svc, result)
+    return trace_csv_response(svc, result, who.lang)
 
 
-def trace_csv_response(svc: Services, result: dict) -> StreamingResponse:
+def trace_csv_response(svc: Services, result: dict, lang: str) -> StreamingResponse:
+    """The ranked contacts as CSV, in the visitor's language (Vietnamese by default)."""
     from server.reports.export import csv_stream
 
-    columns = ("rank", "name", "id_number", "kind", "birth", "minutes_together", "venues", "first_contact")
-    rows = ([c["rank"], c["name"], c["id_number"], c["kind"], c["birth"], c["overlap_minutes"],
+    def t(key: str) -> str:
+        return i18n.translate(lang, key)
+
+    columns = (t("trace.csv.rank"), t("checkins.name"), t("checkins.id"), t("trace.csv.kind"), t("checkins.birth"),
+               t("trace.csv.minutes"), t("trace.csv.venues"), t("trace.csv.first"))
+    rows = ([c["rank"], c["name"], c["id_number"], i18n.card_name(lang, c["kind"]), c["birth"], c["overlap_minutes"],
              "; ".join(c["venue_names"]), c["first_text"]] for c in result["contacts"])
     day = dt.datetime.fromtimestamp(result["from_ms"] / 1000, svc.tz).strftime("%Y%m%d")
     return StreamingResponse(csv_stream(columns, rows), media_type="text/csv; charset=utf-8",
@@ -207,5 +246,5 @@ def api_trace(svc: Svc, body: TraceBody, who: Visitor = Depends(logged_in_csrf),
     except TraceInputError as exc:
         return JSONResponse({"detail": str(exc)}, 422)
     if format == "csv":
-        return trace_csv_response(svc, result)
+        return trace_csv_response(svc, result, who.lang)
     return result

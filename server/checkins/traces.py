@@ -33,7 +33,7 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 
 
 class TraceInputError(ValueError):
-    """A trace request that cannot be run as asked; the message says why."""
+    """A trace request that cannot be run as asked; the message (Vietnamese) says why."""
 
 
 # -- whom to trace -------------------------------------------------------------------------
@@ -53,13 +53,13 @@ def checkin_card(storage, checkin_id: int) -> tuple:
 
 def person_from_card(kind: str | None, id_number: str, name: str, birth: str) -> str:
     if kind not in CARD_KINDS:
-        raise TraceInputError("choose the card kind")
+        raise TraceInputError("hãy chọn loại giấy tờ")
     compact = id_number.replace(" ", "").replace(".", "").upper()
     if not _ID_TEXT.fullmatch(compact):
-        raise TraceInputError("the id number must be 3 to 20 letters, digits or *")
+        raise TraceInputError("số giấy tờ gồm 3 đến 20 chữ cái, chữ số hoặc dấu *")
     if kind == "national" and not (compact.isdigit() and len(compact) == 12) and not (name.strip() and birth):
-        raise TraceInputError("a national QR with a masked id needs the name and birth date as scanned; "
-                              "or start the trace from one of the person's check-ins")
+        raise TraceInputError("mã QR cá nhân có số bị che cần họ tên và ngày sinh như khi quét;"
+                              " hoặc bắt đầu truy vết từ một lượt quét của người này")
     return persons.person_key(kind, compact, name, birth.strip())
 
 
@@ -70,9 +70,9 @@ def run_trace(svc: Services, who: Visitor, scope: Scope, person_key: str, date_f
     """Trace ``person_key`` over the days [date_from, date_to] inside the officer's
     areas, audited with ``purpose`` ("page", "csv" or "json"); the answer as shown."""
     if date_to < date_from:
-        raise TraceInputError("the last day is before the first")
+        raise TraceInputError("ngày cuối trước ngày đầu")
     if (date_to - date_from).days + 1 > MAX_TRACE_DAYS:
-        raise TraceInputError(f"trace at most {MAX_TRACE_DAYS} days at once")
+        raise TraceInputError(f"mỗi lần truy vết tối đa {MAX_TRACE_DAYS} ngày")
     tz = svc.tz
     since = int(dt.datetime.combine(date_from, dt.time(), tz).timestamp() * 1000)
     until = int(dt.datetime.combine(date_to, dt.time(), tz).timestamp() * 1000) + DAY_MS
@@ -97,8 +97,10 @@ def present_trace(svc: Services, scope: Scope, person_key: str, result: dict) ->
         at = local_time(ms, tz)
         return at.strftime("%d/%m/%Y %H:%M") if at else INVALID_TIME
 
+    contacts_of = venue_contacts(storage, sorted({v["venue_id"] for v in result["visits"]}))
     visits = [{**v, "venue": names.get(v["venue_id"], ""), "start_text": when(v["start_ms"]),
-               "end_text": when(v["end_ms"]), "minutes": round((v["end_ms"] - v["start_ms"]) / 60000)}
+               "end_text": when(v["end_ms"]), "minutes": round((v["end_ms"] - v["start_ms"]) / 60000),
+               "contact": contacts_of.get(v["venue_id"])}
               for v in result["visits"]]
     contacts = [{**c, "rank": i + 1, "venue_names": [names.get(v, "") for v in c["venues"]],
                  "first_text": when(c["first_contact_ms"])} for i, c in enumerate(result["contacts"])]
@@ -107,6 +109,31 @@ def present_trace(svc: Services, scope: Scope, person_key: str, result: dict) ->
     return {"person_key": person_key, "person": person, "from_ms": result["from_ms"], "to_ms": result["to_ms"],
             "margin_minutes": result["margin_s"] // 60, "stay_minutes": result["default_stay_s"] // 60,
             "visits": visits, "visits_elsewhere": result["visits_elsewhere"], "contacts": contacts}
+
+
+def venue_contacts(storage, venue_ids) -> dict[int, dict]:
+    """The contact person (name, role, phone) of each of these venues that has one, in
+    full: only officers tracing inside their areas, and the venues' own managers, see it."""
+    db = storage.sql
+    if not venue_ids or "contact_name" not in db.columns("venues"):
+        return {}
+    condition, params = in_list(db, "id", list(venue_ids))
+    return {r[0]: {"name": r[1], "role": r[2] or "", "phone": r[3] or ""} for r in db.rows(
+        f"SELECT id, contact_name, contact_role, contact_phone FROM venues WHERE {condition}"
+        " AND coalesce(contact_name, '') <> ''", params)}
+
+
+def area_contacts(storage, venue_ids) -> list[dict]:
+    """The venues (of an officer's areas) with a contact person, by name."""
+    db = storage.sql
+    if not venue_ids or "contact_name" not in db.columns("venues"):
+        return []
+    condition, params = in_list(db, "id", sorted(venue_ids))
+    rows = db.rows(f"SELECT id, name, contact_name, contact_role, contact_phone FROM venues WHERE {condition}"
+                   " AND coalesce(contact_name, '') <> ''", params)
+    rows.sort(key=lambda r: ((r[1] or "").casefold(), r[0]))
+    return [{"venue_id": r[0], "venue": r[1] or "", "name": r[2], "role": r[3] or "", "phone": r[4] or ""}
+            for r in rows]
 
 
 def _latest_card(storage, person_key: str, venue_ids: frozenset[int]) -> tuple | None:
@@ -129,15 +156,15 @@ def trace_from_form(svc: Services, who: Visitor, scope: Scope, form: dict, purpo
     days = []
     for key in ("from", "to"):
         if not _DATE.fullmatch(form[key]):
-            raise TraceInputError("dates must look like 2026-09-21")
+            raise TraceInputError("hãy chọn ngày trong lịch")
         try:
             days.append(dt.date.fromisoformat(form[key]))
         except ValueError:
-            raise TraceInputError("that date does not exist") from None
+            raise TraceInputError("ngày này không có thật") from None
     try:
         margin, stay = int(form["margin"]), int(form["stay"])
     except ValueError:
-        raise TraceInputError("margin and stay are whole minutes") from None
+        raise TraceInputError("khoảng đệm và thời gian ở là số phút nguyên") from None
     if not (0 <= margin <= 240 and 5 <= stay <= 1440):
-        raise TraceInputError("margin is 0 to 240 minutes, stay 5 to 1440")
+        raise TraceInputError("khoảng đệm từ 0 đến 240 phút, thời gian ở từ 5 đến 1440 phút")
     return run_trace(svc, who, scope, person_key, days[0], days[1], margin, stay, purpose)

@@ -88,6 +88,7 @@ def present_checkin(row: dict[str, Any], tz: ZoneInfo, full: bool) -> dict[str, 
         "time": time_iso, "time_text": time_text, "wall_ms": row["wall_ms"],
         "clock_synced": bool(row["clock_synced"]), "time_corrected": bool(row["time_corrected"]),
         "self_declared": bool(row.get("self_declared")),
+        "phone": row.get("phone"),
     }
 
 

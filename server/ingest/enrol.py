@@ -35,6 +35,9 @@ MAX_MINUTES = 60
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,40}$")
 
 
+VENUE_CLOSED = "Địa điểm đã đóng cửa: hãy mở lại địa điểm trước khi cài đặt trạm mới."
+
+
 class EnrolError(QrgateError, ValueError):
     """A refused enrolment; ``status`` is the HTTP status to answer with."""
 
@@ -82,6 +85,8 @@ class Enrolment:
             raise UserError(f"an enrolment code lives 1-{MAX_MINUTES} minutes, not {minutes}")
         if not is_row_id(venue_id) or self.storage.sql.one("SELECT 1 FROM venues WHERE id = ?", [venue_id]) is None:
             raise UserError(f"no venue with id {venue_id}")
+        if self._closed(venue_id):
+            raise UserError(VENUE_CLOSED)
         # Hex: a technician may type it into a shell, where a token starting with '-' (one
         # in 64 of URL-safe base64) reads as an option (`enroll --token -x...` failed).
         token = secrets.token_hex(24)
@@ -91,6 +96,12 @@ class Enrolment:
             " VALUES (?, ?, ?, ?, NULL, NULL, ?)",
             [_hash(token), venue_id, now_ms, now_ms + int(minutes * 60_000), created_by])
         return token
+
+    def _closed(self, venue_id: int) -> bool:
+        """A closed venue (server/venues/venues.py) takes no new stations."""
+        db = self.storage.sql
+        return "closed_ms" in db.columns("venues") and db.value(
+            "SELECT closed_ms FROM venues WHERE id = ?", [venue_id]) is not None
 
     def enrol(self, request: Any, *, now_ms: int | None = None) -> dict[str, Any]:
         """Run the server side of the handshake; EnrolError if refused."""
@@ -121,6 +132,9 @@ class Enrolment:
             raise EnrolError(403, "this enrolment code was already used: ask for a new one")
         if now_ms > expires_ms:
             raise EnrolError(403, "this enrolment code has expired: ask for a new one")
+        if self._closed(venue_id):
+            raise EnrolError(403, "the venue of this enrolment code is closed: reopen it, or ask for a code of"
+                                  " another venue")
         station_id = self._station_id(name)
         # Spend the token first and only once, even if two stations race with it.
         spent = db.execute("UPDATE enrol_tokens SET used_ms = ?, station_id = ? WHERE token_hash = ? AND used_ms IS NULL",

@@ -3,6 +3,10 @@
 Stations publish a retained status message on connect and a heartbeat every minute
 (online, outbox backlog, clock state, firmware); the broker publishes their last will
 (``online: false``) when a connection dies. The bridge records them here.
+
+The self check-in source of a venue (server.selfcheckin: the server signs what people
+declare on the poster's page) is stored as a pseudo-station but is not part of the
+fleet: it never connects, cannot be moved or retired, and is left out of ``rows``.
 """
 
 from __future__ import annotations
@@ -67,13 +71,16 @@ class Fleet:
     def rows(self, now_ms: int | None = None) -> list[dict[str, Any]]:
         """Every station with its venue and last known state, for the fleet page."""
         now_ms = now_ms or int(time.time() * 1000)
-        rows = self.storage.sql.rows(
+        db = self.storage.sql
+        not_self = (" WHERE s.station_id NOT IN (SELECT station_id FROM self_stations)"
+                    if db.has_table("self_stations") else "")
+        rows = db.rows(
             "SELECT s.station_id, s.status, s.venue_id, v.name, t.online, t.backlog, t.clock_synced, t.fw,"
             " t.fault, t.last_seen_ms FROM stations s JOIN venues v ON v.id = s.venue_id"
-            " LEFT JOIN station_status t ON t.station_id = s.station_id"
+            f" LEFT JOIN station_status t ON t.station_id = s.station_id{not_self}"
             # Station ids in code-point order on every engine (PostgreSQL would use the
             # database's collation, where "gate-9" and "gate1" may swap).
-            f" ORDER BY {code_point_order(self.storage.sql, 's.station_id')}"
+            f" ORDER BY {code_point_order(db, 's.station_id')}"
         )
         out = []
         for r in rows:
@@ -86,12 +93,22 @@ class Fleet:
             })
         return out
 
+    def self_checkin_venues(self) -> int:
+        """How many venues take self check-ins (each has a pseudo-station, not in ``rows``)."""
+        db = self.storage.sql
+        return db.value("SELECT count(*) FROM self_stations", [], 0) if db.has_table("self_stations") else 0
+
+    def is_self_checkin(self, station_id: str) -> bool:
+        db = self.storage.sql
+        return db.has_table("self_stations") and db.one(
+            "SELECT 1 FROM self_stations WHERE station_id = ?", [station_id]) is not None
+
     def venue_choices(self) -> list[dict[str, Any]]:
         """Every venue a station may be moved to: id and name, by name."""
         return self.storage.sql.dicts("SELECT id, name FROM venues ORDER BY name")
 
     def reassign(self, station_id: str, venue_id: int) -> None:
-        if self.storage.station(station_id) is None:
+        if self.storage.station(station_id) is None or self.is_self_checkin(station_id):
             raise UserError(f"no station {station_id!r}")
         if not is_row_id(venue_id) or self.storage.sql.one("SELECT 1 FROM venues WHERE id = ?", [venue_id]) is None:
             raise UserError(f"no venue with id {venue_id}")
@@ -106,7 +123,7 @@ class Fleet:
         connection it has open, so it cannot send or read anything more, nor log in.
         """
         info = self.storage.station(station_id)
-        if info is None:
+        if info is None or self.is_self_checkin(station_id):
             raise UserError(f"no station {station_id!r}")
         if info.status == "retired":
             raise UserError(f"station {station_id} is already retired")

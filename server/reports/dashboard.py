@@ -1,6 +1,10 @@
 """Area dashboards: venues registered, venues with scans and scans per local day, per
-province / district / ward and per venue, read from the daily roll-up of the check-ins
-that server.reports.rollup keeps (see there, and docs/dashboards.md).
+province and commune/ward of the 2025 map and per venue, read from the daily roll-up of
+the check-ins that server.reports.rollup keeps (see there, and docs/dashboards.md).
+
+Venues whose area is still an old three-level code (server/areas/areas.py) are not on
+the 2025 map: the country's dashboard counts them apart, as one row "not converted yet",
+until ``qrgate-server areas-migrate`` moves them.
 """
 
 from __future__ import annotations
@@ -11,17 +15,20 @@ from zoneinfo import ZoneInfo
 
 from qrgate.errors import UserError
 from server.areas.areas import Area, AreaDirectory
+from server.areas.officers import VENUE_IS_CURRENT, VENUE_IS_LEGACY
 from server.reports.rollup import DAY_MS, day_number, day_of_number, ensure_rollup
 
 MAX_PERIOD_DAYS = 366
 EARLIEST_DAY = dt.date(2000, 1, 1)
 MAX_VENUE_ROWS = 1000  # venues listed on one ward's dashboard (the busiest first)
-LEVELS = ("country", "province", "district", "ward", "venue")
+LEVELS = ("country", "province", "ward", "venue")
+CURRENT_MAP = VENUE_IS_CURRENT.format(alias="v")
 _ASCII_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 class DashboardError(UserError):
-    """A request the dashboards cannot answer: an unknown area or a period out of bounds."""
+    """A request the dashboards cannot answer: an unknown area or a period out of bounds
+    (the message, in Vietnamese, is shown on the page and in the API's ``detail``)."""
 
 
 class UnknownArea(DashboardError, LookupError):
@@ -40,11 +47,11 @@ class Period:
 
     def __post_init__(self):
         if self.until < self.since:
-            raise DashboardError("the period ends before it starts")
+            raise DashboardError("ngày cuối trước ngày đầu")
         if self.since < EARLIEST_DAY:
-            raise DashboardError(f"the period must not start before {EARLIEST_DAY.isoformat()}")
+            raise DashboardError(f"khoảng thời gian không được bắt đầu trước ngày {EARLIEST_DAY:%d/%m/%Y}")
         if self.length > MAX_PERIOD_DAYS:
-            raise DashboardError(f"the period is at most {MAX_PERIOD_DAYS} days, not {self.length}")
+            raise DashboardError(f"tối đa {MAX_PERIOD_DAYS} ngày, không phải {self.length} ngày")
 
     @property
     def length(self) -> int:
@@ -70,37 +77,25 @@ class Period:
 
 
 def area_level(areas: AreaDirectory, code: str) -> str | None:
-    for level, table in (("province", areas.provinces), ("district", areas.districts), ("ward", areas.wards)):
-        if code in table:
-            return level
-    return None
+    return areas.level_of(code)
 
 
 def area_path(areas: AreaDirectory, code: str) -> list[tuple[str, Area]]:
-    """(level, area) from the province down to ``code``; UnknownArea if not in the file."""
-    level = area_level(areas, code)
-    if level is None:
-        raise UnknownArea(f"no area with code {code[:40]!r}")
-    path: list[tuple[str, Area]] = []
-    current: str | None = code
-    while current:
-        level = area_level(areas, current)
-        if level is None or len(path) > 3:
-            break
-        area = {"province": areas.provinces, "district": areas.districts, "ward": areas.wards}[level][current]
-        path.append((level, area))
-        current = area.parent
-    return list(reversed(path))
+    """(level, area) from the province down to ``code``; UnknownArea if not on the map."""
+    level = areas.level_of(code)
+    if level == "province":
+        return [("province", areas.provinces[code])]
+    if level == "ward":
+        ward = areas.wards[code]
+        return [("province", areas.provinces[ward.parent]), ("ward", ward)]
+    raise UnknownArea(f"no area with code {code[:40]!r}")
 
 
 def _children(areas: AreaDirectory, level: str, code: str | None) -> tuple[str, list[Area]]:
-    """The child level's venue column and its areas in the file's order."""
+    """The child level's venue column and its areas in the map's order."""
     if level == "country":
         return "province", list(areas.provinces.values())
     if level == "province":
-        districts = areas.districts_of(code)
-        return ("district", districts) if districts else ("ward", areas.wards_of(code))
-    if level == "district":
         return "ward", areas.wards_of(code)
     return "venue", []
 
@@ -132,7 +127,7 @@ def area_dashboard(storage, areas: AreaDirectory, area_code: str | None, since_d
         level = path[-1][0]
     offset_s = ensure_rollup(storage, tz)
     area = path[-1][1] if path else None
-    where, params = ("1 = 1", []) if area is None else (f"v.{level} = ?", [area.code])
+    where, params = (CURRENT_MAP, []) if area is None else (f"{CURRENT_MAP} AND v.{level} = ?", [area.code])
     child_level, child_areas = _children(areas, level, area.code if area else None)
     db = storage.sql
     end_ms = period.end_ms(offset_s)
@@ -162,9 +157,15 @@ def area_dashboard(storage, areas: AreaDirectory, area_code: str | None, since_d
                 "venues_with_scans": sum(activity.get(c, (0, 0))[0] for c in stray_codes),
                 "scans": sum(activity.get(c, (0, 0))[1] or 0 for c in stray_codes),
             })
+        if area is None:
+            legacy = _legacy_row(db, period, end_ms)
+            if legacy is not None:
+                children.append(legacy)
+    # The country's days count every venue, converted or not, as its rows do.
+    day_where = "1 = 1" if area is None else where
     per_day = {r[0]: (r[1], r[2]) for r in db.rows(
         "SELECT d.day, sum(d.scans), count(*) FROM dashboard_daily d JOIN venues v ON v.id = d.venue_id"
-        f" WHERE d.day BETWEEN ? AND ? AND d.scans > 0 AND {where} GROUP BY d.day",
+        f" WHERE d.day BETWEEN ? AND ? AND d.scans > 0 AND {day_where} GROUP BY d.day",
         [period.first, period.last, *params])}
     totals = {key: sum(c[key] for c in children) for key in ("venues_registered", "venues_with_scans", "scans")}
     listed = len(children)
@@ -181,6 +182,21 @@ def area_dashboard(storage, areas: AreaDirectory, area_code: str | None, since_d
         "children_total": listed,  # before the cut at MAX_VENUE_ROWS venues
         "days": _days(period, per_day),
     }
+
+
+def _legacy_row(db, period: Period, end_ms: int) -> dict | None:
+    """Venues still on old codes, as one row of the country (code None, ``legacy``)."""
+    legacy = VENUE_IS_LEGACY.format(alias="v")
+    registered = db.value(f"SELECT count(*) FROM venues v WHERE {legacy} AND coalesce(v.created_ms, 0) < ?",
+                          [end_ms], 0)
+    row = db.one(f"SELECT count(DISTINCT d.venue_id), sum(d.scans) FROM venues v JOIN dashboard_daily d"
+                 f" ON d.venue_id = v.id AND d.day BETWEEN ? AND ? AND d.scans > 0 WHERE {legacy}",
+                 [period.first, period.last])
+    active, scans = (row[0] or 0, row[1] or 0) if row else (0, 0)
+    if not registered and not active:
+        return None
+    return {"code": None, "name": "", "legacy": True, "venues_registered": registered, "venues_with_scans": active,
+            "scans": scans}
 
 
 def _venue_children(db, where: str, params: list, period: Period, end_ms: int) -> list[dict]:
@@ -211,12 +227,14 @@ def venue_dashboard(storage, areas: AreaDirectory, venue_id: int, since_day: dt.
     period = Period(since_day, until_day)
     offset_s = ensure_rollup(storage, tz)
     db = storage.sql
-    row = db.one("SELECT id, name, kind, province, district, ward FROM venues WHERE id = ?", [venue_id])
+    row = db.one("SELECT v.id, v.name, v.kind, v.province, v.district, v.ward, v.area_map FROM venues v"
+                 " WHERE v.id = ?", [venue_id])
     if row is None:
         raise UnknownArea(f"no venue {venue_id}")
     path = []
-    for code in (row[5], row[4], row[3]):
-        if code and area_level(areas, code):
+    legacy = row[6] == "legacy"
+    for code in (row[5], row[3]):
+        if not legacy and code and area_level(areas, code):
             path = area_path(areas, code)
             break
     per_day = {r[0]: (r[1], 1) for r in db.rows(
@@ -225,7 +243,7 @@ def venue_dashboard(storage, areas: AreaDirectory, venue_id: int, since_day: dt.
     days = _days(period, per_day)
     return {
         "venue": {"id": row[0], "name": row[1] or "", "kind": row[2] or "", "province": row[3] or "",
-                  "district": row[4] or "", "ward": row[5] or ""},
+                  "district": row[4] or "", "ward": row[5] or "", "area_needs_conversion": legacy},
         "path": [_describe(lvl, a) for lvl, a in path],
         "period": period.as_dict(),
         "time_zone": tz.key,

@@ -51,10 +51,16 @@ i18n.register({
     "dash.show": ("Xem", "Show"),
     "dash.period_text": ("Từ {since} đến {until} ({days} ngày)", "{since} to {until} ({days} days)"),
     "dash.tz": ("Ngày tính theo giờ {tz} (UTC{offset}).", "Days are counted in {tz} time (UTC{offset})."),
+    "dash.tz_vn": ("Ngày tính theo giờ Việt Nam (UTC{offset}).", "Days are counted in Vietnam time (UTC{offset})."),
     "dash.unknown_area": ("Chưa rõ khu vực", "Area not known"),
     "dash.level.province": ("Tỉnh/thành phố", "Province"),
     "dash.level.district": ("Quận/huyện", "District"),
-    "dash.level.ward": ("Phường/xã", "Ward"),
+    "dash.level.ward": ("Xã/phường", "Commune/ward"),
+    "dash.legacy": ("Chưa chuyển sang địa giới mới", "Not converted to the new map yet"),
+    "dash.legacy_only": ("Khu vực bạn được giao theo địa giới cũ (trước 01/07/2025): hãy nhờ người vận hành chuyển"
+                         " sang tỉnh, xã/phường mới.",
+                         "Your areas are old codes (before 1 July 2025): ask the operator to convert them."),
+    "dash.venue_history": ("Lịch sử quét của địa điểm", "The venue's scan history"),
     "dash.level.venue": ("Địa điểm", "Venue"),
     "dash.more_venues": ("Hiện {shown} trên {total} địa điểm, nhiều lượt quét nhất trước.",
                          "Showing {shown} of {total} venues, busiest first."),
@@ -92,7 +98,7 @@ def parse_period(params, today: dt.date) -> Choice:
         if value is None or value == "":
             return None
         if len(value) > MAX_QUERY_TEXT or not value.isprintable():
-            raise DashboardError(f"{name} is not a number or a date")
+            raise DashboardError("số ngày hoặc ngày không hợp lệ")
         return value.strip()
 
     days, since, until = text("days"), text("from"), text("to")
@@ -100,23 +106,23 @@ def parse_period(params, today: dt.date) -> Choice:
         try:
             n = int(days) if days is not None else DEFAULT_DAYS
         except ValueError:
-            raise DashboardError("days must be a whole number") from None
+            raise DashboardError("số ngày phải là số nguyên") from None
         if not 1 <= n <= MAX_PERIOD_DAYS:
-            raise DashboardError(f"days must be 1 to {MAX_PERIOD_DAYS}")
+            raise DashboardError(f"số ngày từ 1 đến {MAX_PERIOD_DAYS}")
         return Choice(today - dt.timedelta(days=n - 1), today, n)
     try:
         last = dt.date.fromisoformat(until) if until else today
         first = dt.date.fromisoformat(since) if since else last - dt.timedelta(days=DEFAULT_DAYS - 1)
     except ValueError:
-        raise DashboardError("dates are written YYYY-MM-DD, e.g. 2026-11-22") from None
+        raise DashboardError("hãy chọn ngày trong lịch") from None
     if last > today:
-        raise DashboardError("the period must not end after today")
+        raise DashboardError("khoảng thời gian không được kết thúc sau hôm nay")
     if first < EARLIEST_DAY:
-        raise DashboardError(f"the period must not start before {EARLIEST_DAY.isoformat()}")
+        raise DashboardError(f"khoảng thời gian không được bắt đầu trước ngày {EARLIEST_DAY:%d/%m/%Y}")
     if last < first:
-        raise DashboardError("the period ends before it starts")
+        raise DashboardError("ngày cuối trước ngày đầu")
     if (last - first).days + 1 > MAX_PERIOD_DAYS:
-        raise DashboardError(f"the period is at most {MAX_PERIOD_DAYS} days")
+        raise DashboardError(f"tối đa {MAX_PERIOD_DAYS} ngày")
     return Choice(first, last, None)
 
 
@@ -194,13 +200,15 @@ def today(svc: Services) -> dt.date:
 
 
 def officer_codes(svc: Services, who: Visitor) -> set[str] | None:
-    """None: sees everything (operator); else the officer's area codes (404 if none)."""
+    """None: sees everything (operator); else the officer's area codes on the 2025 map
+    (404 if not an officer). An old-code grant gives no dashboard: its digits may name
+    another place on the new map."""
     if who.account.is_operator:
         return None
-    codes = {a.code for a in svc.officers.areas_of(who.account.id)}
-    if not codes:
+    areas = svc.officers.areas_of(who.account.id)
+    if not areas:
         raise HTTPException(404)
-    return codes
+    return {a.code for a in areas if not a.legacy}
 
 
 def check_area(svc: Services, who: Visitor, code: str) -> set[str] | None:
@@ -243,6 +251,10 @@ def home_data(svc: Services, who: Visitor, choice: Choice) -> dict:
     codes = officer_codes(svc, who)
     if codes is None:
         return area_data(svc, None, choice)
+    if not codes:
+        period = {"since": choice.since.isoformat(), "until": choice.until.isoformat(),
+                  "days": (choice.until - choice.since).days + 1}
+        return {"areas": [], "period": period, "legacy_only": True}
     if len(codes) == 1:
         return area_data(svc, next(iter(codes)), choice)
     areas = [area_data(svc, code, choice) for code in sorted(codes)]
@@ -337,7 +349,7 @@ def api_dashboard_venue(request: Request, venue_id: str, svc: Svc, who: Visitor 
 
 @router.get("/api/dashboard/{code}", tags=["dashboards"])
 def api_dashboard_area(request: Request, code: str, svc: Svc, who: Visitor = Depends(logged_in)):
-    """A province, district or ward: its children (districts, wards or venues) with
+    """A province or commune/ward: its children (communes/wards, or venues) with
     venues registered, venues with scans and scans, and scans per local day."""
     check_area(svc, who, code)
     return run(request, svc, who, True, lambda choice: area_data(svc, code, choice))

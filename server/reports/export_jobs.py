@@ -26,21 +26,45 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from qrgate.errors import UserError
-from server.reports.export import (CHECKIN_COLUMNS, FORMATS, XLSX_MAX_ROWS, count_venue_rows, venue_export_rows,
-                                   write_csv, write_xlsx)
+from server.reports.export import (FORMATS, XLSX_MAX_ROWS, checkin_rows, count_rows, export_columns, write_csv,
+                                   write_xlsx)
+from server.web import i18n
 
 logger = logging.getLogger(__name__)
 
+i18n.register({
+    "export.refused.format": ("Chọn CSV hoặc XLSX.", "Choose CSV or XLSX."),
+    "export.refused.too_big": ("{total} dòng không vừa một trang XLSX: hãy chọn CSV hoặc khoảng ngày ngắn hơn.",
+                               "{total} rows do not fit in one XLSX sheet; choose CSV or a shorter period."),
+    "export.refused.busy": ("Bạn đang có {running} tệp đang tạo: hãy đợi một tệp xong rồi thử lại.",
+                            "{running} exports are already running for this account; wait for one to finish."),
+    "export.refused.no_venue": ("Hãy chọn ít nhất một địa điểm.", "Choose at least one venue."),
+    "export.error.restarted": ("Máy chủ khởi động lại khi đang tạo tệp: hãy tạo lại.",
+                               "The server restarted during the export: make it again."),
+    "export.error.stopped": ("Máy chủ dừng trước khi tạo tệp: hãy tạo lại.",
+                             "The server stopped before the export ran: make it again."),
+    "export.error.failed": ("Không tạo được tệp: hãy thử lại.", "The export failed: try again."),
+})
+
 
 class ExportRefused(UserError):
-    """An export job that cannot start (too many running for the account, bad format)."""
+    """An export job that cannot start (too many running for the account, bad format);
+    ``key`` names the words that say why (``str()`` is the English, for the API)."""
+
+    def __init__(self, key: str, **values):
+        super().__init__(i18n.translate("en", key, **values))
+        self.key = key
+        self.values = values
+
+    def text(self, lang: str) -> str:
+        return i18n.translate(lang, self.key, **self.values)
 
 
 @dataclass
 class ExportJob:
     id: str
     account_id: int
-    venue_id: int
+    venue_id: int  # the first of the venues
     fmt: str
     filename: str
     start_ms: int
@@ -50,8 +74,17 @@ class ExportJob:
     state: str = "queued"  # queued, running, done, failed, downloaded, expired
     rows_done: int = 0
     finished_s: float | None = None
-    error: str = ""
+    error: str = ""  # a text key (export.error.*) or a UserError's words
     path: Path | None = field(default=None, repr=False)
+    venue_ids: tuple[int, ...] = ()  # every venue of the export
+    lang: str = "vi"  # the language of the file's words
+
+    def __post_init__(self):
+        if not self.venue_ids:
+            self.venue_ids = (self.venue_id,)
+
+    def error_text(self, lang: str) -> str:
+        return i18n.translate(lang, self.error) if self.error.startswith("export.") else self.error
 
     @property
     def active(self) -> bool:
@@ -65,13 +98,13 @@ class ExportJob:
         return min(99, self.rows_done * 100 // self.total)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "venue_id": self.venue_id, "format": self.fmt, "state": self.state,
-                "rows_done": self.rows_done, "total": self.total, "percent": self.percent(),
-                "filename": self.filename, "error": self.error}
+        return {"id": self.id, "venue_id": self.venue_id, "venue_ids": list(self.venue_ids), "format": self.fmt,
+                "state": self.state, "rows_done": self.rows_done, "total": self.total, "percent": self.percent(),
+                "filename": self.filename, "error": self.error_text("en")}
 
 
 JOB_COLUMNS = ("id, account_id, venue_id, fmt, filename, start_ms, end_ms, total, created_ms, state, rows_done,"
-               " finished_ms, error, path")
+               " finished_ms, error, path, venues, lang")
 PROGRESS_EVERY_S = 0.5  # how often a running job writes its row count for the other processes
 SWEEP_EVERY_S = 10.0  # how often reading a job also looks for expired files and old jobs
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{22}")  # secrets.token_urlsafe(16); anything else is no job
@@ -118,35 +151,45 @@ class ExportJobs:
                 " venue_id BIGINT NOT NULL, fmt TEXT NOT NULL, filename TEXT NOT NULL, start_ms BIGINT,"
                 " end_ms BIGINT, total BIGINT, created_ms BIGINT NOT NULL, state TEXT NOT NULL,"
                 " rows_done BIGINT NOT NULL DEFAULT 0, finished_ms BIGINT, error TEXT NOT NULL DEFAULT '',"
-                " path TEXT, host TEXT NOT NULL, owner TEXT NOT NULL);"
+                " path TEXT, host TEXT NOT NULL, owner TEXT NOT NULL, venues TEXT NOT NULL DEFAULT '',"
+                " lang TEXT NOT NULL DEFAULT 'vi');"
                 " CREATE INDEX IF NOT EXISTS export_jobs_account ON export_jobs (account_id, created_ms)")
+        # Jobs of several venues, in the reader's language (a table from before has neither).
+        for column in ("venues", "lang"):
+            if column not in self.db.columns("export_jobs"):
+                self.db.ensure_column("export_jobs", column, "TEXT NOT NULL DEFAULT ''")
         self._timers: set[threading.Timer] = set()
         self._forget_dead()
         self._remove_orphans()
         self.sweep()
 
-    def start(self, account_id: int, venue_id: int, fmt: str, start_ms: int, end_ms: int,
-              filename: str) -> ExportJob:
-        """Queue an export of the venue's masked check-ins in [start_ms, end_ms)."""
+    def start(self, account_id: int, venue_ids: int | list[int] | tuple[int, ...], fmt: str, start_ms: int,
+              end_ms: int, filename: str, lang: str = "vi") -> ExportJob:
+        """Queue an export of the venues' masked check-ins in [start_ms, end_ms), its
+        words in ``lang``. The caller has checked the account may export each venue."""
+        ids = tuple(sorted({int(v) for v in ([venue_ids] if isinstance(venue_ids, int) else venue_ids)}))
+        if not ids:
+            raise ExportRefused("export.refused.no_venue")
         if fmt not in FORMATS:
-            raise ExportRefused(f"unknown export format {fmt!r} (csv or xlsx)")
+            raise ExportRefused("export.refused.format")
         self._sweep_now_and_then()
-        total = count_venue_rows(self.storage, venue_id, start_ms, end_ms)
+        total = count_rows(self.storage, ids, start_ms, end_ms)
         if fmt == "xlsx" and total > XLSX_MAX_ROWS:
-            raise ExportRefused(f"{total} rows do not fit in one XLSX sheet; choose CSV or a shorter period")
-        job = ExportJob(secrets.token_urlsafe(16), account_id, venue_id, fmt, filename, start_ms, end_ms,
-                        total, self.clock())
+            raise ExportRefused("export.refused.too_big", total=total)
+        job = ExportJob(secrets.token_urlsafe(16), account_id, ids[0], fmt, filename, start_ms, end_ms,
+                        total, self.clock(), venue_ids=ids, lang=lang if lang in i18n.LANGUAGES else "vi")
         # The count and the insert in one serialised transaction: two processes (or two
         # clicks) cannot both take the account's last free place.
         with self.db.transaction(serial="export_jobs") as db:
             running = db.value("SELECT count(*) FROM export_jobs WHERE account_id = ? AND state IN"
                                " ('queued', 'running')", [account_id], default=0)
             if running >= self.per_account:
-                raise ExportRefused(f"{running} exports are already running for this account; wait for one to finish")
+                raise ExportRefused("export.refused.busy", running=running)
             db.execute(f"INSERT INTO export_jobs ({JOB_COLUMNS}, host, owner) VALUES"
-                       " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                       [job.id, account_id, venue_id, fmt, filename, start_ms, end_ms, total,
-                        int(job.created_s * 1000), job.state, 0, None, "", None, self.host, self.owner])
+                       " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                       [job.id, account_id, ids[0], fmt, filename, start_ms, end_ms, total,
+                        int(job.created_s * 1000), job.state, 0, None, "", None, ",".join(map(str, ids)), job.lang,
+                        self.host, self.owner])
             self._jobs[job.id] = job
         self._pool.submit(self._run, job)
         return job
@@ -163,11 +206,11 @@ class ExportJobs:
         return found[0] if found else None
 
     def for_account(self, account_id: int, venue_id: int | None = None) -> list[ExportJob]:
+        """The account's jobs, newest first (only those that include ``venue_id``, when given)."""
         self._sweep_now_and_then()
-        where, params = "WHERE account_id = ?", [account_id]
+        jobs = [self._jobs.get(j.id, j) for j in self._select("WHERE account_id = ?", [account_id])]
         if venue_id is not None:
-            where, params = where + " AND venue_id = ?", [account_id, venue_id]
-        jobs = [self._jobs.get(j.id, j) for j in self._select(where, params)]
+            jobs = [j for j in jobs if venue_id in j.venue_ids]
         return sorted(jobs, key=lambda j: (-j.created_s, j.id))
 
     def take(self, job_id: str, account_id: int) -> ExportJob | None:
@@ -237,7 +280,7 @@ class ExportJobs:
         # another process or after a restart, until their time is up.
         for job in self._jobs.values():
             if job.state == "queued":
-                self._finish(job, "failed", "the server stopped before the export ran")
+                self._finish(job, "failed", "export.error.stopped")
 
     # -- inside -------------------------------------------------------------------------
 
@@ -263,7 +306,8 @@ class ExportJobs:
 
     def _select(self, where: str, params: list) -> list[ExportJob]:
         return [ExportJob(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7] or 0, r[8] / 1000, r[9], r[10] or 0,
-                          r[11] / 1000 if r[11] is not None else None, r[12] or "", Path(r[13]) if r[13] else None)
+                          r[11] / 1000 if r[11] is not None else None, r[12] or "", Path(r[13]) if r[13] else None,
+                          tuple(int(v) for v in (r[14] or "").split(",") if v.isdigit()), r[15] or "vi")
                 for r in self.db.rows(f"SELECT {JOB_COLUMNS} FROM export_jobs {where}", params)]
 
     def _forget_dead(self) -> None:
@@ -275,7 +319,7 @@ class ExportJobs:
                 continue
             if self.db.execute("UPDATE export_jobs SET state = 'failed', error = ?, finished_ms = ? WHERE id = ?"
                                " AND state IN ('queued', 'running')",
-                               ["the server restarted during the export", int(self.clock() * 1000), job_id]):
+                               ["export.error.restarted", int(self.clock() * 1000), job_id]):
                 _remove(self.folder / f"{job_id}.part")
                 logger.warning("export %s was cut short by a restart", job_id)
 
@@ -316,22 +360,24 @@ class ExportJobs:
                 self.db.execute("UPDATE export_jobs SET rows_done = ? WHERE id = ?", [rows, job.id])
 
         try:
-            rows = venue_export_rows(self.storage, job.venue_id, self.tz, job.start_ms, job.end_ms)
+            rows = checkin_rows(self.storage, job.venue_ids, self.tz, job.start_ms, job.end_ms, job.lang)
+            columns = export_columns(job.lang)
             if job.fmt == "xlsx":
-                job.rows_done = write_xlsx(partial, CHECKIN_COLUMNS, rows, sheet="checkins", progress=progress)
+                job.rows_done = write_xlsx(partial, columns, rows, sheet=i18n.translate(job.lang, "export.sheet"),
+                                           progress=progress)
             else:
-                job.rows_done = write_csv(partial, CHECKIN_COLUMNS, rows, progress=progress)
+                job.rows_done = write_csv(partial, columns, rows, progress=progress)
             os.replace(partial, final)
             job.path = final
             job.total = max(job.total, job.rows_done)
             self._finish(job, "done")
             self._sweep_when_due(job)
         except Exception as exc:  # the job reports failure; the server goes on
-            logger.exception("export %s of venue %s failed", job.id, job.venue_id)
+            logger.exception("export %s of venues %s failed", job.id, job.venue_ids)
             _remove(partial)
             _remove(final)
             job.path = None
-            self._finish(job, "failed", str(exc) if isinstance(exc, UserError) else "export failed")
+            self._finish(job, "failed", str(exc) if isinstance(exc, UserError) else "export.error.failed")
 
 
 def _boot_id() -> str:

@@ -1,52 +1,34 @@
-"""The weekly report of a unit (venue): counts per day of an ISO week, no personal data.
+"""Weekly reports: the counts of one ISO week for a unit, an area, or a venue with what
+is located within it. Counts only, never personal data.
 
-Provinces asked every unit for a weekly report (Bac Kan: every Friday before 16:00). A
-report covers Monday 00:00 to Sunday 24:00 in the server's time zone, or up to the time
-it was made when the week is not over. Per day: scans in and out, distinct people,
-people whose last scan of the day was an entry (no exit scan), self-declared scans,
-scans whose time was corrected after the station's clock synced, and scans whose time
-is uncertain (clock never synced). Per station: its last contact and its scans that week.
+Bac Kan's circular asks every unit for a weekly report on the installation and use of
+the QR system, every Friday before 16:00, on a set template; docs/reports.md describes
+the template these reports follow. A week runs Monday 00:00 to Sunday 24:00 in the
+server's time zone, or up to the moment the report was made while it runs. Per day:
+scans in and out, distinct people, people whose last scan of the day at a venue was an
+entry, self-declared scans, scans whose time was corrected after the station's clock
+synced, and scans whose time is uncertain (clock never synced). Then the installation
+(venues registered, vehicles among them, venues with scans, stations working) and a line
+per venue (a unit's report) or per unit (an area's report).
 
-Reports are made on demand (build_weekly_report, report_csv, report_pdf) and by the
-scheduler (ReportArchive.generate_week), which keeps each as a row in ``weekly_reports``
-and a CSV and PDF file beside the database.
+The files (CSV, PDF) are server.reports.report_files; the reports kept and e-mailed by
+the schedule are server.reports.report_archive.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import io
-import json
-import logging
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from PIL import Image, ImageDraw
+from server.reports.units import VenueTree
+from server.storage.sql import POSTGRESQL, SQLITE, in_list
 
-from server.web import i18n
-from server.audit import register_actions
-from server.reports.export import csv_stream
-from server.venues.poster import _font, _wrap
-from server.storage.sql import POSTGRESQL, SQLITE
-
-logger = logging.getLogger(__name__)
-
-register_actions("qrgate.report.generated", "qrgate.report.downloaded")
-i18n.register({}, history={
-    "qrgate.report.generated": ("Lập báo cáo tuần {week} theo lịch ({people} người)",
-                                "Weekly report {week} made on schedule ({people} people)"),
-    "qrgate.report.downloaded": ("Tải báo cáo tuần {week} ({format})", "Downloaded weekly report {week} ({format})"),
-})
-
-DAY_NAMES = ("Thứ Hai", "Thứ Ba", "Thứ Tư", "Thứ Năm", "Thứ Sáu", "Thứ Bảy", "Chủ Nhật")
-DPI = 150
-A4_PORTRAIT = (round(210 / 25.4 * DPI), round(297 / 25.4 * DPI))  # 1240 x 1754 pixels
 COUNT_FIELDS = ("scans_in", "scans_out", "people", "without_exit", "self_declared", "clock_corrected",
                 "time_uncertain")
-COUNT_TITLES = ("Lượt vào", "Lượt ra", "Số người", "Chưa quét ra", "Tự khai báo", "Giờ hiệu chỉnh",
-                "Giờ chưa chắc")
+RECENT_MS = 24 * 3600 * 1000  # a station in contact within this long before the report is "working"
+SCOPES = ("unit", "venue", "area")  # a unit (its head), a venue within a unit, an officer's area
 
 
 @dataclass(frozen=True)
@@ -68,13 +50,30 @@ class StationLine:
     status: str  # active / retired
     last_contact_ms: int | None
     scans: int
+    venue: str = ""  # the name of the venue it scans for
+
+
+@dataclass(frozen=True)
+class PlaceLine:
+    """A line of the detail table: a venue of a unit, or a unit of an area."""
+
+    id: int  # the venue's id (a unit: its head's)
+    name: str
+    kind: str  # the venue kind ("" for a unit)
+    venues: int  # venues it stands for (a venue: 1; a unit: its venues inside the area)
+    venues_active: int  # of which with a scan this week
+    stations: int  # stations in service (not retired, not a self check-in page)
+    scans_in: int
+    scans_out: int
+    people: int | None  # distinct people this week (None for a unit of an area: see docs)
 
 
 @dataclass(frozen=True)
 class WeeklyReport:
-    venue_id: int
-    venue_name: str
-    venue_address: str
+    scope: str  # one of SCOPES
+    subject: str  # the head venue's id (unit, venue) or the area's code
+    name: str
+    address: str  # the venue's address, or the area's full name
     year: int
     week: int
     timezone: str
@@ -82,7 +81,18 @@ class WeeklyReport:
     until_ms: int  # data up to here (the end of the week, or when it was made)
     days: tuple[DayCounts, ...]
     people_week: int
+    venues_registered: int = 0
+    vehicles: int = 0
+    venues_active: int = 0
+    units: int = 0
+    stations_active: int = 0
+    stations_recent: int = 0
+    places: tuple[PlaceLine, ...] = field(default=())
     stations: tuple[StationLine, ...] = field(default=())
+
+    @property
+    def venue_id(self) -> int:
+        return int(self.subject) if self.scope != "area" else 0
 
     @property
     def first_day(self) -> dt.date:
@@ -100,6 +110,16 @@ class WeeklyReport:
         out["days"] = [{**asdict(d), "day": d.day.isoformat()} for d in self.days]
         out["totals"] = {name: self.total(name) for name in COUNT_FIELDS if name != "people"}
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WeeklyReport:
+        """The report back from ``as_dict`` (a kept report's numbers, frozen when made)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["days"] = tuple(DayCounts(**{**d, "day": dt.date.fromisoformat(d["day"])}) for d in data["days"])
+        values["places"] = tuple(PlaceLine(**p) for p in data.get("places", ()))
+        values["stations"] = tuple(StationLine(**s) for s in data.get("stations", ()))
+        return cls(**values)
 
 
 def week_of(when: dt.datetime) -> tuple[int, int]:
@@ -120,278 +140,151 @@ def _ms(when: dt.datetime) -> int:
     return int(when.timestamp() * 1000)
 
 
-def build_weekly_report(storage, venue_id: int, year: int, week: int, tz: ZoneInfo, now_ms: int) -> WeeklyReport:
-    """Count the venue's scans of ISO week ``year``-W``week`` up to ``now_ms``."""
-    db = storage.sql
-    venue = db.one("SELECT name, address FROM venues WHERE id = ?", [venue_id]) if 0 < venue_id < 2**63 else None
-    if venue is None:
+# -- the reports -----------------------------------------------------------------------
+
+def build_weekly_report(storage, venue_id: int, year: int, week: int, tz: ZoneInfo, now_ms: int,
+                        tree: VenueTree | None = None) -> WeeklyReport:
+    """The report of a venue and every venue located within it: its unit's report when
+    the venue is a unit's head (scope "unit"), else scope "venue"."""
+    tree = tree or VenueTree.read(storage)
+    if not (0 < venue_id < 2**63) or venue_id not in tree.venues:
         raise LookupError(f"no venue with id {venue_id}")
+    head = tree.venues[venue_id]
+    scope = "unit" if tree.is_head(venue_id) else "venue"
+    return _build(storage, tree, scope, str(venue_id), head.name, head.address, tree.within(venue_id),
+                  year, week, tz, now_ms, by_unit=False)
+
+
+def build_area_report(storage, area_code: str, area_name: str, venue_ids: list[int], year: int, week: int,
+                      tz: ZoneInfo, now_ms: int, tree: VenueTree | None = None) -> WeeklyReport:
+    """The report of an area: every venue registered in it (``venue_ids``, as the
+    officers' module selects them), with a line per unit."""
+    tree = tree or VenueTree.read(storage)
+    ids = [v for v in venue_ids if v in tree.venues]
+    return _build(storage, tree, "area", area_code, area_name, area_name, ids, year, week, tz, now_ms,
+                  by_unit=True)
+
+
+def _build(storage, tree: VenueTree, scope: str, subject: str, name: str, address: str, venue_ids: list[int],
+           year: int, week: int, tz: ZoneInfo, now_ms: int, by_unit: bool) -> WeeklyReport:
+    db = storage.sql
     bounds = week_bounds(year, week, tz)
+    days = [_day(db, venue_ids, start, end, now_ms) for start, end in zip(bounds, bounds[1:])]
+    lo, hi = _ms(bounds[0]), min(_ms(bounds[-1]), now_ms)
+    hi = max(lo, hi)
+    per_venue = _per_venue(db, venue_ids, lo, hi)
+    found = _stations(db, tree, venue_ids, lo, hi)
+    stations = [line for line, _ in found]
+    working = [s for s in stations if s.status == "active"]
+    stations_by_venue: dict[int, int] = {}
+    for line, venue_id in found:
+        if line.status == "active":
+            stations_by_venue[venue_id] = stations_by_venue.get(venue_id, 0) + 1
+    people_week = _people(db, venue_ids, lo, hi)
+    if by_unit:
+        places = _unit_lines(tree, venue_ids, per_venue, stations_by_venue)
+    else:
+        places = [PlaceLine(v, tree.venues[v].name, tree.venues[v].kind, 1, int(v in per_venue),
+                            stations_by_venue.get(v, 0), *per_venue.get(v, (0, 0, 0))) for v in venue_ids]
+    return WeeklyReport(
+        scope=scope, subject=subject, name=name, address=address, year=year, week=week, timezone=tz.key,
+        made_ms=now_ms, until_ms=hi, days=tuple(days), people_week=people_week,
+        venues_registered=len(venue_ids), vehicles=sum(tree.venues[v].kind == "vehicle" for v in venue_ids),
+        venues_active=len(per_venue), units=len(tree.units_of(venue_ids)), stations_active=len(working),
+        stations_recent=sum(1 for s in working if s.last_contact_ms and s.last_contact_ms >= now_ms - RECENT_MS),
+        places=tuple(places), stations=tuple(stations) if not by_unit else ())
+
+
+def _day(db, venue_ids: list[int], start: dt.datetime, end: dt.datetime, now_ms: int) -> DayCounts:
+    lo, hi = _ms(start), min(_ms(end), now_ms)
+    if lo >= now_ms:
+        return DayCounts(start.date(), True)
+    if not venue_ids:
+        return DayCounts(start.date(), False)
     has_self = db.has_table("self_stations")
     self_sum = "sum(CASE WHEN s.station_id IS NOT NULL THEN 1 ELSE 0 END)" if has_self else "0"
     join = "LEFT JOIN self_stations s ON s.station_id = c.station_id" if has_self else ""
-    days = []
-    for start, end in zip(bounds, bounds[1:]):
-        lo, hi = _ms(start), min(_ms(end), now_ms)
-        if lo >= now_ms:
-            days.append(DayCounts(start.date(), True))
-            continue
-        # clock_synced and time_corrected are 0/1 on SQLite and booleans on PostgreSQL:
-        # tested, never added up.
-        row = db.one(
-            "SELECT sum(CASE WHEN c.direction = 'in' THEN 1 ELSE 0 END),"
-            " sum(CASE WHEN c.direction = 'out' THEN 1 ELSE 0 END), count(DISTINCT c.person_key), "
-            f"{self_sum}, sum(CASE WHEN c.time_corrected THEN 1 ELSE 0 END),"
-            " sum(CASE WHEN NOT c.clock_synced AND NOT c.time_corrected THEN 1 ELSE 0 END)"
-            f" FROM checkins c {join} WHERE c.venue_id = ? AND c.wall_ms >= ? AND c.wall_ms < ?",
-            [venue_id, lo, hi])
-        open_people = db.value(_LAST_SCAN_IS_ENTRY[db.dialect], [venue_id, lo, hi], 0)
-        scans_in, scans_out, people, self_declared, corrected, uncertain = (int(v or 0) for v in row)
-        days.append(DayCounts(start.date(), False, scans_in, scans_out, people, open_people, self_declared,
-                              corrected, uncertain))
-    lo, hi = _ms(bounds[0]), min(_ms(bounds[-1]), now_ms)
-    people_week = db.value(
-        "SELECT count(DISTINCT person_key) FROM checkins WHERE venue_id = ? AND wall_ms >= ? AND wall_ms < ?",
-        [venue_id, lo, hi], 0)
-    return WeeklyReport(venue_id, venue[0], venue[1] or "", year, week, tz.key, now_ms, max(lo, hi), tuple(days),
-                        int(people_week), tuple(_stations(db, venue_id, lo, hi)))
+    venues, params = in_list(db, "c.venue_id", venue_ids)
+    # clock_synced and time_corrected are 0/1 on SQLite and booleans on PostgreSQL:
+    # tested, never added up.
+    row = db.one(
+        "SELECT sum(CASE WHEN c.direction = 'in' THEN 1 ELSE 0 END),"
+        " sum(CASE WHEN c.direction = 'out' THEN 1 ELSE 0 END), count(DISTINCT c.person_key), "
+        f"{self_sum}, sum(CASE WHEN c.time_corrected THEN 1 ELSE 0 END),"
+        " sum(CASE WHEN NOT c.clock_synced AND NOT c.time_corrected THEN 1 ELSE 0 END)"
+        f" FROM checkins c {join} WHERE {venues} AND c.wall_ms >= ? AND c.wall_ms < ?", [*params, lo, hi])
+    venues, params = in_list(db, "venue_id", venue_ids)
+    open_people = db.value(_LAST_SCAN_IS_ENTRY[db.dialect].format(venues=venues), [*params, lo, hi], 0)
+    scans_in, scans_out, people, self_declared, corrected, uncertain = (int(v or 0) for v in row)
+    return DayCounts(start.date(), False, scans_in, scans_out, people, int(open_people), self_declared, corrected,
+                     uncertain)
 
 
-# How many people's last scan in [lo, hi) at the venue is an entry. SQLite takes the bare
-# column from the row holding the max; PostgreSQL picks that row with DISTINCT ON.
+# How many (venue, person) pairs have an entry as their last scan in [lo, hi). SQLite
+# takes the bare column from the row holding the max; PostgreSQL picks that row with
+# DISTINCT ON.
 _LAST_SCAN_IS_ENTRY = {
     SQLITE: "SELECT count(*) FROM (SELECT direction, max(wall_ms) FROM checkins"
-            " WHERE venue_id = ? AND wall_ms >= ? AND wall_ms < ? GROUP BY person_key) WHERE direction = 'in'",
-    POSTGRESQL: "SELECT count(*) FROM (SELECT DISTINCT ON (person_key) direction FROM checkins"
-                " WHERE venue_id = ? AND wall_ms >= ? AND wall_ms < ? ORDER BY person_key, wall_ms DESC, id DESC)"
-                " AS last WHERE direction = 'in'",
+            " WHERE {venues} AND wall_ms >= ? AND wall_ms < ? GROUP BY venue_id, person_key) WHERE direction = 'in'",
+    POSTGRESQL: "SELECT count(*) FROM (SELECT DISTINCT ON (venue_id, person_key) direction FROM checkins"
+                " WHERE {venues} AND wall_ms >= ? AND wall_ms < ?"
+                " ORDER BY venue_id, person_key, wall_ms DESC, id DESC) AS last WHERE direction = 'in'",
 }
 
 
-def _stations(db, venue_id: int, lo: int, hi: int) -> list[StationLine]:
+def _people(db, venue_ids: list[int], lo: int, hi: int) -> int:
+    if not venue_ids:
+        return 0
+    venues, params = in_list(db, "venue_id", venue_ids)
+    return int(db.value(f"SELECT count(DISTINCT person_key) FROM checkins WHERE {venues} AND wall_ms >= ?"
+                        " AND wall_ms < ?", [*params, lo, hi], 0))
+
+
+def _per_venue(db, venue_ids: list[int], lo: int, hi: int) -> dict[int, tuple[int, int, int]]:
+    """(scans in, scans out, distinct people) of each venue with a scan in [lo, hi)."""
+    if not venue_ids:
+        return {}
+    venues, params = in_list(db, "venue_id", venue_ids)
+    rows = db.rows(
+        "SELECT venue_id, sum(CASE WHEN direction = 'in' THEN 1 ELSE 0 END),"
+        " sum(CASE WHEN direction = 'out' THEN 1 ELSE 0 END), count(DISTINCT person_key) FROM checkins"
+        f" WHERE {venues} AND wall_ms >= ? AND wall_ms < ? GROUP BY venue_id", [*params, lo, hi])
+    return {int(r[0]): (int(r[1] or 0), int(r[2] or 0), int(r[3] or 0)) for r in rows}
+
+
+def _stations(db, tree: VenueTree, venue_ids: list[int], lo: int, hi: int) -> list[tuple[StationLine, int]]:
+    """The stations of these venues (not the self check-in pages, whose scans are counted
+    as self-declared) with their last contact and their scans of [lo, hi); each with the
+    id of its venue."""
+    if not venue_ids:
+        return []
     has_status = db.has_table("station_status")
     seen = "(SELECT last_seen_ms FROM station_status t WHERE t.station_id = s.station_id)" if has_status else "NULL"
+    not_self = ("AND s.station_id NOT IN (SELECT station_id FROM self_stations)"
+                if db.has_table("self_stations") else "")
+    venues, params = in_list(db, "s.venue_id", venue_ids)
     rows = db.rows(
         f"SELECT s.station_id, s.status, {seen},"
         " (SELECT max(received_ms) FROM checkins c WHERE c.station_id = s.station_id),"
-        " (SELECT count(*) FROM checkins c WHERE c.station_id = s.station_id AND c.venue_id = ?"
-        "  AND c.wall_ms >= ? AND c.wall_ms < ?)"
-        " FROM stations s WHERE s.venue_id = ?", [venue_id, lo, hi, venue_id])
+        " (SELECT count(*) FROM checkins c WHERE c.station_id = s.station_id AND c.venue_id = s.venue_id"
+        "  AND c.wall_ms >= ? AND c.wall_ms < ?), s.venue_id"
+        f" FROM stations s WHERE {venues} {not_self}", [lo, hi, *params])
     lines = []
     # Sorted here, in code point order on both engines (PostgreSQL would use its collation).
-    for station_id, status, seen_ms, received_ms, scans in sorted(rows, key=lambda r: r[0]):
+    for station_id, status, seen_ms, received_ms, scans, venue_id in sorted(rows, key=lambda r: r[0]):
         last = max((v for v in (seen_ms, received_ms) if v), default=None)
-        lines.append(StationLine(station_id, status or "active", last, int(scans)))
+        venue = tree.venues.get(int(venue_id))
+        lines.append((StationLine(station_id, status or "active", last, int(scans), venue.name if venue else ""),
+                      int(venue_id)))
     return lines
 
 
-# -- CSV and PDF ----------------------------------------------------------------------
-
-def _local(ms: int | None, tz: ZoneInfo, fmt: str = "%d/%m/%Y %H:%M") -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, tz).strftime(fmt) if ms else "–"
-
-
-def report_rows(report: WeeklyReport) -> list[list[Any]]:
-    """The report as one table: a line per day, the week's totals, then the stations."""
-    rows: list[list[Any]] = []
-    for d in report.days:
-        rows.append([d.day.isoformat(), DAY_NAMES[d.day.weekday()],
-                     *(("" if d.future else getattr(d, name)) for name in COUNT_FIELDS)])
-    rows.append(["", "Cả tuần", *(report.total(name) for name in COUNT_FIELDS)])
-    tz = ZoneInfo(report.timezone)
-    rows.append([])
-    rows.append(["station", "status", "last_contact", "scans_week"])
-    for s in report.stations:
-        rows.append([s.station_id, s.status, _local(s.last_contact_ms, tz, "%Y-%m-%d %H:%M"), s.scans])
-    return rows
-
-
-def report_csv(report: WeeklyReport) -> bytes:
-    columns = ("date", "weekday", *COUNT_FIELDS)
-    return b"".join(csv_stream(columns, report_rows(report)))
-
-
-def report_filename(report: WeeklyReport, fmt: str) -> str:
-    return f"venue-{report.venue_id}-report-{report.year}-W{report.week:02d}.{fmt}"
-
-
-def render_report(report: WeeklyReport) -> Image.Image:
-    """One A4 portrait page at 150 dpi."""
-    width, height = A4_PORTRAIT
-    tz = ZoneInfo(report.timezone)
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    margin = 80
-    green, dark, grey = (11, 94, 64), (20, 20, 20), (90, 90, 90)
-    draw.rectangle((0, 0, width, 130), fill=green)
-    draw.text((margin, 38), f"BÁO CÁO TUẦN {report.week:02d}/{report.year}", font=_font(52, True), fill="white")
-    y = 170
-    for line in _wrap(draw, report.venue_name, _font(40, True), width - 2 * margin, 2):
-        draw.text((margin, y), line, font=_font(40, True), fill=dark)
-        y += 52
-    for line in _wrap(draw, report.venue_address, _font(26), width - 2 * margin, 2):
-        draw.text((margin, y), line, font=_font(26), fill=grey)
-        y += 36
-    span = f"Từ {report.first_day:%d/%m/%Y} đến {report.last_day:%d/%m/%Y}"
-    draw.text((margin, y + 10), span, font=_font(28), fill=dark)
-    y += 50
-    draw.text((margin, y), f"Số liệu đến {_local(report.until_ms, tz)} · lập lúc {_local(report.made_ms, tz)}"
-              f" ({report.timezone})", font=_font(24), fill=grey)
-    y += 60
-
-    # The day table: the first column is the day, then one column per count.
-    first = 230
-    col = (width - 2 * margin - first) // len(COUNT_FIELDS)
-    head_font, cell_font, bold = _font(20, True), _font(26), _font(26, True)
-    draw.rectangle((margin, y, width - margin, y + 80), fill=(232, 238, 240))
-    draw.text((margin + 10, y + 28), "Ngày", font=head_font, fill=dark)
-    for i, title in enumerate(COUNT_TITLES):
-        x = margin + first + i * col
-        for j, part in enumerate(_wrap(draw, title, head_font, col - 10, 2)):
-            draw.text((x + col - 8, y + 16 + j * 26), part, font=head_font, fill=dark, anchor="ra")
-    y += 80
-    for d in report.days:
-        draw.text((margin + 10, y + 14), f"{DAY_NAMES[d.day.weekday()]} {d.day:%d/%m}", font=cell_font, fill=dark)
-        for i, name in enumerate(COUNT_FIELDS):
-            value = "–" if d.future else str(getattr(d, name))
-            draw.text((margin + first + (i + 1) * col - 8, y + 14), value, font=cell_font, fill=dark, anchor="ra")
-        y += 56
-        draw.line((margin, y, width - margin, y), fill=(220, 220, 220), width=1)
-    draw.text((margin + 10, y + 14), "Cả tuần", font=bold, fill=dark)
-    for i, name in enumerate(COUNT_FIELDS):
-        draw.text((margin + first + (i + 1) * col - 8, y + 14), str(report.total(name)), font=bold, fill=dark,
-                  anchor="ra")
-    y += 56
-    draw.line((margin, y, width - margin, y), fill=green, width=3)
-    y += 20
-    notes = ("Số người: số người khác nhau trong ngày (cả tuần: trong tuần). Chưa quét ra: người có lượt quét"
-             " cuối ngày là lượt vào. Giờ hiệu chỉnh: giờ đã sửa khi đồng hồ trạm đồng bộ; giờ chưa chắc: trạm"
-             " chưa từng đồng bộ đồng hồ.")
-    for line in _wrap(draw, notes, _font(22), width - 2 * margin, 4):
-        draw.text((margin, y), line, font=_font(22), fill=grey)
-        y += 30
-    y += 30
-
-    draw.text((margin, y), "Trạm quét", font=_font(32, True), fill=green)
-    y += 52
-    room = (height - 140 - y) // 44
-    shown = report.stations[:max(room - 1, 0)] if len(report.stations) > room else report.stations
-    if not report.stations:
-        draw.text((margin, y), "Chưa có trạm nào.", font=cell_font, fill=grey)
-    for s in shown:
-        state = "đã ngừng" if s.status != "active" else ""
-        draw.text((margin, y), s.station_id[:40], font=cell_font, fill=dark)
-        draw.text((margin + 560, y), f"liên lạc cuối {_local(s.last_contact_ms, tz)} {state}".rstrip(),
-                  font=_font(24), fill=dark)
-        draw.text((width - margin, y), f"{s.scans} lượt", font=cell_font, fill=dark, anchor="ra")
-        y += 44
-    if len(shown) < len(report.stations):
-        draw.text((margin, y), f"… và {len(report.stations) - len(shown)} trạm khác (xem tệp CSV)", font=_font(24),
-                  fill=grey)
-    footer = "Báo cáo chỉ gồm số đếm, không chứa thông tin cá nhân. Tạo bởi QR gate."
-    draw.text((margin, height - 80), footer, font=_font(22), fill=grey)
-    return image
-
-
-def report_pdf(report: WeeklyReport) -> bytes:
-    out = io.BytesIO()
-    render_report(report).save(out, "PDF", resolution=DPI,
-                               title=f"Báo cáo tuần {report.week:02d}/{report.year} {report.venue_name[:80]}")
-    return out.getvalue()
-
-
-# -- kept reports ----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class StoredReport:
-    id: int
-    venue_id: int
-    year: int
-    week: int
-    made_ms: int
-    trigger: str
-    csv_file: str
-    pdf_file: str
-    summary: dict[str, Any]
-
-
-class ReportArchive:
-    """Reports made by the schedule: a row in ``weekly_reports`` and two files each."""
-
-    def __init__(self, storage, folder: str | Path | None = None):
-        self.storage = storage
-        if folder is None:
-            base = getattr(storage, "data_dir", None)  # the server's local folder
-            if base is None:
-                raise ValueError("weekly reports need a folder: the storage has no local data folder")
-            folder = Path(base) / "reports"
-        self.folder = Path(folder)
-        storage.sql.schema(
-            """
-            CREATE TABLE IF NOT EXISTS weekly_reports (
-                id {pk}, venue_id BIGINT NOT NULL, year BIGINT NOT NULL, week BIGINT NOT NULL,
-                made_ms BIGINT NOT NULL, trigger TEXT NOT NULL, csv_file TEXT NOT NULL, pdf_file TEXT NOT NULL,
-                summary TEXT NOT NULL DEFAULT '{}', UNIQUE (venue_id, year, week, trigger));
-            CREATE INDEX IF NOT EXISTS weekly_reports_venue ON weekly_reports (venue_id, year, week)
-            """
-        )
-
-    def keep(self, report: WeeklyReport, trigger: str = "schedule") -> StoredReport:
-        """Write the report's files and its row; a second report of the same venue, week
-        and trigger replaces the first (the files are rewritten, the row updated)."""
-        folder = self.folder / f"venue-{report.venue_id}"
-        folder.mkdir(parents=True, exist_ok=True)
-        csv_path, pdf_path = folder / report_filename(report, "csv"), folder / report_filename(report, "pdf")
-        csv_path.write_bytes(report_csv(report))
-        pdf_path.write_bytes(report_pdf(report))
-        summary = {"people": report.people_week, "scans_in": report.total("scans_in"),
-                   "scans_out": report.total("scans_out"), "until_ms": report.until_ms}
-        self.storage.sql.execute(
-            "INSERT INTO weekly_reports (venue_id, year, week, made_ms, trigger, csv_file, pdf_file, summary)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (venue_id, year, week, trigger) DO UPDATE SET"
-            " made_ms = excluded.made_ms, csv_file = excluded.csv_file, pdf_file = excluded.pdf_file,"
-            " summary = excluded.summary",
-            [report.venue_id, report.year, report.week, report.made_ms, trigger, str(csv_path), str(pdf_path),
-             json.dumps(summary)])
-        return self.find(report.venue_id, report.year, report.week, trigger)
-
-    def find(self, venue_id: int, year: int, week: int, trigger: str = "schedule") -> StoredReport | None:
-        rows = self._select("WHERE venue_id = ? AND year = ? AND week = ? AND trigger = ?",
-                            [venue_id, year, week, trigger])
-        return rows[0] if rows else None
-
-    def get(self, report_id: int) -> StoredReport | None:
-        if not 0 < report_id < 2**63:
-            return None
-        rows = self._select("WHERE id = ?", [report_id])
-        return rows[0] if rows else None
-
-    def for_venue(self, venue_id: int, limit: int = 60) -> list[StoredReport]:
-        return self._select("WHERE venue_id = ? ORDER BY year DESC, week DESC, id DESC LIMIT ?", [venue_id, limit])
-
-    def _select(self, where: str, params: list[Any]) -> list[StoredReport]:
-        rows = self.storage.sql.rows(
-            f"SELECT id, venue_id, year, week, made_ms, trigger, csv_file, pdf_file, summary FROM weekly_reports {where}",
-            params)
-        return [StoredReport(*r[:8], json.loads(r[8])) for r in rows]
-
-    def generate_week(self, now: dt.datetime, audit=None) -> list[StoredReport]:
-        """The scheduled run: the report of the week containing ``now`` for every venue,
-        kept, and written to the audit trail (one entry per venue)."""
-        tz = now.tzinfo if isinstance(now.tzinfo, ZoneInfo) else ZoneInfo("UTC")
-        year, week = week_of(now)
-        now_ms = _ms(now)
-        kept = []
-        for (venue_id,) in self.storage.sql.rows("SELECT id FROM venues ORDER BY id"):
-            try:
-                report = build_weekly_report(self.storage, venue_id, year, week, tz, now_ms)
-                stored = self.keep(report)
-            except Exception:  # one venue's failure must not stop the others' reports
-                logger.exception("weekly report of venue %s failed", venue_id)
-                continue
-            kept.append(stored)
-            if audit is not None:
-                audit.record("qrgate.report.generated", ip="scheduler", venue_id=venue_id,
-                             week=f"{year}-W{week:02d}", people=report.people_week)
-        logger.info("weekly reports %d-W%02d: %d venues", year, week, len(kept))
-        return kept
+def _unit_lines(tree: VenueTree, venue_ids: list[int], per_venue: dict, stations_by_venue: dict) -> list[PlaceLine]:
+    """A line per unit with venues among ``venue_ids``: most scans first, then by name."""
+    lines = []
+    for head, members in tree.units_of(venue_ids).items():
+        counts = [per_venue.get(v, (0, 0, 0)) for v in members]
+        lines.append(PlaceLine(head, tree.venues[head].name, "", len(members), sum(v in per_venue for v in members),
+                               sum(stations_by_venue.get(v, 0) for v in members), sum(c[0] for c in counts),
+                               sum(c[1] for c in counts), None))
+    return sorted(lines, key=lambda p: (-(p.scans_in + p.scans_out), p.name, p.id))

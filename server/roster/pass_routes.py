@@ -1,5 +1,6 @@
 """Web pages and JSON API for printed passes (docs/roster.md): issue passes to roster
-people, print a batch's A4 sheets, revoke a lost pass (and issue a replacement).
+people, print a batch's A4 sheets, revoke a lost pass (and issue a replacement), and
+send the block list to the venue's stations again when a revocation could not.
 
 Permissions (server/venues/permissions.py): ``passes.print`` lists, issues and prints;
 ``roster.manage`` revokes. The passes page shows full names (only owners and managers
@@ -67,12 +68,23 @@ def _passes_context(svc: Svc, rs: RosterService, request: Request, who: Visitor,
                for b in desk.batches(venue_id)]
     return {"venue": venue, "role": role, "rows": rows, "batches": batches, "max_days": MAX_DAYS,
             "can_revoke": allowed(role, "roster.manage"),
-            "default_days": DEFAULT_DAYS, "notices": [], "error": "", **extra}
+            "default_days": DEFAULT_DAYS, "notices": [], "error": "", "push_problem": "", **extra}
+
+
+def _page(svc: Svc, rs: RosterService, request: Request, who: Visitor, venue_id: int, status_code: int = 200,
+          **extra: Any) -> Response:
+    """The passes page (with notices or an error), or a page saying this server cannot
+    sign passes."""
+    if rs.office_or_none() is None:
+        venue_for(svc, who, venue_id, "passes.print")
+        return render(request, who, "error.html", 503, message="passes.unavailable", back=f"/venues/{venue_id}")
+    return render(request, who, "passes.html", status_code,
+                  **_passes_context(svc, rs, request, who, venue_id, **extra))
 
 
 @router.get("/venues/{venue_id}/passes", response_class=HTMLResponse, include_in_schema=False)
 def passes_page(svc: Svc, rs: RosterSvc, request: Request, venue_id: VenueId, who: Visitor = Depends(logged_in)):
-    return render(request, who, "passes.html", **_passes_context(svc, rs, request, who, venue_id))
+    return _page(svc, rs, request, who, venue_id)
 
 
 @router.post("/venues/{venue_id}/passes", response_class=HTMLResponse, include_in_schema=False)
@@ -80,22 +92,26 @@ async def passes_issue(svc: Svc, rs: RosterSvc, request: Request, venue_id: Venu
                        who: Visitor = Depends(logged_in_csrf)):
     venue_for(svc, who, venue_id, "passes.print")
     form = await request.form()
+    error = ""
     try:
         ids = [int(str(v)[:20]) for v in form.getlist("person")[:MAX_PER_BATCH + 1]]
         days = int(str(form.get("days") or DEFAULT_DAYS)[:20])
     except ValueError:
-        raise HTTPException(400, "person ids and days must be whole numbers") from None
-    if not all(1 <= i <= MAX_ID for i in ids):
-        raise HTTPException(400, "no such person")
-    if not 1 <= days <= MAX_DAYS:
-        raise HTTPException(400, f"days must be 1-{MAX_DAYS}")
-    without_phone = form.get("without_phone") == "1"
+        ids, days, error = [], 0, "passes.error.numbers"
+    if not error and not all(1 <= i <= MAX_ID for i in ids):
+        error = "passes.error.person"
+    if not error and not 1 <= days <= MAX_DAYS:
+        error = "passes.error.numbers"
+    if not error:
+        without_phone = form.get("without_phone") == "1"
+        try:
+            result, left = await run_in_threadpool(rs.issue, who, venue_id, ids, without_phone, days)
+        except UserError:
+            error = "passes.error.person"  # the days were checked above: a person not on this roster
+    if error:
+        message = i18n.translate(who.lang, error, max_days=MAX_DAYS)
+        return await run_in_threadpool(_page, svc, rs, request, who, venue_id, 400, error=message)
     notices = []
-    try:
-        result, left = await run_in_threadpool(rs.issue, who, venue_id, ids, without_phone, days)
-    except UserError as exc:
-        context = await run_in_threadpool(_passes_context, svc, rs, request, who, venue_id, error=str(exc))
-        return render(request, who, "passes.html", 400, **context)
     if result is None or not result.issued:
         notices.append(i18n.translate(who.lang, "passes.nothing"))
     else:
@@ -104,9 +120,8 @@ async def passes_issue(svc: Svc, rs: RosterSvc, request: Request, venue_id: Venu
         notices.append(i18n.translate(who.lang, "passes.skipped", count=len(result.skipped)))
     if left:
         notices.append(i18n.translate(who.lang, "passes.left", count=left))
-    context = await run_in_threadpool(_passes_context, svc, rs, request, who, venue_id, notices=notices,
-                                      new_batch=result.batch_id if result else None)
-    return render(request, who, "passes.html", **context)
+    return await run_in_threadpool(_page, svc, rs, request, who, venue_id, notices=notices,
+                                   new_batch=result.batch_id if result else None)
 
 
 @router.get("/api/venues/{venue_id}/passes", tags=["passes"])
@@ -167,20 +182,30 @@ def passes_revoke(svc: Svc, rs: RosterSvc, request: Request, venue_id: VenueId,
         raise HTTPException(404)
     # A replacement for a lost card is valid to the same last day as the card it replaces.
     days = max(1, (record.expires - rs.today()).days + 1) if reissue else 0
+    lang = who.lang
     try:
         revoked, fresh, pushed = _revoke(rs, who, venue_id, pid, reason, days)
-    except UserError as exc:
-        return render(request, who, "passes.html", 409,
-                      **_passes_context(svc, rs, request, who, venue_id, error=str(exc)))
-    lang = who.lang
+    except UserError:
+        return _page(svc, rs, request, who, venue_id, 409,
+                     error=i18n.translate(lang, "passes.error.revoked_already", pid=pid))
     notices = [i18n.translate(lang, "passes.revoked", pid=pid)]
     if fresh is not None:
         notices.append(i18n.translate(lang, "passes.reissued", pid=fresh.pid, batch=fresh.batch_id))
-    notices.append(i18n.translate(lang, "passes.pushed", count=pushed.stations) if not pushed.error
-                   else i18n.translate(lang, "passes.not_pushed", error=pushed.error))
-    return render(request, who, "passes.html",
-                  **_passes_context(svc, rs, request, who, venue_id, notices=notices,
-                                    new_batch=fresh.batch_id if fresh else None))
+    key, values = rs.push_notice(pushed)
+    said = i18n.translate(lang, key, **values)
+    return _page(svc, rs, request, who, venue_id, notices=notices if pushed.error else [*notices, said],
+                 push_problem=said if pushed.error else "", new_batch=fresh.batch_id if fresh else None)
+
+
+@router.post("/venues/{venue_id}/passes/push", response_class=HTMLResponse, include_in_schema=False)
+def passes_push(svc: Svc, rs: RosterSvc, request: Request, venue_id: VenueId, who: Visitor = Depends(logged_in_csrf)):
+    """Send the block list to the venue's stations again (after a push that failed)."""
+    venue_for(svc, who, venue_id, "roster.manage")
+    pushed = rs.push(who, venue_id)
+    key, values = rs.push_notice(pushed)
+    said = i18n.translate(who.lang, key, **values)
+    return _page(svc, rs, request, who, venue_id, push_problem=said if pushed.error else "",
+                 notices=[] if pushed.error else [said])
 
 
 @router.post("/api/venues/{venue_id}/passes/{pid}/revoke", tags=["passes"])

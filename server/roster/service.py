@@ -30,6 +30,9 @@ from server.venues.permissions import allowed
 from server.web.deps import Services, Visitor
 
 _MAKING = threading.Lock()
+# The reason written on a pass revoked because its holder left the roster (the pages
+# show a pass's reason as it was typed, and the people who read it read Vietnamese).
+LEFT_THE_ROSTER = "không còn trong danh sách nhân sự"
 
 
 def full_names(role: str) -> bool:
@@ -104,11 +107,11 @@ class RosterService:
         revoked: list[str] = []
         if result.ok:
             if result.removed_ids and desk is not None:
-                revoked = desk.revoke_people(venue_id, result.removed_ids, "left the roster", self.today())
+                revoked = desk.revoke_people(venue_id, result.removed_ids, LEFT_THE_ROSTER, self.today())
                 if revoked:
                     desk.push(venue_id)
                     for pid in revoked:
-                        self.audit(who, "qrgate.passes.revoked", venue_id, pid=pid, reason="left the roster")
+                        self.audit(who, "qrgate.passes.revoked", venue_id, pid=pid, reason=LEFT_THE_ROSTER)
             self.audit(who, "qrgate.roster.uploaded", venue_id, mode=mode, rows=result.rows, added=result.added,
                        updated=result.updated, removed=len(result.removed_ids))
         return result, None, revoked
@@ -152,6 +155,21 @@ class RosterService:
             self.audit(who, "qrgate.passes.issued", venue_id, count=1, batch=fresh.batch_id,
                        expires=fresh.expires.isoformat())
         return revoked, fresh, desk.push(venue_id)
+
+    def push(self, who: Visitor, venue_id: int) -> PushResult:
+        """Send the venue's block list to its stations again (after a failed push)."""
+        result = self.office().push(venue_id)
+        self.audit(who, "qrgate.passes.pushed", venue_id, stations=result.stations)
+        return result
+
+    def push_notice(self, pushed: PushResult) -> tuple[str, dict[str, Any]]:
+        """What a page says about a push, as an i18n key and its values: how many stations
+        got the block list, or what to do when none could (never the broker's own words)."""
+        if not pushed.error:
+            return ("passes.pushed", {"count": pushed.stations}) if pushed.stations else ("passes.pushed_none", {})
+        if self.office().publisher is None:
+            return "passes.push.no_broker", {}
+        return "passes.push.unreachable", {}
 
 
 def _fallback_office(services: Services) -> PassOffice | None:

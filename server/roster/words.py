@@ -15,7 +15,7 @@ from server.web import i18n
 def register() -> None:
     """Add the words and the audit actions (once more is no harm: the same words)."""
     register_actions("qrgate.roster.uploaded", "qrgate.roster.names.read", "qrgate.passes.issued",
-                     "qrgate.passes.printed", "qrgate.passes.revoked")
+                     "qrgate.passes.printed", "qrgate.passes.revoked", "qrgate.passes.pushed")
     i18n.register({
         "roster.title": ("Danh sách nhân sự", "Roster"),
         "roster.link": ("Danh sách nhân sự", "Roster"),
@@ -24,13 +24,11 @@ def register() -> None:
                         "Nobody on the roster yet. Upload a CSV or XLSX file."),
         "roster.upload": ("Tải lên danh sách", "Upload a roster"),
         "roster.file": ("Tệp CSV (UTF-8) hoặc XLSX", "CSV (UTF-8) or XLSX file"),
-        "roster.file_hint": ("Dòng đầu là tên cột: ma_nv, ho_ten, cccd (hoặc mã BHYT), nam_sinh, bo_phan, "
-                             "dien_thoai. Chỉ ma_nv và ho_ten là bắt buộc. Số điện thoại không được lưu, chỉ ghi "
-                             "nhận người đó có điện thoại hay không.",
-                             "The first row names the columns: ma_nv (employee no.), ho_ten (full name), cccd "
-                             "(or BHYT code), nam_sinh (birth year), bo_phan (department), dien_thoai (phone). "
-                             "Only ma_nv and ho_ten are required. Phone numbers are not stored, only whether "
-                             "the person has one."),
+        "roster.file_hint": ("Dòng đầu ghi tên các cột:", "The first row names the columns:"),
+        "roster.file_hint_rest": ("Bắt buộc: mã nhân viên và họ tên. Cột số giấy tờ nhận số CCCD hoặc mã thẻ BHYT. "
+                                  "Số điện thoại không được lưu, chỉ ghi nhận người đó có điện thoại hay không.",
+                                  "Required: employee number and full name. The ID column takes a CCCD number or a "
+                                  "BHYT code. Phone numbers are not stored, only whether the person has one."),
         "roster.mode": ("Cách nhập", "How to import"),
         "roster.mode.merge": ("Gộp: thêm người mới, cập nhật người đã có (theo mã NV), giữ nguyên những người khác",
                               "Merge: add new people, update known ones (by employee no.), keep everyone else"),
@@ -39,6 +37,10 @@ def register() -> None:
                                 "Replace: the roster becomes exactly the file; people not in it are removed and "
                                 "their passes revoked"),
         "roster.send": ("Tải lên", "Upload"),
+        "roster.replace_confirm": ("Thay thế cả danh sách bằng tệp này? Người không có trong tệp sẽ bị xoá và thẻ ra "
+                                   "vào của họ bị thu hồi.",
+                                   "Replace the whole roster with this file? People not in it are removed and their "
+                                   "passes revoked."),
         "roster.refused": ("Tệp bị từ chối, chưa có gì được lưu. Hãy sửa các lỗi sau rồi tải lên lại:",
                            "The file was refused and nothing was stored. Fix these and upload it again:"),
         "roster.refused_more": ("… và {count} lỗi khác", "… and {count} more"),
@@ -71,6 +73,7 @@ def register() -> None:
         "roster.absent_none": ("Mọi người trong danh sách đã quét hôm nay.", "Everyone on the roster has checked in today."),
         "roster.prev": ("← Trước", "← Previous"),
         "roster.next": ("Tiếp →", "Next →"),
+        "roster.pick": ("Chọn để in thẻ", "Choose for a pass"),
         "roster.select_all": ("Chọn tất cả trên trang", "Select all on this page"),
         "passes.title": ("Thẻ ra vào in sẵn", "Printed passes"),
         "passes.link": ("Thẻ ra vào", "Passes"),
@@ -108,9 +111,33 @@ def register() -> None:
         "passes.reissued": ("Thẻ mới {pid} (đợt {batch}) đã được cấp.", "New pass {pid} (batch {batch}) issued."),
         "passes.pushed": ("Đã gửi danh sách chặn tới {count} trạm của địa điểm.",
                           "The block list was sent to {count} stations of the venue."),
-        "passes.not_pushed": ("Chưa gửi được tới các trạm: {error}. Thẻ vẫn bị thu hồi; trạm sẽ nhận ở lần gửi cấu hình sau.",
-                              "Not sent to the stations yet: {error}. The pass stays revoked; stations get it with "
-                              "their next config."),
+        "passes.pushed_none": ("Địa điểm này chưa có trạm quét nào: không có trạm nào cần nhận danh sách chặn.",
+                               "This venue has no stations yet: none needed the block list."),
+        "passes.push.no_broker": ("Chưa gửi được tới các trạm: máy chủ web này chưa được nối với máy chủ MQTT. Thẻ vẫn "
+                                  "bị thu hồi; các trạm chỉ từ chối thẻ sau khi nhận danh sách chặn. Hãy báo người "
+                                  "quản trị máy chủ khai báo máy chủ MQTT cho máy chủ web (mục [mqtt] của tệp cấu "
+                                  "hình) rồi bấm “Gửi lại tới các trạm”.",
+                                  "Not sent to the stations: this web server has no MQTT broker configured. The pass "
+                                  "stays revoked; stations refuse it once they get the block list. Ask the server's "
+                                  "administrator to configure the broker for the web server ([mqtt] in its "
+                                  "configuration), then press “Send to the stations again”."),
+        "passes.push.unreachable": ("Chưa gửi được tới các trạm: không kết nối được máy chủ MQTT. Thẻ vẫn bị thu hồi; "
+                                    "các trạm chỉ từ chối thẻ sau khi nhận danh sách chặn. Khi máy chủ MQTT hoạt động "
+                                    "trở lại (dịch vụ mosquitto), hãy bấm “Gửi lại tới các trạm”.",
+                                    "Not sent to the stations: the MQTT broker cannot be reached. The pass stays "
+                                    "revoked; stations refuse it once they get the block list. When the broker works "
+                                    "again (the mosquitto service), press “Send to the stations again”."),
+        "passes.push_again": ("Gửi lại tới các trạm", "Send to the stations again"),
+        "passes.error.revoked_already": ("Thẻ {pid} đã bị thu hồi từ trước.", "Pass {pid} was already revoked."),
+        "passes.error.numbers": ("Chưa cấp thẻ: số ngày phải là số nguyên từ 1 đến {max_days}.",
+                                 "No passes issued: the number of days must be a whole number from 1 to {max_days}."),
+        "passes.error.person": ("Chưa cấp thẻ: người được chọn không có trong danh sách nhân sự của địa điểm này. "
+                                "Hãy tải lại trang và chọn lại.",
+                                "No passes issued: a chosen person is not on this venue's roster. Reload the page "
+                                "and choose again."),
+        "value.mode.merge": ("gộp", "merge"),
+        "value.mode.replace": ("thay thế", "replace"),
+        "passes.reason.none": ("không ghi lý do", "no reason given"),
         "passes.replaced_by": ("thay bằng {pid}", "replaced by {pid}"),
         "passes.unavailable": ("Máy chủ này chưa có khoá ký thẻ.", "This server has no pass-signing key."),
         **{f"roster.problem.{code}": pair for code, pair in MESSAGES.items()},
@@ -123,4 +150,6 @@ def register() -> None:
                                  "Issued {count} passes (batch {batch}), valid to {expires}"),
         "qrgate.passes.printed": ("Tải PDF thẻ ra vào đợt {batch} ({count} thẻ)", "Downloaded the passes PDF of batch {batch} ({count} cards)"),
         "qrgate.passes.revoked": ("Thu hồi thẻ {pid}: {reason}", "Revoked pass {pid}: {reason}"),
+        "qrgate.passes.pushed": ("Gửi lại danh sách chặn tới {stations} trạm",
+                                 "Sent the block list to {stations} stations again"),
     })

@@ -1,5 +1,6 @@
 """Self check-in (F8): a person scans the venue's poster and declares coming in or
-going out on their own phone; the page at ``/c/{token}`` and its JSON twin."""
+going out on their own phone; the page at ``/c/{token}`` and its JSON twin. A closed
+venue's page says so and takes no declaration (the API answers 409 ``venue_closed``)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,18 @@ from qrgate.masking import mask_id_number, mask_person_name
 from server.accounts.accounts import address_key
 from server.selfcheckin.selfcheckin import SelfCheckinError, parse_declaration
 from server.venues.venues import Venue
+from server.web import i18n
 from server.web.deps import Services, Svc, Visitor, csrf_checked, visitor
 from server.web.pages import render
 
 router = APIRouter()
+
+CLOSED_MESSAGE = "Địa điểm này đã đóng cửa và không nhận khai báo ra vào nữa."
+i18n.register({"self.closed": (CLOSED_MESSAGE, "This venue is closed and takes no more check-ins.")})
+
+
+class VenueClosed(Exception):
+    """A declaration at a closed venue."""
 
 
 class DeclarationBody(BaseModel):
@@ -30,6 +39,8 @@ def declare(svc: Services, who: Visitor, token: str, form: dict) -> tuple[Venue,
     venue = svc.venues.by_token(token)
     if venue is None:
         raise HTTPException(404)
+    if venue.closed:
+        raise VenueClosed()
     if not svc.accounts.allow(f"self:ip:{address_key(who.ip)}", 30, 600):
         raise HTTPException(429, "Quá nhiều lượt khai báo từ địa chỉ này. Vui lòng thử lại sau.")
     declaration = parse_declaration(form.get("id_number", ""), form.get("name", ""), form.get("birth_year", ""),
@@ -43,7 +54,7 @@ def selfcheckin_page(svc: Svc, request: Request, token: str, who: Visitor = Depe
     venue = svc.venues.by_token(token)
     if venue is None:
         raise HTTPException(404)
-    return render(request, who, "selfcheckin.html", venue=venue, area=svc.venues.area_text(venue),
+    return render(request, who, "selfcheckin.html", venue=venue, address=svc.venues.address_text(venue),
                   values={}, errors={}, done=None)
 
 
@@ -54,12 +65,16 @@ async def selfcheckin_submit(svc: Svc, request: Request, token: str, who: Visito
         venue, record = declare(svc, who, token, form)
     except SelfCheckinError as exc:
         venue = svc.venues.by_token(token)
-        return render(request, who, "selfcheckin.html", 400, venue=venue, area=svc.venues.area_text(venue),
+        return render(request, who, "selfcheckin.html", 400, venue=venue, address=svc.venues.address_text(venue),
                       values=form, errors=exc.problems, done=None)
+    except VenueClosed:
+        venue = svc.venues.by_token(token)
+        return render(request, who, "selfcheckin.html", 409, venue=venue, address=svc.venues.address_text(venue),
+                      values={}, errors={}, done=None)
     when = dt.datetime.fromtimestamp(record["ts"] / 1000, svc.tz)
     done = {"direction": record["dir"], "name": mask_person_name(record["person"]["name"]),
             "id_number": mask_id_number(record["person"]["id"]), "time_text": when.strftime("%d/%m/%Y %H:%M:%S")}
-    return render(request, who, "selfcheckin.html", venue=venue, area=svc.venues.area_text(venue),
+    return render(request, who, "selfcheckin.html", venue=venue, address=svc.venues.address_text(venue),
                   values={}, errors={}, done=done)
 
 
@@ -70,6 +85,8 @@ def api_selfcheckin(svc: Svc, token: str, body: DeclarationBody, who: Visitor = 
         venue, record = declare(svc, who, token, body.model_dump())
     except SelfCheckinError as exc:
         return JSONResponse({"detail": "invalid", "problems": exc.problems}, 422)
+    except VenueClosed:
+        return JSONResponse({"detail": "venue_closed", "message": CLOSED_MESSAGE}, 409)
     return {"venue": venue.name, "direction": record["dir"], "time_ms": record["ts"],
             "name": mask_person_name(record["person"]["name"])}
 

@@ -18,7 +18,9 @@ i18n.register({f"role.{role}": (ROLE_NAMES["vi"][role], ROLE_NAMES["en"][role]) 
 VENUE_PERMISSIONS: dict[str, frozenset[str]] = {
     "venue.view": frozenset({"owner", "manager", "controller"}),
     "checkins.view": frozenset({"owner", "manager", "controller"}),
+    "phone.scan": frozenset({"owner", "manager", "controller"}),
     "venue.edit": frozenset({"owner", "manager"}),
+    "venue.close": frozenset({"owner"}),
     "poster.download": frozenset({"owner", "manager"}),
     "checkins.export": frozenset({"owner", "manager"}),
     "history.view": frozenset({"owner", "manager"}),
@@ -44,3 +46,23 @@ def allowed(role: str | None, action: str) -> bool:
 def may_share(role: str | None, target_role: str) -> bool:
     """May a member with ``role`` grant or revoke ``target_role``?"""
     return target_role in ROLES and allowed(role, f"members.share.{target_role}")
+
+
+def role_rights() -> list[tuple[str, list[str]]]:
+    """What each role may do, in words, for the members list (from the permissions table)."""
+    return [(role, [key for action, key in RIGHT_WORDS if allowed(role, action)]) for role in ROLES]
+
+
+RIGHT_WORDS = (("checkins.view", "rights.checkins"), ("roster.manage", "rights.roster"),
+               ("checkins.export", "rights.export"), ("venue.edit", "rights.edit"),
+               ("members.share.controller", "rights.share_controller"), ("members.share.owner", "rights.share_all"),
+               ("venue.close", "rights.close"))
+i18n.register({
+    "rights.checkins": ("xem lượt quét (che thông tin cá nhân)", "see scans (personal data masked)"),
+    "rights.roster": ("quản lý danh sách người lao động, in thẻ", "manage the roster, print passes"),
+    "rights.export": ("tải dữ liệu, xem báo cáo", "export data, read reports"),
+    "rights.edit": ("sửa thông tin địa điểm, in mã QR, cài đặt trạm", "edit the venue, print the QR, set up stations"),
+    "rights.share_controller": ("mời người kiểm soát vào ra", "invite gate controllers"),
+    "rights.share_all": ("mời và hủy mọi vai trò", "invite and remove any role"),
+    "rights.close": ("đóng cửa, mở lại địa điểm", "close and reopen the venue"),
+})

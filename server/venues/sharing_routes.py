@@ -1,5 +1,6 @@
-"""Sharing a venue by role: inviting by phone (a code by SMS), accepting, cancelling,
-removing a member; and the venue's audit trail ("Lịch sử"), who did what there."""
+"""Sharing a venue by role: inviting by phone (an SMS with a link and a code), accepting,
+cancelling, removing a member; and the venue's audit trail ("Nhật ký thay đổi"), who did
+what there."""
 
 from __future__ import annotations
 
@@ -12,13 +13,23 @@ from pydantic import BaseModel, Field
 from server.accounts.accounts import AuthRefused, PhoneError, parse_phone_list
 from server.accounts.refusals import code_refused
 from server.venues.access import venue_for
-from server.venues.permissions import ROLES, may_share
+from server.venues.permissions import ROLES, may_share, role_rights
 from server.venues.venues import InvitationConflict, NotFound, Venue, VenueError
 from server.web import i18n
-from server.web.deps import Services, Svc, Visitor, logged_in, logged_in_csrf
-from server.web.pages import render
+from server.web.deps import Services, Svc, Visitor, logged_in, logged_in_csrf, public_base
+from server.web.pages import flash, render
 
 router = APIRouter()
+
+i18n.register({
+    "share.sms_note": ("Mỗi số nhận một tin nhắn có đường liên kết để nhận lời mời và mã xác nhận dùng được trong"
+                       " 24 giờ.", "Each number gets an SMS with a link to accept and a code that works for 24 hours."),
+    "flash.member_removed": ("Đã hủy quyền truy cập của người này.", "Access removed."),
+    "flash.left_venue": ("Bạn đã rời địa điểm.", "You left the venue."),
+    "flash.invitation_cancelled": ("Đã hủy lời mời.", "Invitation cancelled."),
+    "flash.invitation_accepted": ("Đã nhận lời mời: bạn đã có quyền với địa điểm này.",
+                                  "Invitation accepted: you now have access to this venue."),
+})
 
 
 class InviteBody(BaseModel):
@@ -30,7 +41,7 @@ class CodeBody(BaseModel):
     code: str = Field(max_length=20)
 
 
-def share(svc: Services, who: Visitor, venue_id: int, phones_text: str, role: str) -> list[str]:
+def share(svc: Services, who: Visitor, venue_id: int, phones_text: str, role: str, link_base: str) -> list[str]:
     venue, my_role = venue_for(svc, who, venue_id, "venue.view")
     if role not in ROLES:
         raise VenueError({"role": "Hãy chọn vai trò."})
@@ -48,7 +59,8 @@ def share(svc: Services, who: Visitor, venue_id: int, phones_text: str, role: st
 
     # A new invitation cancels the number's pending one: only if this member may cancel it.
     invitations = svc.venues.invite(venue_id, phones, role, who.account, who.ip,
-                                    may_replace=lambda pending: may_share(my_role, pending), record=record)
+                                    may_replace=lambda pending: may_share(my_role, pending), record=record,
+                                    link_base=link_base)
     return [inv.phone for inv in invitations]
 
 
@@ -70,7 +82,8 @@ def share_page(svc: Svc, request: Request, venue_id: int, who: Visitor = Depends
     roles = [r for r in ROLES if may_share(role, r)]
     if not roles:
         raise HTTPException(403)
-    return render(request, who, "share.html", venue=venue, roles=roles, phones="", role="", error="", sent=[])
+    return render(request, who, "share.html", venue=venue, roles=roles, phones="", role="", error="", sent=[],
+                  rights=dict(role_rights()))
 
 
 @router.post("/venues/{venue_id}/share", response_class=HTMLResponse, include_in_schema=False)
@@ -79,11 +92,12 @@ def share_submit(svc: Svc, request: Request, venue_id: int, phones: str = Form("
     venue, my_role = venue_for(svc, who, venue_id, "venue.view")
     roles = [r for r in ROLES if may_share(my_role, r)]
     try:
-        sent = share(svc, who, venue_id, phones, role)
+        sent = share(svc, who, venue_id, phones, role, public_base(request))
     except (PhoneError, VenueError, AuthRefused) as exc:
         return render(request, who, "share.html", 400, venue=venue, roles=roles, phones=phones, role=role,
-                      error=str(exc), sent=[])
-    return render(request, who, "share.html", venue=venue, roles=roles, phones="", role=role, error="", sent=sent)
+                      error=str(exc), sent=[], rights=dict(role_rights()))
+    return render(request, who, "share.html", venue=venue, roles=roles, phones="", role=role, error="", sent=sent,
+                  rights=dict(role_rights()))
 
 
 @router.post("/venues/{venue_id}/members/{account_id}/revoke", include_in_schema=False)
@@ -93,14 +107,15 @@ def revoke_submit(svc: Svc, request: Request, venue_id: int, account_id: int, wh
     except VenueError as exc:
         return render(request, who, "error.html", 409, message_text=str(exc))
     if svc.venues.role_of(venue_id, who.account.id) is None:
-        return RedirectResponse("/venues", 303)
-    return RedirectResponse(f"/venues/{venue_id}", 303)
+        return flash(request, RedirectResponse("/venues", 303), "flash.left_venue")
+    return flash(request, RedirectResponse(f"/venues/{venue_id}", 303), "flash.member_removed")
 
 
 @router.post("/venues/{venue_id}/invitations/{invitation_id}/cancel", include_in_schema=False)
-def cancel_submit(svc: Svc, venue_id: int, invitation_id: int, who: Visitor = Depends(logged_in_csrf)):
+def cancel_submit(svc: Svc, request: Request, venue_id: int, invitation_id: int,
+                  who: Visitor = Depends(logged_in_csrf)):
     _cancel(svc, who, venue_id, invitation_id)
-    return RedirectResponse(f"/venues/{venue_id}", 303)
+    return flash(request, RedirectResponse(f"/venues/{venue_id}", 303), "flash.invitation_cancelled")
 
 
 def _cancel(svc: Services, who: Visitor, venue_id: int, invitation_id: int) -> None:
@@ -132,7 +147,7 @@ def invitation_accept(svc: Svc, request: Request, invitation_id: int, code: str 
         inv = svc.venues.invitation(invitation_id)
         return render(request, who, "invitation.html", 400, inv=inv, venue=svc.venues.get(inv.venue_id),
                       error=str(exc))
-    return RedirectResponse(f"/venues/{inv.venue_id}", 303)
+    return flash(request, RedirectResponse(f"/venues/{inv.venue_id}", 303), "flash.invitation_accepted")
 
 
 def _accept(svc: Services, who: Visitor, invitation_id: int, code: str):
@@ -163,10 +178,11 @@ def api_members(svc: Svc, venue_id: int, who: Visitor = Depends(logged_in)):
 
 
 @router.post("/api/venues/{venue_id}/invitations", tags=["sharing"], status_code=201)
-def api_share(svc: Svc, venue_id: int, body: InviteBody, who: Visitor = Depends(logged_in_csrf)):
-    """Share with several numbers at once; each gets a confirmation code by SMS."""
+def api_share(svc: Svc, request: Request, venue_id: int, body: InviteBody, who: Visitor = Depends(logged_in_csrf)):
+    """Share with several numbers at once; each gets an SMS with a link to accept and a
+    confirmation code that lasts 24 hours."""
     try:
-        return {"invited": share(svc, who, venue_id, body.phones, body.role)}
+        return {"invited": share(svc, who, venue_id, body.phones, body.role, public_base(request))}
     except InvitationConflict as exc:
         raise HTTPException(409, str(exc)) from None
     except (PhoneError, VenueError) as exc:
@@ -221,6 +237,7 @@ def history_rows(svc: Services, venue: Venue, lang: str) -> list[dict]:
 
 @router.get("/venues/{venue_id}/history", response_class=HTMLResponse, include_in_schema=False)
 def history_page(svc: Svc, request: Request, venue_id: int, who: Visitor = Depends(logged_in)):
+    """The venue's audit trail ("Nhật ký thay đổi"), not its scans ("Lịch sử quét")."""
     venue, _ = venue_for(svc, who, venue_id, "history.view")
     return render(request, who, "history.html", venue=venue, rows=history_rows(svc, venue, who.lang))
 

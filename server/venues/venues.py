@@ -1,57 +1,35 @@
-"""Venues with their area, address, parent venue and vehicle plate; members by role;
-sharing invitations confirmed by a one-time code sent to the invited number."""
+"""Venues with their area, address, parent venue, vehicle plate and contact person;
+closing and reopening them; members by role; sharing invitations confirmed by a code
+sent by SMS to the invited number with a link to accept."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import re
 import secrets
 import time
-import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from qrgate.errors import UserError
-from server.accounts.accounts import Account, Accounts, normalise_phone
-from server.areas.areas import AreaDirectory
+from server.accounts.accounts import Account, Accounts, AuthRefused, address_key, normalise_phone, server_secret
+from server.areas.areas import CURRENT, LEGACY, AreaDirectory
+from server.areas.officers import mark_legacy
 from server.venues.permissions import ROLE_NAMES, ROLES
 from server.accounts.sms import quoted_name
-from server.web import i18n
+# Re-exported: callers have long imported the venue's input from here.
+from server.venues.venue_input import (LIMITS, VENUE_KINDS, VenueError, VenueInput, change_words,  # noqa: F401
+                                       changed_fields, clean_text, join_address, normalise_plate)
 
 logger = logging.getLogger(__name__)
 
-VENUE_KINDS = {
-    "office": ("Cơ quan, công sở", "Office"),
-    "factory": ("Nhà máy, xí nghiệp", "Factory"),
-    "school": ("Trường học", "School"),
-    "hospital": ("Bệnh viện, cơ sở y tế", "Hospital, clinic"),
-    "market": ("Chợ, siêu thị, cửa hàng", "Market, shop"),
-    "restaurant": ("Nhà hàng, quán ăn", "Restaurant"),
-    "lodging": ("Cơ sở lưu trú", "Lodging"),
-    "public": ("Địa điểm công cộng", "Public place"),
-    "event": ("Sự kiện", "Event"),
-    "vehicle": ("Phương tiện (xe đưa đón)", "Vehicle (shuttle)"),
-    "other": ("Khác", "Other"),
-}
-i18n.register({f"kind.{kind}": pair for kind, pair in VENUE_KINDS.items()})
-
-LIMITS = {"name": 200, "label": 60, "address": 300}
-
-# 2-digit province number, a series of one or two letters optionally followed by a
-# digit (51B, 30LD, 29D1), then four digits or five written NNN.NN: 51B-123.45, 30A-1234.
-_PLATE = re.compile(r"(\d{2})([A-Z]{1,2}\d??)-?(\d{4}|\d{3}\.?\d{2})", re.ASCII)
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_ASCII_UPPER_TO_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 ROW_ID_MIN, ROW_ID_MAX = -(2**63), 2**63 - 1  # a BIGINT on both engines
-
-
-class VenueError(UserError):
-    """Venue input that cannot be saved; ``problems`` maps each field to a message."""
-
-    def __init__(self, problems: Mapping[str, str]):
-        super().__init__("; ".join(problems.values()))
-        self.problems = dict(problems)
+INVITATION_CODE_HOURS = 24  # long enough for the invited person to see the SMS and act on it
+MAX_WRONG_INVITATION_CODES = 5  # then the code is burned: the inviter sends a new invitation
+_ASCII_UPPER_TO_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 class InvitationConflict(VenueError):
@@ -62,17 +40,6 @@ class NotFound(UserError):
     """No such venue, member or invitation (or not one this account may know about)."""
 
 
-def normalise_plate(text: str) -> str:
-    """``51b 12345`` -> ``51B-123.45``; ``30a-1234`` -> ``30A-1234``; VenueError if not a plate."""
-    compact = re.sub(r"[\s]", "", (text or "").upper())
-    match = _PLATE.fullmatch(compact)
-    if not match:
-        raise VenueError({"plate": "Biển số không đúng dạng, ví dụ 51B-123.45 hoặc 30A-1234."})
-    digits = match.group(3).replace(".", "")
-    number = digits if len(digits) == 4 else f"{digits[:3]}.{digits[3:]}"
-    return f"{match.group(1)}{match.group(2)}-{number}"
-
-
 def is_row_id(value: Any) -> bool:
     """Whether ``value`` can be a row id: a whole number that fits a BIGINT column. A
     larger one (from a URL or a form) names no row; the engines would refuse to bind it."""
@@ -81,12 +48,6 @@ def is_row_id(value: Any) -> bool:
 
 def _fold_ascii(text: str) -> str:
     return text.translate(_ASCII_UPPER_TO_LOWER)
-
-
-def clean_text(value: Any) -> str:
-    """Form text as stored: NFC, control characters dropped, whitespace collapsed."""
-    text = unicodedata.normalize("NFC", str(value or ""))
-    return " ".join(_CONTROL.sub("", text).split())
 
 
 @dataclass(frozen=True)
@@ -103,6 +64,20 @@ class Venue:
     plate: str
     public_token: str
     created_ms: int
+    area_map: str = CURRENT     # LEGACY: province/district/ward are old three-level codes
+    closed_ms: int | None = None  # closed: kept for the retention period, takes no new check-ins
+    contact_name: str = ""      # the venue's contact person for the authorities
+    contact_role: str = ""
+    contact_phone: str = ""
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_ms is not None
+
+    @property
+    def legacy_area(self) -> bool:
+        """Its area is an old three-level code, waiting to be converted to the 2025 map."""
+        return self.area_map == LEGACY
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -127,51 +102,6 @@ class Invitation:
     state: str  # pending / accepted / cancelled
 
 
-@dataclass
-class VenueInput:
-    """What the venue form sends; ``validate`` turns it into clean values or VenueError."""
-
-    name: str = ""
-    kind: str = ""
-    label: str = ""
-    address: str = ""
-    province: str = ""
-    district: str = ""
-    ward: str = ""
-    parent_id: int | None = None
-    plate: str = ""
-
-    def validate(self, areas: AreaDirectory) -> VenueInput:
-        problems: dict[str, str] = {}
-        values = {k: clean_text(getattr(self, k)) for k in ("name", "kind", "label", "address", "province",
-                                                            "district", "ward", "plate")}
-        if values["kind"] not in VENUE_KINDS:
-            problems["kind"] = "Hãy chọn loại địa điểm."
-        plate = ""
-        if values["kind"] == "vehicle":
-            try:
-                plate = normalise_plate(values["plate"])
-            except VenueError as exc:
-                problems.update(exc.problems)
-            if not values["name"] and plate:
-                values["name"] = f"Xe BKS {plate}"
-        elif values["plate"]:
-            problems["plate"] = "Chỉ phương tiện mới có biển số."
-        if not values["name"]:
-            problems["name"] = "Hãy nhập tên địa điểm."
-        if values["kind"] != "vehicle" and not values["address"]:
-            problems["address"] = "Hãy nhập địa chỉ: số nhà, đường (hoặc thôn, tổ)."
-        for key, limit in LIMITS.items():
-            if len(values[key]) > limit:
-                problems[key] = f"Quá dài: tối đa {limit} ký tự (đang có {len(values[key])})."
-        for key, message in areas.check(values["province"], values["district"], values["ward"]):
-            problems.setdefault(key, message)
-        if problems:
-            raise VenueError(problems)
-        return VenueInput(values["name"], values["kind"], values["label"], values["address"], values["province"],
-                          values["district"], values["ward"], self.parent_id, plate)
-
-
 class VenueDirectory:
     """Venues, members and invitations in the server's database (``storage.sql``).
 
@@ -180,7 +110,9 @@ class VenueDirectory:
     """
 
     NEW_COLUMNS = {"label": "TEXT", "province": "TEXT", "district": "TEXT", "ward": "TEXT", "parent_id": "BIGINT",
-                   "plate": "TEXT", "public_token": "TEXT"}
+                   "plate": "TEXT", "public_token": "TEXT", "closed_ms": "BIGINT", "contact_name": "TEXT",
+                   "contact_role": "TEXT", "contact_phone": "TEXT"}
+    INVITATION_COLUMNS = {"code_hash": "TEXT", "code_expires_ms": "BIGINT", "code_wrong": "INTEGER"}
 
     def __init__(self, storage, accounts: Accounts, areas: AreaDirectory, clock: Callable[[], float] = time.time):
         self.storage = storage
@@ -188,6 +120,7 @@ class VenueDirectory:
         self.areas = areas
         self.clock = clock
         self._migrate()
+        self._code_key = server_secret(storage, "invitation-codes")
 
     def _migrate(self) -> None:
         db = self.storage.sql
@@ -195,23 +128,30 @@ class VenueDirectory:
         for name, declaration in self.NEW_COLUMNS.items():
             if name not in have:
                 db.ensure_column("venues", name, declaration)  # another process may have added it meanwhile
-        if db.has_table("venue_members") and db.has_table("venue_invitations"):
-            return
-        db.schema(
-            """
-            CREATE UNIQUE INDEX IF NOT EXISTS venues_public_token ON venues (public_token);
-            CREATE TABLE IF NOT EXISTS venue_members (
-                venue_id BIGINT NOT NULL REFERENCES venues(id), account_id BIGINT NOT NULL REFERENCES accounts(id),
-                role TEXT NOT NULL, granted_by BIGINT, granted_ms BIGINT NOT NULL,
-                PRIMARY KEY (venue_id, account_id));
-            CREATE INDEX IF NOT EXISTS venue_members_account ON venue_members (account_id);
-            CREATE TABLE IF NOT EXISTS venue_invitations (
-                id {pk}, venue_id BIGINT NOT NULL REFERENCES venues(id), phone TEXT NOT NULL,
-                role TEXT NOT NULL, invited_by BIGINT NOT NULL, created_ms BIGINT NOT NULL,
-                state TEXT NOT NULL DEFAULT 'pending');
-            CREATE INDEX IF NOT EXISTS venue_invitations_phone ON venue_invitations (phone, state);
-            """
-        )
+        if "area_map" not in have:
+            # Upgrading from before the 2025 map: the areas venues hold are old codes.
+            mark_legacy(db, "venues", "coalesce(province, '') <> '' OR coalesce(ward, '') <> ''")
+            db.schema("CREATE INDEX IF NOT EXISTS venues_ward ON venues (ward)")  # a commune's dashboard, officers
+        if not (db.has_table("venue_members") and db.has_table("venue_invitations")):
+            db.schema(
+                """
+                CREATE UNIQUE INDEX IF NOT EXISTS venues_public_token ON venues (public_token);
+                CREATE TABLE IF NOT EXISTS venue_members (
+                    venue_id BIGINT NOT NULL REFERENCES venues(id), account_id BIGINT NOT NULL REFERENCES accounts(id),
+                    role TEXT NOT NULL, granted_by BIGINT, granted_ms BIGINT NOT NULL,
+                    PRIMARY KEY (venue_id, account_id));
+                CREATE INDEX IF NOT EXISTS venue_members_account ON venue_members (account_id);
+                CREATE TABLE IF NOT EXISTS venue_invitations (
+                    id {pk}, venue_id BIGINT NOT NULL REFERENCES venues(id), phone TEXT NOT NULL,
+                    role TEXT NOT NULL, invited_by BIGINT NOT NULL, created_ms BIGINT NOT NULL,
+                    state TEXT NOT NULL DEFAULT 'pending');
+                CREATE INDEX IF NOT EXISTS venue_invitations_phone ON venue_invitations (phone, state);
+                """
+            )
+        have = db.columns("venue_invitations")
+        for name, declaration in self.INVITATION_COLUMNS.items():
+            if name not in have:
+                db.ensure_column("venue_invitations", name, declaration)
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -221,7 +161,9 @@ class VenueDirectory:
     def _row(self, r: Mapping[str, Any]) -> Venue:
         return Venue(r["id"], r["name"], r["kind"] or "", r["label"] or "", r["address"] or "", r["province"] or "",
                      r["district"] or "", r["ward"] or "", r["parent_id"], r["plate"] or "",
-                     r["public_token"] or "", r["created_ms"] or 0)
+                     r["public_token"] or "", r["created_ms"] or 0, LEGACY if r.get("area_map") == LEGACY else CURRENT,
+                     r.get("closed_ms"), r.get("contact_name") or "", r.get("contact_role") or "",
+                     r.get("contact_phone") or "")
 
     def get(self, venue_id: int) -> Venue | None:
         if not is_row_id(venue_id):
@@ -248,21 +190,48 @@ class VenueDirectory:
         logger.info("venue %d created by %s", venue_id, owner.phone)
         return self.get(venue_id)
 
-    def update(self, venue_id: int, data: VenueInput, by: Account) -> Venue:
+    def update(self, venue_id: int, data: VenueInput, by: Account) -> tuple[Venue, list[str]]:
+        """Save the form; the venue as it is now and the fields that changed (their
+        keys in CHANGE_WORDS), for the audit trail."""
         clean = data.validate(self.areas)
         self._check_parent(clean.parent_id, by, venue_id)
+        before = self.get(venue_id)
         self.storage.sql.execute("UPDATE venues SET name = ?, kind = ?, address = ? WHERE id = ?",
                                  [clean.name, clean.kind, clean.address, venue_id])
         self._save_extra(venue_id, clean)
-        return self.get(venue_id)
+        after = self.get(venue_id)
+        return after, changed_fields(before, after)
 
     def _save_extra(self, venue_id: int, clean: VenueInput) -> None:
         self.storage.sql.execute(
-            "UPDATE venues SET label = ?, province = ?, district = ?, ward = ?, parent_id = ?, plate = ?,"
+            "UPDATE venues SET label = ?, province = ?, district = '', ward = ?, area_map = ?, parent_id = ?,"
+            " plate = ?, contact_name = ?, contact_role = ?, contact_phone = ?,"
             " public_token = COALESCE(public_token, ?) WHERE id = ?",
-            [clean.label, clean.province, clean.district, clean.ward, clean.parent_id, clean.plate,
-             secrets.token_urlsafe(12), venue_id],
+            [clean.label, clean.province, clean.ward, CURRENT, clean.parent_id, clean.plate, clean.contact_name,
+             clean.contact_role, clean.contact_phone, secrets.token_urlsafe(12), venue_id],
         )
+
+    def close(self, venue_id: int) -> Venue:
+        """Close a venue: its data is kept (for the retention period, like any other),
+        self check-in and enrolment codes are refused; reopening undoes it."""
+        self.storage.sql.execute("UPDATE venues SET closed_ms = ? WHERE id = ? AND closed_ms IS NULL",
+                                 [self._now_ms(), venue_id])
+        return self.get(venue_id)
+
+    def reopen(self, venue_id: int) -> Venue:
+        self.storage.sql.execute("UPDATE venues SET closed_ms = NULL WHERE id = ?", [venue_id])
+        return self.get(venue_id)
+
+    def scans_after_closing(self, venue: Venue) -> tuple[int, int | None]:
+        """(count, latest wall ms) of station scans stored for a closed venue since it
+        closed: stations still at its gates, to be retired or moved (docs/web.md)."""
+        if venue.closed_ms is None:
+            return 0, None
+        db = self.storage.sql
+        stations = " AND station_id NOT IN (SELECT station_id FROM self_stations)" if db.has_table("self_stations") else ""
+        row = db.one(f"SELECT count(*), max(wall_ms) FROM checkins WHERE venue_id = ? AND wall_ms >= ?{stations}",
+                     [venue.id, venue.closed_ms])
+        return (row[0] or 0, row[1]) if row else (0, None)
 
     def _check_parent(self, parent_id: int | None, by: Account, venue_id: int | None) -> None:
         if parent_id is None:
@@ -297,7 +266,11 @@ class VenueDirectory:
         return [(self._row(r), r["member_role"]) for r in rows]
 
     def area_text(self, venue: Venue) -> str:
-        return self.areas.describe(venue.province, venue.district, venue.ward)
+        return self.areas.describe_venue(venue)
+
+    def address_text(self, venue: Venue) -> str:
+        """Street address and area in one line (a vehicle may have no street address)."""
+        return join_address(venue.address, self.area_text(venue))
 
     # -- members -----------------------------------------------------------------
 
@@ -345,7 +318,8 @@ class VenueDirectory:
 
     def invite(self, venue_id: int, phones: list[str], role: str, by: Account, ip: str,
                may_replace: Callable[[str], bool] = lambda role: True,
-               record: Callable[[Invitation, list[Invitation]], None] | None = None) -> list[Invitation]:
+               record: Callable[[Invitation, list[Invitation]], None] | None = None,
+               link_base: str = "") -> list[Invitation]:
         """Invite each number to ``role``; each receives its own confirmation code.
 
         Every number is checked before any code is sent (:meth:`check_replaceable`);
@@ -357,7 +331,7 @@ class VenueDirectory:
         phones = [normalise_phone(p) for p in phones]
         for phone in phones:
             self.check_replaceable(venue_id, phone, may_replace)
-        return [self.invite_one(venue_id, phone, role, by, ip, may_replace, record)[0] for phone in phones]
+        return [self.invite_one(venue_id, phone, role, by, ip, may_replace, record, link_base)[0] for phone in phones]
 
     def check_replaceable(self, venue_id: int, phone: str, may_replace: Callable[[str], bool]) -> list[Invitation]:
         """The number's pending invitations at the venue, which a new one would cancel;
@@ -373,13 +347,14 @@ class VenueDirectory:
     def invite_one(self, venue_id: int, phone: str, role: str, by: Account, ip: str,
                    may_replace: Callable[[str], bool] = lambda role: True,
                    record: Callable[[Invitation, list[Invitation]], None] | None = None,
-                   ) -> tuple[Invitation, list[Invitation]]:
+                   link_base: str = "") -> tuple[Invitation, list[Invitation]]:
         """Invite one number; return the invitation and the pending ones it replaced.
 
-        One transaction: the new invitation, its code, the cancelling of the earlier
-        ones and ``record`` (the audit entries) happen together or not at all. So a code
-        refused by the rate limit (AuthRefused) leaves no pending invitation behind and
-        the earlier invitation as it was.
+        The SMS carries a link to accept (``link_base``/invitations/<id>) and a code that
+        lasts INVITATION_CODE_HOURS hours. One transaction: the new invitation, its code,
+        the cancelling of the earlier ones and ``record`` (the audit entries) happen
+        together or not at all. So a code refused by the rate limit (AuthRefused) leaves
+        no pending invitation behind and the earlier invitation as it was.
         """
         if role not in ROLES:
             raise VenueError({"role": "Hãy chọn vai trò."})
@@ -388,16 +363,20 @@ class VenueDirectory:
         db = self.storage.sql
         with db.transaction(serial=f"venue-invitations:{venue_id}"):
             replaced = self.check_replaceable(venue_id, phone, may_replace)
+            code = f"{secrets.randbelow(1_000_000):06d}"
+            now = self._now_ms()
             invitation_id = db.insert_id(
-                "INSERT INTO venue_invitations (venue_id, phone, role, invited_by, created_ms) VALUES (?, ?, ?, ?, ?)",
-                [venue_id, phone, role, by.id, self._now_ms()],
+                "INSERT INTO venue_invitations (venue_id, phone, role, invited_by, created_ms, code_expires_ms,"
+                " code_wrong) VALUES (?, ?, ?, ?, ?, ?, 0)",
+                [venue_id, phone, role, by.id, now, now + INVITATION_CODE_HOURS * 3_600_000],
             )
-            # The code goes out inside the transaction: refused, it takes the invitation with it.
-            self.accounts.send_code(
-                phone, f"share:{invitation_id}", ip,
-                message=f"{by.phone} chia sẻ địa điểm {quoted_name(venue.name)} cho bạn với vai trò"
-                        f" {ROLE_NAMES['vi'][role]}. Mã xác nhận: {{code}}",
-            )
+            db.execute("UPDATE venue_invitations SET code_hash = ? WHERE id = ?",
+                       [self._code_hash(invitation_id, code), invitation_id])
+            # Counted with the login codes: the same limits per number and per address.
+            # Refused, the exception takes the invitation with it (one transaction).
+            self._count_sms(phone, ip)
+            link = f"{link_base.rstrip('/')}/invitations/{invitation_id}" if link_base else ""
+            self.accounts.sender.send(phone, invitation_sms(by.phone, venue.name, role, code, link))
             for old in replaced:
                 db.execute("UPDATE venue_invitations SET state = 'cancelled' WHERE id = ? AND state = 'pending'",
                            [old.id])
@@ -442,7 +421,7 @@ class VenueDirectory:
         invitation = self.invitation(invitation_id)
         if invitation is None or invitation.phone != account.phone or invitation.state != "pending":
             raise NotFound("Không tìm thấy lời mời.")
-        self.accounts.check_code(account.phone, f"share:{invitation.id}", code, ip)
+        self._check_code(invitation, code)
         db = self.storage.sql
         with db.transaction(serial=f"venue-members:{invitation.venue_id}"):
             current = self.role_of(invitation.venue_id, account.id)
@@ -457,8 +436,56 @@ class VenueDirectory:
             db.execute("UPDATE venue_invitations SET state = 'accepted' WHERE id = ?", [invitation.id])
         return self.invitation(invitation.id)
 
+    def _code_hash(self, invitation_id: int, code: str) -> str:
+        return hmac.new(self._code_key, f"{invitation_id}:{code}".encode(), hashlib.sha256).hexdigest()
+
+    def _count_sms(self, phone: str, ip: str) -> None:
+        s = self.accounts.settings
+        if not self.accounts.allow(f"send:phone:{phone}", s.codes_per_phone, s.send_window_s):
+            raise AuthRefused("rate_limited", "Đã gửi quá nhiều mã tới số này. Vui lòng thử lại sau 15 phút.",
+                              s.send_window_s)
+        if not self.accounts.allow(f"send:ip:{address_key(ip)}", s.codes_per_ip, s.send_window_s):
+            raise AuthRefused("rate_limited", "Quá nhiều yêu cầu từ địa chỉ này. Vui lòng thử lại sau.",
+                              s.send_window_s)
+
+    def _check_code(self, invitation: Invitation, code: str) -> None:
+        """The invitation's own code, consumed by the acceptance; AuthRefused (``expired``,
+        ``bad_code``) otherwise. Only the invited number's account gets here, so the code
+        confirms a person who already proved that number by logging in."""
+        code = re.sub(r"\s", "", str(code or ""))
+        db = self.storage.sql
+        refusal = None
+        with db.transaction(serial=f"venue-invitations:{invitation.venue_id}"):
+            row = db.one("SELECT code_hash, code_expires_ms, code_wrong FROM venue_invitations"
+                         " WHERE id = ? AND state = 'pending'", [invitation.id])
+            code_hash, expires_ms, wrong = row if row else (None, 0, 0)
+            if not code_hash or (wrong or 0) >= MAX_WRONG_INVITATION_CODES:
+                refusal = AuthRefused("bad_code", "Mã đã bị khóa do nhập sai nhiều lần. Hãy nhờ người mời gửi lại"
+                                                  " lời mời.", counted=True)
+            elif self._now_ms() >= (expires_ms or 0):
+                refusal = AuthRefused("expired", "Mã đã hết hạn. Hãy nhờ người mời gửi lại lời mời.", counted=True)
+            elif not hmac.compare_digest(code_hash, self._code_hash(invitation.id, code)):
+                burned = (wrong or 0) + 1 >= MAX_WRONG_INVITATION_CODES
+                db.execute("UPDATE venue_invitations SET code_wrong = coalesce(code_wrong, 0) + 1 WHERE id = ?",
+                           [invitation.id])
+                refusal = AuthRefused("bad_code", "Mã không đúng." + (" Hãy nhờ người mời gửi lại lời mời."
+                                                                      if burned else ""), counted=True)
+        if refusal is not None:
+            raise refusal  # after the commit: the wrong guess stays counted
+
     def cancel_invitation(self, invitation_id: int) -> Invitation:
         if is_row_id(invitation_id):
             self.storage.sql.execute(
                 "UPDATE venue_invitations SET state = 'cancelled' WHERE id = ? AND state = 'pending'", [invitation_id])
         return self.invitation(invitation_id)
+
+
+def invitation_sms(inviter_phone: str, venue_name: str, role: str, code: str, link: str) -> str:
+    """The invitation SMS, in Vietnamese: who shares which venue in what role, the link
+    to accept and the code (the same phrasing as the login codes' expiry)."""
+    text = (f"{inviter_phone} chia sẻ địa điểm {quoted_name(venue_name)} cho bạn với vai trò"
+            f" {ROLE_NAMES['vi'][role]}.")
+    if link:
+        text += f" Nhận lời mời tại {link}"
+    return (f"{text} Mã xác nhận: {code}. Mã hết hạn sau {INVITATION_CODE_HOURS} giờ."
+            " Không đưa mã này cho ai.")

@@ -29,7 +29,9 @@ from server.checkins import feed_routes, routes as checkins_routes, trace_routes
 from server.ingest import enrol_routes, metrics, routes as ingest_routes
 from server.ingest.enrol import Enrolment
 from server.ingest.fleet import Fleet
-from server.reports import dashboard_routes, export_routes, service as reports_service
+from server.phone import routes as phone_routes
+from server.releases import routes as releases_routes
+from server.reports import dashboard_routes, export_routes, report_routes, service as reports_service
 from server.roster import pass_routes, routes as roster_routes, service as roster_service
 from server.roster.parsing import MAX_UPLOAD_BYTES
 from server.selfcheckin import routes as selfcheckin_routes
@@ -85,8 +87,10 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
                    selfcheckin_routes.router,
                    enrol_routes.router, ingest_routes.router, metrics.router,
                    feed_routes.router, checkins_routes.router, trace_routes.router,
-                   export_routes.router, dashboard_routes.router,
-                   roster_routes.router, pass_routes.router):
+                   export_routes.router, report_routes.router, dashboard_routes.router,
+                   roster_routes.router, pass_routes.router,
+                   phone_routes.router,
+                   releases_routes.router):
         app.include_router(router)
     return app
 

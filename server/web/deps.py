@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # the feature packages import this module, not the other way 
     from server.ingest.fleet import Fleet
     from server.selfcheckin.selfcheckin import SelfCheckin
     from server.storage import Storage
-    from server.venues.areas import AreaDirectory
+    from server.areas.areas import AreaDirectory
     from server.venues.venues import VenueDirectory
 
 
@@ -73,7 +73,9 @@ class Services:
     bridge: Any = None            # server.ingest.bridge.Bridge, for /metrics
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async, as the dependencies below: a plain function would cost every request a hop
+    # through the thread pool.
     return request.app.state.services
 
 
@@ -143,5 +145,5 @@ def public_base(request: Request) -> str:
 def safe_next(url: str | None) -> str:
     """Only paths on this site: an open redirect would let a phishing link borrow our name."""
     if not url or not url.startswith("/") or url.startswith("//") or "\\" in url or urlsplit(url).netloc:
-        return "/venues"
+        return "/"
     return url

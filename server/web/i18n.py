@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 
 LANGUAGES = ("vi", "en")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 TEXTS: dict[str, tuple[str, str]] = {
     "app": ("QR gate", "QR gate"),
@@ -13,6 +16,13 @@ TEXTS: dict[str, tuple[str, str]] = {
     "nav.feed": ("Lượt ra vào gần nhất", "Latest check-ins"),
     "nav.sms": ("Tin nhắn (vận hành)", "Messages (operator)"),
     "nav.fleet": ("Trạm", "Stations"),
+    "nav.menu": ("Trình đơn", "Menu"),
+    "nav.account": ("Tài khoản của bạn", "Your account"),
+    "nav.area_reports": ("Báo cáo khu vực", "Area reports"),
+    "venues.exports": ("Xuất dữ liệu nhiều địa điểm", "Export several venues"),
+    "area.report": ("Báo cáo tuần", "Weekly report"),
+    "layout.scroll_hint": ("Bảng rộng hơn màn hình: kéo ngang trong bảng để xem các cột còn lại.",
+                           "The table is wider than the screen: swipe it sideways to see the other columns."),
     "fleet.title": ("Các trạm quét", "Stations"),
     "fleet.station": ("Trạm", "Station"),
     "fleet.venue": ("Địa điểm", "Venue"),
@@ -118,7 +128,16 @@ TEXTS: dict[str, tuple[str, str]] = {
     "checkins.out": ("Ra", "Out"),
     "checkins.none": ("Chưa có lượt nào.", "No check-ins yet."),
     "checkins.self": ("tự khai báo", "self-declared"),
+    "checkins.phone": ("Điện thoại số {number} ({account})", "Phone no. {number} ({account})"),
     "checkins.corrected": ("giờ đã hiệu chỉnh", "time corrected"),
+    "checkins.unsynced_red": ("Giờ màu đỏ:", "Times in red:"),
+    "checkins.unsynced_legend": ("đồng hồ của trạm chưa được đồng bộ (chưa lấy được giờ chuẩn qua mạng) khi quét, "
+                                 "nên giờ ghi nhận có thể lệch so với giờ thật.",
+                                 "the station's clock was not synchronised (it had not got the time from the network) "
+                                 "when it scanned, so the time recorded may be off."),
+    "checkins.unsynced_title": ("Đồng hồ trạm chưa đồng bộ khi quét", "The station's clock was not synchronised"),
+    "checkins.zone": ("Giờ theo {zone}.", "Times in {zone}."),
+    "checkins.zone_vn": ("giờ Việt Nam (UTC+7)", "Vietnam time (UTC+7)"),
     "checkins.masked": ("Thông tin cá nhân đã được che bớt.", "Personal data is masked."),
     "checkins.total": ("Tổng số lượt", "Total check-ins"),
     "self.title": ("Khai báo ra/vào", "Check in or out"),
@@ -136,6 +155,11 @@ TEXTS: dict[str, tuple[str, str]] = {
                      "Your details are used only for contact tracing requested by health officers."),
     "error.title": ("Không tìm thấy", "Not found"),
     "error.forbidden": ("Bạn không có quyền làm việc này.", "You are not allowed to do this."),
+    "error.forbidden_title": ("Không có quyền", "Not allowed"),
+    "error.csrf_title": ("Phiên làm việc đã hết hạn", "Session expired"),
+    "error.other_title": ("Chưa thực hiện được", "Not done"),
+    "error.back": ("Quay lại trang chính", "Back to the main page"),
+    "error.back_page": ("Quay lại", "Back"),
     "error.not_found": ("Không tìm thấy trang hoặc địa điểm này.", "This page or venue does not exist."),
     "error.csrf": ("Phiên làm việc đã hết hạn, hãy tải lại trang và thử lại.",
                    "Your session expired; reload the page and try again."),
@@ -220,9 +244,18 @@ def direction_name(lang: str, direction: str) -> str:
 
 
 def history_text(lang: str, action: str, data: dict, venue_name: str) -> str:
+    """An audit entry as a sentence. A value in ``data`` is said in words when a feature
+    registered ``value.<field>.<value>`` (the roster's ``mode``: merge -> gộp), a role by
+    its name, and a date (yyyy-mm-dd) as dd/mm/yyyy."""
     pair = HISTORY_TEXTS.get(action, (action, action))
     values = {"venue": venue_name, "phone": "", "role": "", "format": "", "rows": ""}
-    values.update({k: str(v) for k, v in data.items()})
+    for field, value in data.items():
+        text = str(value)
+        if f"value.{field}.{text}" in TEXTS:
+            text = translate(lang, f"value.{field}.{text}")
+        elif _ISO_DATE.fullmatch(text):
+            text = f"{text[8:10]}/{text[5:7]}/{text[:4]}"
+        values[field] = text
     if "role" in data:
         values["role"] = role_name(lang, str(data["role"]))
     return pair[1 if lang == "en" else 0].format(**values)

@@ -1,9 +1,11 @@
 """Rendering a page: the Jinja2 templates of server/web/templates and what every page is
-given (the visitor, language, CSRF token, translations, the retention period, and the
-one-time message saying what the last action did)."""
+given (the visitor, language, CSRF token, translations, the retention period, the
+one-time message saying what the last action did, and dates and the time zone as
+people write them)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,25 @@ def flash(request: Request, response: Response, key: str) -> Response:
     return response
 
 
+def date_text(value: Any) -> str:
+    """A date as Vietnamese write it, dd/mm/yyyy, from a date, a datetime or an ISO text
+    (yyyy-mm-dd...); anything else as it is."""
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.strftime("%d/%m/%Y")
+    text = "" if value is None else str(value)
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}.*", text):
+        return f"{text[8:10]}/{text[5:7]}/{text[:4]}"
+    return text
+
+
+def zone_text(lang: str, services) -> str:
+    """The server's time zone in words: Vietnam's by name, any other by its offset now."""
+    if services.timezone in ("Asia/Ho_Chi_Minh", "Asia/Saigon"):
+        return i18n.translate(lang, "checkins.zone_vn")
+    offset = dt.datetime.fromtimestamp(services.clock(), services.tz).strftime("%z")
+    return f"UTC{offset[:3]}:{offset[3:]}" if offset else services.timezone
+
+
 def render(request: Request, who, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     """The template ``name`` for the visitor ``who`` (server.web.deps.Visitor), in their
     language, with ``context`` added to what every page gets."""
@@ -72,6 +93,8 @@ def render(request: Request, who, name: str, status_code: int = 200, **context: 
         "card_name": lambda kind: i18n.card_name(lang, kind),
         "direction_name": lambda direction: i18n.direction_name(lang, direction),
         "retention_days": services.retention_days,
+        "date_text": date_text,
+        "zone_text": lambda: zone_text(lang, services),
         "flash": message,
         **context,
     }, status_code=status_code)

@@ -1,29 +1,23 @@
-// Venue form: show only the districts and wards of the chosen province (and district).
+// Venue form: when the province changes, offer that province's communes and wards
+// (asked from /api/areas/<code>; the page carries only the chosen province's, since
+// the whole country is 3,321 of them).
 (function () {
   var province = document.getElementById("province");
-  var district = document.getElementById("district");
   var ward = document.getElementById("ward");
-  if (!province || !district || !ward) return;
-  function filter(select, parents) {
-    var any = false;
-    Array.prototype.forEach.call(select.options, function (opt) {
-      if (!opt.value) return;
-      var show = parents.indexOf(opt.getAttribute("data-parent")) !== -1;
-      opt.hidden = !show;
-      opt.disabled = !show;
-      if (show) any = true;
-      if (!show && opt.selected) select.value = "";
-    });
-    return any;
+  if (!province || !ward) return;
+  var choose = ward.getAttribute("data-choose") || "";
+  function fill(wards) {
+    while (ward.options.length) ward.remove(0);
+    ward.add(new Option(choose, ""));
+    wards.forEach(function (w) { ward.add(new Option(w.name, w.code)); });
+    ward.disabled = false;
   }
-  function update() {
-    var hasDistricts = filter(district, [province.value]);
-    district.style.display = hasDistricts ? "" : "none";
-    var label = document.querySelector("label[for=district]");
-    if (label) label.style.display = hasDistricts ? "" : "none";
-    filter(ward, hasDistricts ? [district.value] : [province.value]);
-  }
-  province.addEventListener("change", update);
-  district.addEventListener("change", update);
-  update();
+  province.addEventListener("change", function () {
+    if (!province.value) { fill([]); return; }
+    ward.disabled = true;
+    fetch("/api/areas/" + encodeURIComponent(province.value), {credentials: "same-origin"})
+      .then(function (r) { return r.ok ? r.json() : {wards: []}; })
+      .then(function (data) { fill(data.wards || []); })
+      .catch(function () { fill([]); });
+  });
 })();

@@ -1,17 +1,34 @@
-// Export form: the "CSV now" link follows the chosen days.
+// Export form: the "CSV now" link follows the chosen venues and days; "choose all" and
+// "choose none" tick or clear every venue that may be exported.
 (function () {
   var link = document.getElementById("quick-csv");
   var start = document.getElementById("start");
   var end = document.getElementById("end");
   if (!link || !start || !end) return;
+  var boxes = Array.prototype.slice.call(document.querySelectorAll("#venues input[name=venue]"))
+    .filter(function (box) { return !box.disabled; });
   var base = link.getAttribute("href").split("?")[0];
   function update() {
-    link.setAttribute("href", base + "?from=" + encodeURIComponent(start.value) + "&to=" + encodeURIComponent(end.value));
+    var query = boxes.filter(function (box) { return box.checked; })
+      .map(function (box) { return "venue=" + encodeURIComponent(box.value); });
+    query.push("from=" + encodeURIComponent(start.value), "to=" + encodeURIComponent(end.value));
+    link.setAttribute("href", base + "?" + query.join("&"));
+  }
+  function setAll(value) {
+    boxes.forEach(function (box) { box.checked = value; });
+    update();
   }
   ["input", "change"].forEach(function (kind) {
     start.addEventListener(kind, update);
     end.addEventListener(kind, update);
   });
+  boxes.forEach(function (box) { box.addEventListener("change", update); });
+  var switches = document.getElementById("venue-switches");
+  if (switches) {
+    switches.hidden = false;
+    document.getElementById("venues-all").addEventListener("click", function () { setAll(true); });
+    document.getElementById("venues-none").addEventListener("click", function () { setAll(false); });
+  }
 })();
 
 // Export progress: poll the job's JSON status and move the bar until the file is ready.
@@ -34,8 +51,8 @@
     percent.textContent = job.percent + " %";
     rows.textContent = rowsText.replace("{done}", job.rows_done).replace("{total}", job.total);
     state.textContent = box.getAttribute("data-state-" + job.state) || job.state;
-    if (job.error) {
-      error.textContent = job.error;
+    if (job.error_text) {
+      error.textContent = job.error_text;
       error.hidden = false;
     }
     download.hidden = !job.download_url;

@@ -1,4 +1,5 @@
-// Roster page: "select all" for the pass checkboxes; passes page: confirm a revocation.
+// Roster page: "select all" for the pass checkboxes. (A revocation's confirmation is
+// site.js's, from the form's data-confirm.)
 "use strict";
 document.addEventListener("DOMContentLoaded", function () {
   var all = document.getElementById("select-all");
@@ -7,9 +8,4 @@ document.addEventListener("DOMContentLoaded", function () {
       document.querySelectorAll("input.pick").forEach(function (box) { box.checked = all.checked; });
     });
   }
-  document.querySelectorAll("form.revoke").forEach(function (form) {
-    form.addEventListener("submit", function (event) {
-      if (!window.confirm(form.dataset.confirm)) { event.preventDefault(); }
-    });
-  });
 });

@@ -1,0 +1,113 @@
+"""Publishing a release on the server: the signed repository copied into the server's
+data folder in an order no station can catch half-way, a fresh timestamp signed with
+the server's timestamp key, and the retained notice on the release topic.
+
+Order of the copy: targets, then the versioned metadata (N.root.json, N.targets.json,
+N.snapshot.json), and timestamp.json last, replaced by a rename. A station reading
+during the copy sees the old timestamp (naming the old snapshot, whose files are all
+still there) or the new one (whose files are all there already).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from provisioning.release_repo import ReleaseRepository, load_key_file
+from qrgate.errors import UserError
+from qrgate.updates import RELEASES_TOPIC, notice
+
+logger = logging.getLogger(__name__)
+
+SERVED = "releases"  # under the server's data folder
+TIMESTAMP_KEY = "release-timestamp.pem"  # the server's timestamp key, in its data folder
+
+
+def served_folder(data_dir: Path) -> Path:
+    return Path(data_dir) / SERVED
+
+
+def _copy_file(src: Path, dest: Path) -> None:
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, dest)
+
+
+def copy_repository(repo: Path, served: Path) -> int:
+    """Copy what the served folder lacks (never replacing a versioned file); return how many."""
+    repo = Path(repo)
+    copied = 0
+    for kind in ("targets", "metadata"):
+        (served / kind).mkdir(parents=True, exist_ok=True)
+        names = sorted(p.name for p in (repo / kind).glob("*") if p.is_file() and not p.name.endswith(".tmp"))
+        if kind == "metadata":
+            names = [n for n in names if n != "timestamp.json"]
+        for name in names:
+            dest = served / kind / name
+            if dest.exists():
+                continue
+            _copy_file(repo / kind / name, dest)
+            copied += 1
+    return copied
+
+
+def publish(repo: Path, data_dir: Path, timestamp_key: Path | None = None) -> dict:
+    """Copy ``repo`` into the server's served folder and sign a new timestamp there."""
+    served = served_folder(data_dir)
+    if not (Path(repo) / "metadata" / "1.root.json").exists():
+        raise UserError(f"{repo} is not a release repository (no metadata/1.root.json)")
+    copied = copy_repository(Path(repo), served)
+    key = load_key_file(timestamp_key or Path(data_dir) / TIMESTAMP_KEY)
+    stamp = ReleaseRepository(served).sign_timestamp(key)
+    _owned_like(served, Path(data_dir))
+    releases = ReleaseRepository(served).releases()
+    newest = releases[-1]["version"] if releases else None
+    logger.info("published %d file(s); timestamp version %d; newest release %s", copied, stamp.signed.version, newest)
+    return {"copied": copied, "timestamp_version": stamp.signed.version, "newest": newest}
+
+
+def _owned_like(served: Path, data_dir: Path) -> None:
+    """Run as root (sudo), hand the served folder to the data folder's owner: the server
+    serves it, and its timer (as that user) re-signs the timestamp there."""
+    if os.geteuid() != 0:
+        return
+    owner = data_dir.stat()
+    for path in [served, *served.rglob("*")]:
+        os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
+
+
+def refresh_timestamp(data_dir: Path, timestamp_key: Path | None = None,
+                      expires: dt.timedelta | None = None) -> int:
+    """Sign a new timestamp.json for what is served (every few hours, by a timer)."""
+    served = served_folder(data_dir)
+    key = load_key_file(timestamp_key or Path(data_dir) / TIMESTAMP_KEY)
+    return ReleaseRepository(served).sign_timestamp(key, expires).signed.version
+
+
+def announce(version: str, mqtt_settings, base: Path, timeout: float = 15.0) -> None:
+    """The retained notice on the release topic: every station looks at once (or when it connects)."""
+    from qrgate.mqtt import make_client
+
+    client, props = make_client(f"qrgate-release-{os.getpid()}", mqtt_settings, base, persistent=False)
+    connected = threading.Event()
+    client.on_connect = lambda c, u, f, rc, p: connected.set() if not rc.is_failure else None
+    try:
+        client.connect(mqtt_settings.host, mqtt_settings.port, keepalive=mqtt_settings.keepalive, properties=props)
+    except OSError as exc:
+        raise UserError(f"cannot reach the broker at {mqtt_settings.host}:{mqtt_settings.port}: {exc}") from None
+    client.loop_start()
+    try:
+        if not connected.wait(timeout):
+            raise UserError(f"cannot reach the broker at {mqtt_settings.host}:{mqtt_settings.port}")
+        info = client.publish(RELEASES_TOPIC, notice(version, int(time.time() * 1000)), qos=1, retain=True)
+        info.wait_for_publish(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()

@@ -1,0 +1,170 @@
+"""The boot rig's fleet-update checks (docs/updates.md), run after the station is up.
+
+The operator's blocks of docs/operator.md make the release keys and repository, build
+release 0.2.0 from the source and publish it; the station hears the notice over MQTT,
+installs 0.2.0 beside the running release and keeps it once it is healthy. Then a
+broken 0.3.0 (its station exits at start) is published: the station switches to it,
+sees it never become READY and switches back by itself, saying why. Last, a timestamp
+left to expire is refused with a clear status. Nobody touches the station meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shlex
+import time
+
+STATUS = "/var/lib/qrgate-update/status.json"
+VENV = "/opt/qrgate/venv/bin"
+SERVER_CONFIG = "/etc/qrgate/server.toml"
+# A station that exits at once: the release that never becomes READY.
+BREAK_AT_START = ("import pathlib; p = pathlib.Path('/root/qrgate-broken/edge/cli.py'); t = p.read_text(); "
+                  "p.write_text(t.replace('    from edge.app import Station\\n', "
+                  "'    raise SystemExit(\"broken on purpose\")\\n', 1))")
+UPDATES_SEEN = r"""
+import json, sys
+from server.config import load_server_config
+from server.storage.postgres import open_configured
+db = open_configured(load_server_config("/etc/qrgate/server.toml")).sql
+row = db.one("SELECT state, version, reason FROM station_updates WHERE station_id = ?", [sys.argv[1]])
+fw = db.one("SELECT fw FROM station_status WHERE station_id = ?", [sys.argv[1]])
+print(json.dumps({"update": list(row) if row else None, "fw": fw[0] if fw else None}))
+"""
+MORE_PEOPLE = r"""
+import json, pathlib, sys
+from qrgate.samples import cccd, write_qr_png
+out = pathlib.Path("/var/tmp/rig-images")
+name, number = sys.argv[1], sys.argv[2]
+write_qr_png(cccd(number, "", "Trần Văn Mới", "02021991", "Nam", "Xã Tân Phú, Đồng Nai", "02022022"),
+             out / (name + ".png"))
+"""
+
+
+def status(rig) -> dict:
+    out = rig.station.sh(f"cat {STATUS} 2>/dev/null || echo '{{}}'", check=False).stdout
+    try:
+        return json.loads(out)
+    except ValueError:
+        return {}
+
+
+def wait_status(rig, version: str, states: tuple[str, ...], timeout: float) -> dict:
+    """Poll the updater's status until it reaches one of ``states`` for ``version``."""
+    deadline = time.monotonic() + timeout
+    now = status(rig)
+    while time.monotonic() < deadline:
+        now = status(rig)
+        if now.get("version") == version and now.get("state") in states:
+            return now
+        time.sleep(2)  # polling the station's status file, bounded by the deadline
+    return now
+
+
+def server_view(rig) -> dict:
+    out = rig.server.sh(f"sudo -u qrgate {VENV}/python -c {shlex.quote(UPDATES_SEEN)} {shlex.quote(rig.station_id)}",
+                        check=False)
+    try:
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {}
+
+
+def running_release(rig) -> str:
+    show = rig.unit_show()
+    cmd = rig.station.sh(f"tr '\\0' ' ' < /proc/{show.get('MainPID', '0')}/cmdline", check=False).stdout
+    link = rig.station.sh("readlink /opt/qrgate/current", check=False).stdout.strip()
+    return f"{show.get('ActiveState')}/{show.get('SubState')} {link} {cmd.split(' ')[0]}"
+
+
+def scan_counts(rig, name: str, number: str) -> bool:
+    """A new person passes: accepted by the running release and stored once at the server."""
+    rig.server.sh(f"sudo -u qrgate {VENV}/python -c {shlex.quote(MORE_PEOPLE)} {name} {number}")
+    images = rig.server.root / "var/tmp/rig-images"
+    line = rig.show_image(images / f"{name}.png", f"{name}.png", timeout=90)
+    accepted = line.startswith("recorded seq")
+    rig.summary["scans_shown"] += accepted
+    rig.summary["scans_stored"] = rig.wait_stored(rig.summary["scans_shown"], 90)
+    return accepted and rig.summary["scans_stored"] == rig.summary["scans_shown"]
+
+
+def check_updates(rig, guide_step) -> None:
+    started = time.monotonic()
+    server = rig.server
+    guide_step(server, "operator.md", "release-init", rig.words, timeout=300)
+    guide_step(server, "operator.md", "release-build", rig.words, timeout=1800)
+    kept = wait_status(rig, "0.2.0", ("kept", "rolled_back", "refused", "failed"), 600)
+    notice = rig.station.sh("cat /run/qrgate/release-notice 2>/dev/null", check=False).stdout.strip()
+    seen = server_view(rig)
+    where = running_release(rig)
+    rig.summary["update_kept"] = rig.check(
+        "release 0.2.0 announced, installed beside 0.1.0, switched to and kept",
+        kept.get("state") == "kept" and "releases/0.2.0" in where and where.startswith("active/running")
+        and seen.get("fw") == "0.2.0" and (seen.get("update") or [None])[0] == "kept",
+        f"notice {notice!r}; status {kept}; running {where}; server {seen}")
+    rig.check("a check-in under 0.2.0 is stored", scan_counts(rig, "upd-1", "079190000201"))
+
+    # A broken 0.3.0: its station exits at start. Nobody touches the station.
+    server.sh("rm -rf /root/qrgate-broken && cp -a /root/qrgate /root/qrgate-broken && "
+              f"python3 -c {shlex.quote(BREAK_AT_START)}")
+    server.sh(f"{VENV}/qrgate-release build --repo /root/releases --keys /root/release-keys "
+              f"--source /root/qrgate-broken --version 0.3.0 && "
+              f"{VENV}/qrgate-release publish --repo /root/releases --server-config {SERVER_CONFIG}", timeout=1800)
+    back = wait_status(rig, "0.3.0", ("rolled_back", "kept", "refused", "failed"), 600)
+    rig.station.sh("for i in $(seq 60); do systemctl is-active -q qrgate-edge && exit 0; sleep 1; done; exit 1",
+                   check=False, timeout=90)
+    seen = server_view(rig)
+    where = running_release(rig)
+    rig.summary["update_rolled_back"] = rig.check(
+        "a broken 0.3.0 is rolled back by the station itself, and says why",
+        back.get("state") == "rolled_back" and "not READY" in back.get("reason", "")
+        and "releases/0.2.0" in where and (seen.get("update") or [None])[0] == "rolled_back",
+        f"status {back}; running {where}; server {seen}")
+    rig.check("a check-in after the rollback is stored", scan_counts(rig, "upd-2", "079190000202"))
+
+    # A frozen view: the timestamp is left to expire. The station refuses it, changes nothing.
+    server.sh(f"sudo -u qrgate {VENV}/qrgate-release timestamp --server-config {SERVER_CONFIG} --expires 1s")
+    time.sleep(2)  # the timestamp's one second of validity has to pass
+    rig.station.sh("systemctl start qrgate-update.service", check=False, timeout=300)
+    refused = status(rig)
+    rig.summary["update_expired_refused"] = rig.check(
+        "an expired timestamp is refused with a clear status",
+        refused.get("state") == "refused" and refused.get("refusal") == "expired"
+        and "releases/0.2.0" in running_release(rig), str(refused))
+    server.sh(f"sudo -u qrgate {VENV}/qrgate-release timestamp --server-config {SERVER_CONFIG}")
+    power_cuts_during_updates(rig, rig.power_cuts)
+    rig.summary["updates_s"] = round(time.monotonic() - started, 1)
+
+
+def power_cuts_during_updates(rig, times: int, seed: int | None = None) -> None:
+    """Pull the plug at a random moment of an update (download, unpack, switch, first
+    start), ``times`` times: the station must always boot into a release that works."""
+    chance = random.Random(seed)
+    results = []
+    for i in range(times):
+        version = f"0.4.{i}"
+        rig.server.sh(f"{VENV}/qrgate-release build --repo /root/releases --keys /root/release-keys "
+                      f"--source /root/qrgate --version {version}", timeout=1800)
+        before = status(rig).get("n", 0)
+        rig.server.sh(f"{VENV}/qrgate-release publish --repo /root/releases --server-config {SERVER_CONFIG}")
+        # The notice starts the updater; wait until it is busy, then cut at a random moment.
+        deadline = time.monotonic() + 60
+        while status(rig).get("n", 0) == before and time.monotonic() < deadline:
+            time.sleep(0.5)  # polling the station's status file, bounded by the deadline
+        delay = chance.uniform(0, 90)  # an update here: ~5 s download, ~30 s install, ~40 s trial
+        time.sleep(delay)  # the random moment of the cut
+        phase = status(rig).get("state", "?")
+        rig.station.power_cut()
+        rig.station.boot(180)
+        rig.mark_clock_synchronised()
+        final = wait_status(rig, version, ("kept", "rolled_back"), 900)
+        rig.station.sh("for i in $(seq 90); do systemctl is-active -q qrgate-edge && exit 0; sleep 1; done; exit 1",
+                       check=False, timeout=120)
+        where = running_release(rig)
+        counted = scan_counts(rig, f"cut-{i}", f"07919000030{i}")
+        ok = final.get("state") in ("kept", "rolled_back") and where.startswith("active/running") and counted
+        results.append(ok)
+        rig.check(f"power cut {i + 1} during an update: the station boots into a working release",
+                  ok, f"cut {delay:.1f} s in (updater {phase}); then {final.get('state')} {final.get('version')} "
+                      f"{final.get('reason', '')}; running {where}; a check-in stored: {counted}")
+    rig.summary["update_power_cuts_ok"] = bool(results) and all(results)
