@@ -140,7 +140,10 @@ class PhoneDevices:
         return PhoneDevice(station_id, number, venue_id, account_id, now_ms, "active")
 
     def get(self, station_id: str) -> PhoneDevice | None:
-        """The phone with this station id (None: not a phone, or unknown)."""
+        """The phone with this station id (None: not a phone, or unknown). An id no station
+        can have (a NUL byte, say, which PostgreSQL refuses in text) is unknown, never asked."""
+        if not protocol.STATION_ID_RE.match(station_id):
+            return None
         row = self.storage.sql.one(
             "SELECT p.station_id, p.id, s.venue_id, p.account_id, p.created_ms, s.status FROM phone_devices p"
             " JOIN stations s ON s.station_id = p.station_id WHERE p.station_id = ?", [station_id])

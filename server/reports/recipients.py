@@ -102,8 +102,11 @@ class ReportRecipients:
         return email
 
     def remove_unit(self, head_id: int, email: str) -> bool:
+        email = (email or "").strip()
+        if len(email) > EMAIL_MAX or not _EMAIL.fullmatch(email):
+            return False  # no address kept can look like this (and PostgreSQL refuses NUL in text)
         return self.db.execute("DELETE FROM unit_report_addresses WHERE venue_id = ? AND email = ?",
-                               [head_id, (email or "").strip()[:EMAIL_MAX]]) > 0
+                               [head_id, email]) > 0
 
     # -- an officer's address -------------------------------------------------------------
 
