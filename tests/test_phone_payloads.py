@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from playwright.sync_api import sync_playwright
 
 import test_payloads
-from conftest import QR_PHOTOS, new_storage, serve_app
+from conftest import QR_PHOTOS, new_storage, serve_app, unavailable
 from edge.payloads import PayloadRefused, parse_payload
 from qrgate import protocol
 from qrgate.masking import mask_person_name
@@ -108,7 +108,7 @@ def python_answer(text: str, pass_key) -> dict:
 @pytest.fixture(scope="module")
 def page_with_payloads(tmp_path_factory):
     if assets.missing():
-        pytest.skip("the phone scanner's npm files are not set up (python -m server.phone.assets)")
+        unavailable("the phone scanner's npm files are not set up (python -m server.phone.assets)")  # CI: a failure
     storage = new_storage(tmp_path_factory.mktemp("phone-payloads") / "server.sqlite3")
     app = create_app(storage)
     with serve_app(app) as base, sync_playwright() as p:
