@@ -85,20 +85,20 @@ def build(repo: str, keys: str, source: str, version: str, arch: list[str] | Non
 
 
 @app.command("publish", REPO, SERVER_CONFIG,
-             arg("--timestamp-key", default="", help="default: release-timestamp.pem in the server's data folder"),
-             arg("--no-announce", action="store_true", help="do not tell stations over MQTT"))
-def publish(repo: str, server_config: str, timestamp_key: str, no_announce: bool) -> int:
-    """Serve the repository from the server and tell every station a release is out."""
-    from provisioning.release_publish import announce, publish as publish_repo
+             arg("--timestamp-key", default="", help="default: release-timestamp.pem in the server's data folder"))
+def publish(repo: str, server_config: str, timestamp_key: str) -> int:
+    """Serve the repository from the server. No station takes a new release until a wave
+    includes it (qrgate-server release-wave, or the releases page), which tells them."""
+    from provisioning.release_publish import publish as publish_repo
     from server.config import load_server_config
 
     cfg = load_server_config(server_config)
     done = publish_repo(Path(repo), cfg.data_dir, Path(timestamp_key) if timestamp_key else None)
     print(f"published {done['copied']} file(s); timestamp version {done['timestamp_version']}; "
           f"newest release {done['newest']}")
-    if done["newest"] and not no_announce:
-        announce(done["newest"], cfg.mqtt, cfg.base)
-        print(f"announced {done['newest']} to the stations")
+    if done["newest"]:
+        print(f"no station takes {done['newest']} before a wave includes it: qrgate-server release-wave "
+              f"--config {server_config} --version {done['newest']} --percent 10 (or the releases page)")
     return 0
 
 

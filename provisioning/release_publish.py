@@ -14,13 +14,10 @@ import datetime as dt
 import logging
 import os
 import shutil
-import threading
-import time
 from pathlib import Path
 
 from provisioning.release_repo import ReleaseRepository, load_key_file
 from qrgate.errors import UserError
-from qrgate.updates import RELEASES_TOPIC, notice
 
 logger = logging.getLogger(__name__)
 
@@ -89,25 +86,3 @@ def refresh_timestamp(data_dir: Path, timestamp_key: Path | None = None,
     served = served_folder(data_dir)
     key = load_key_file(timestamp_key or Path(data_dir) / TIMESTAMP_KEY)
     return ReleaseRepository(served).sign_timestamp(key, expires).signed.version
-
-
-def announce(version: str, mqtt_settings, base: Path, timeout: float = 15.0) -> None:
-    """The retained notice on the release topic: every station looks at once (or when it connects)."""
-    from qrgate.mqtt import make_client
-
-    client, props = make_client(f"qrgate-release-{os.getpid()}", mqtt_settings, base, persistent=False)
-    connected = threading.Event()
-    client.on_connect = lambda c, u, f, rc, p: connected.set() if not rc.is_failure else None
-    try:
-        client.connect(mqtt_settings.host, mqtt_settings.port, keepalive=mqtt_settings.keepalive, properties=props)
-    except OSError as exc:
-        raise UserError(f"cannot reach the broker at {mqtt_settings.host}:{mqtt_settings.port}: {exc}") from None
-    client.loop_start()
-    try:
-        if not connected.wait(timeout):
-            raise UserError(f"cannot reach the broker at {mqtt_settings.host}:{mqtt_settings.port}")
-        info = client.publish(RELEASES_TOPIC, notice(version, int(time.time() * 1000)), qos=1, retain=True)
-        info.wait_for_publish(timeout)
-    finally:
-        client.disconnect()
-        client.loop_stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -89,3 +90,30 @@ def verify_report(public: Ed25519PublicKey, signed: dict[str, Any]) -> dict[str,
     except (InvalidSignature, ValueError):
         raise RecordError("bad_signature", "update report") from None
     return body
+
+
+def announce(version: str, mqtt_settings, base: Path, timeout: float = 15.0) -> None:
+    """The retained notice on the release topic: every station looks at once (or when it connects)."""
+    import os
+    import threading
+    import time
+
+    from qrgate.errors import UserError
+    from qrgate.mqtt import make_client
+
+    client, props = make_client(f"qrgate-release-{os.getpid()}", mqtt_settings, base, persistent=False)
+    connected = threading.Event()
+    client.on_connect = lambda c, u, f, rc, p: connected.set() if not rc.is_failure else None
+    try:
+        client.connect(mqtt_settings.host, mqtt_settings.port, keepalive=mqtt_settings.keepalive, properties=props)
+    except OSError as exc:
+        raise UserError(f"cannot reach the broker at {mqtt_settings.host}:{mqtt_settings.port}: {exc}") from None
+    client.loop_start()
+    try:
+        if not connected.wait(timeout):
+            raise UserError(f"cannot reach the broker at {mqtt_settings.host}:{mqtt_settings.port}")
+        info = client.publish(RELEASES_TOPIC, notice(version, int(time.time() * 1000)), qos=1, retain=True)
+        info.wait_for_publish(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()

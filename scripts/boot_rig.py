@@ -336,6 +336,9 @@ class Rig:
         self.clock_was_unsynced: bool | None = None
         self.power_cuts = 3
 
+    def note(self, message: str) -> None:
+        say(message)
+
     def check(self, name: str, ok: bool, detail: str = "") -> bool:
         say(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}")
         if not ok:

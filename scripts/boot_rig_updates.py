@@ -1,11 +1,13 @@
 """The boot rig's fleet-update checks (docs/updates.md), run after the station is up.
 
 The operator's blocks of docs/operator.md make the release keys and repository, build
-release 0.2.0 from the source and publish it; the station hears the notice over MQTT,
-installs 0.2.0 beside the running release and keeps it once it is healthy. Then a
-broken 0.3.0 (its station exits at start) is published: the station switches to it,
-sees it never become READY and switches back by itself, saying why. Last, a timestamp
-left to expire is refused with a clear status. Nobody touches the station meanwhile.
+release 0.2.0 from the source, publish it and start its wave; the station hears the
+notice over MQTT, installs 0.2.0 beside the running release and keeps it once it is
+healthy. Then a broken 0.3.0 (its station exits at start) is released: the station
+switches to it, sees it never become READY and switches back by itself, saying why, and
+the wave stops by itself. A timestamp left to expire is refused with a clear status.
+Last, the power is cut at random moments of further updates. Nobody touches the station
+meanwhile. Every wait has its own deadline and, past it, says what it waited for.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ row = db.one("SELECT state, version, reason FROM station_updates WHERE station_i
 fw = db.one("SELECT fw FROM station_status WHERE station_id = ?", [sys.argv[1]])
 print(json.dumps({"update": list(row) if row else None, "fw": fw[0] if fw else None}))
 """
+# A release that starts, feeds its watchdog and scans, but whose heartbeats never reach
+# the server (sent to a topic the broker's ACL refuses): "starts and never delivers".
+SILENT = ("import pathlib; p = pathlib.Path('/root/qrgate-silent/qrgate/protocol.py'); t = p.read_text(); "
+          "p.write_text(t.replace('/{station_id}/status\"', '/{station_id}/silent\"', 1))")
+SERVED = "/var/lib/qrgate/releases"
 MORE_PEOPLE = r"""
 import json, pathlib, sys
 from qrgate.samples import cccd, write_qr_png
@@ -50,7 +57,8 @@ def status(rig) -> dict:
 
 
 def wait_status(rig, version: str, states: tuple[str, ...], timeout: float) -> dict:
-    """Poll the updater's status until it reaches one of ``states`` for ``version``."""
+    """Poll the updater's status until it reaches one of ``states`` for ``version``; past
+    the deadline, say what it is doing instead (its status, its unit, its last words)."""
     deadline = time.monotonic() + timeout
     now = status(rig)
     while time.monotonic() < deadline:
@@ -58,7 +66,28 @@ def wait_status(rig, version: str, states: tuple[str, ...], timeout: float) -> d
         if now.get("version") == version and now.get("state") in states:
             return now
         time.sleep(2)  # polling the station's status file, bounded by the deadline
-    return now
+    unit = rig.station.sh("systemctl show qrgate-update.service -p ActiveState,SubState,Result --value | tr '\\n' ' '; "
+                          "journalctl -u qrgate-update.service -o cat --no-pager -n 8", check=False, timeout=60).stdout
+    rig.note(f"no {'/'.join(states)} of {version} within {timeout:.0f} s: status {now}; updater {unit.strip()}")
+    return {**now, "waited_for": f"{'/'.join(states)} of {version}", "updater": unit.strip()[-600:]}
+
+
+def release(rig, version: str, source: str = "/root/qrgate") -> None:
+    """Build, publish and release ``version`` to every station (docs/operator.md's commands)."""
+    rig.server.sh(f"{VENV}/qrgate-release build --repo /root/releases --keys /root/release-keys "
+                  f"--source {source} --version {version} && "
+                  f"{VENV}/qrgate-release publish --repo /root/releases --server-config {SERVER_CONFIG} && "
+                  f"sudo -u qrgate {VENV}/qrgate-server release-wave --config {SERVER_CONFIG} --version {version} "
+                  f"--percent 100", timeout=1800)
+
+
+def wave(rig, version: str) -> dict:
+    out = rig.server.sh(f"sudo -u qrgate {VENV}/qrgate-server release-waves --config {SERVER_CONFIG}",
+                        check=False, timeout=120).stdout
+    try:
+        return next((w for w in json.loads(out.strip().splitlines()[-1]) if w["version"] == version), {})
+    except (ValueError, IndexError):
+        return {}
 
 
 def server_view(rig) -> dict:
@@ -103,13 +132,13 @@ def check_updates(rig, guide_step) -> None:
         and seen.get("fw") == "0.2.0" and (seen.get("update") or [None])[0] == "kept",
         f"notice {notice!r}; status {kept}; running {where}; server {seen}")
     rig.check("a check-in under 0.2.0 is stored", scan_counts(rig, "upd-1", "079190000201"))
+    # Kept for later: the view of the releases as it is now, to be replayed once stale.
+    server.sh(f"cp {SERVED}/metadata/timestamp.json /root/replay-timestamp.json")
 
     # A broken 0.3.0: its station exits at start. Nobody touches the station.
     server.sh("rm -rf /root/qrgate-broken && cp -a /root/qrgate /root/qrgate-broken && "
               f"python3 -c {shlex.quote(BREAK_AT_START)}")
-    server.sh(f"{VENV}/qrgate-release build --repo /root/releases --keys /root/release-keys "
-              f"--source /root/qrgate-broken --version 0.3.0 && "
-              f"{VENV}/qrgate-release publish --repo /root/releases --server-config {SERVER_CONFIG}", timeout=1800)
+    release(rig, "0.3.0", "/root/qrgate-broken")
     back = wait_status(rig, "0.3.0", ("rolled_back", "kept", "refused", "failed"), 600)
     rig.station.sh("for i in $(seq 60); do systemctl is-active -q qrgate-edge && exit 0; sleep 1; done; exit 1",
                    check=False, timeout=90)
@@ -120,6 +149,10 @@ def check_updates(rig, guide_step) -> None:
         back.get("state") == "rolled_back" and "not READY" in back.get("reason", "")
         and "releases/0.2.0" in where and (seen.get("update") or [None])[0] == "rolled_back",
         f"status {back}; running {where}; server {seen}")
+    stopped = wave(rig, "0.3.0")
+    rig.summary["wave_stopped"] = rig.check(
+        "the broken release's wave stopped by itself (1 of 1 station rolled it back)",
+        stopped.get("state") == "stopped" and stopped.get("counts", {}).get("rolled_back") == 1, str(stopped))
     rig.check("a check-in after the rollback is stored", scan_counts(rig, "upd-2", "079190000202"))
 
     # A frozen view: the timestamp is left to expire. The station refuses it, changes nothing.
@@ -132,8 +165,53 @@ def check_updates(rig, guide_step) -> None:
         refused.get("state") == "refused" and refused.get("refusal") == "expired"
         and "releases/0.2.0" in running_release(rig), str(refused))
     server.sh(f"sudo -u qrgate {VENV}/qrgate-release timestamp --server-config {SERVER_CONFIG}")
+    refusals_and_silence(rig)
     power_cuts_during_updates(rig, rig.power_cuts)
     rig.summary["updates_s"] = round(time.monotonic() - started, 1)
+
+
+def refusals_and_silence(rig) -> None:
+    """A replayed older view of the releases and a changed release file are refused with
+    a clear status; the same release, once whole, starts but never delivers: rolled back."""
+    server = rig.server
+    # The view saved after 0.2.0 was kept, served again: older than what the station trusts.
+    server.sh(f"cp {SERVED}/metadata/timestamp.json /root/current-timestamp.json && "
+              f"install -o qrgate -g qrgate -m 0644 /root/replay-timestamp.json {SERVED}/metadata/timestamp.json")
+    rig.station.sh("systemctl start qrgate-update.service", check=False, timeout=300)
+    replayed = status(rig)
+    rig.summary["update_replay_refused"] = rig.check(
+        "a replayed older view of the releases is refused as a rollback",
+        replayed.get("state") == "refused" and replayed.get("refusal") == "rollback"
+        and "releases/0.2.0" in running_release(rig), str(replayed))
+    server.sh(f"install -o qrgate -g qrgate -m 0644 /root/current-timestamp.json {SERVED}/metadata/timestamp.json && "
+              f"sudo -u qrgate {VENV}/qrgate-release timestamp --server-config {SERVER_CONFIG}")
+
+    # 0.3.5: heartbeats to a topic the broker refuses. Its file is changed on the server first.
+    server.sh("rm -rf /root/qrgate-silent && cp -a /root/qrgate /root/qrgate-silent && "
+              f"python3 -c {shlex.quote(SILENT)} && grep -q '/silent\"' /root/qrgate-silent/qrgate/protocol.py")
+    server.sh(f"{VENV}/qrgate-release build --repo /root/releases --keys /root/release-keys "
+              f"--source /root/qrgate-silent --version 0.3.5 && "
+              f"{VENV}/qrgate-release publish --repo /root/releases --server-config {SERVER_CONFIG}", timeout=1800)
+    target = server.sh(f"ls {SERVED}/targets/ | grep 'qrgate-0.3.5-' | head -1").stdout.strip()
+    server.sh(f"cp {SERVED}/targets/{target} /root/whole-target && "
+              f"printf 'X' | dd of={SERVED}/targets/{target} bs=1 seek=4096 conv=notrunc status=none")
+    server.sh(f"sudo -u qrgate {VENV}/qrgate-server release-wave --config {SERVER_CONFIG} --version 0.3.5 "
+              "--percent 100")
+    changed = wait_status(rig, "0.3.5", ("refused", "kept", "rolled_back", "failed"), 300)
+    rig.summary["update_bad_hash_refused"] = rig.check(
+        "a release file changed on the server is refused (its hash is not the signed one)",
+        changed.get("state") == "refused" and changed.get("refusal") == "bad_hash"
+        and "releases/0.2.0" in running_release(rig), str(changed))
+    server.sh(f"install -o qrgate -g qrgate -m 0644 /root/whole-target {SERVED}/targets/{target} && "
+              f"sudo -u qrgate {VENV}/qrgate-server release-wave --config {SERVER_CONFIG} --version 0.3.5 "
+              "--percent 100")
+    silent = wait_status(rig, "0.3.5", ("rolled_back", "kept", "failed"), 600)
+    rig.station.sh("for i in $(seq 60); do systemctl is-active -q qrgate-edge && exit 0; sleep 1; done; exit 1",
+                   check=False, timeout=90)
+    rig.summary["update_silent_rolled_back"] = rig.check(
+        "a release that starts but never delivers is rolled back by the station itself",
+        silent.get("state") == "rolled_back" and silent.get("cause") in ("no_heartbeat", "restarted")
+        and "releases/0.2.0" in running_release(rig), str(silent))
 
 
 def power_cuts_during_updates(rig, times: int, seed: int | None = None) -> None:
@@ -143,21 +221,23 @@ def power_cuts_during_updates(rig, times: int, seed: int | None = None) -> None:
     results = []
     for i in range(times):
         version = f"0.4.{i}"
-        rig.server.sh(f"{VENV}/qrgate-release build --repo /root/releases --keys /root/release-keys "
-                      f"--source /root/qrgate --version {version}", timeout=1800)
         before = status(rig).get("n", 0)
-        rig.server.sh(f"{VENV}/qrgate-release publish --repo /root/releases --server-config {SERVER_CONFIG}")
+        release(rig, version)
         # The notice starts the updater; wait until it is busy, then cut at a random moment.
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while status(rig).get("n", 0) == before and time.monotonic() < deadline:
             time.sleep(0.5)  # polling the station's status file, bounded by the deadline
+        if status(rig).get("n", 0) == before:
+            rig.note(f"the updater did not start within 90 s of the wave of {version}: {status(rig)}")
         delay = chance.uniform(0, 90)  # an update here: ~5 s download, ~30 s install, ~40 s trial
         time.sleep(delay)  # the random moment of the cut
         phase = status(rig).get("state", "?")
         rig.station.power_cut()
         rig.station.boot(180)
         rig.mark_clock_synchronised()
-        final = wait_status(rig, version, ("kept", "rolled_back"), 900)
+        # After the boot the updater finishes a trial or rollback at once, and a download
+        # or install the cut stopped starts again when the retained notice arrives.
+        final = wait_status(rig, version, ("kept", "rolled_back"), 420)
         rig.station.sh("for i in $(seq 90); do systemctl is-active -q qrgate-edge && exit 0; sleep 1; done; exit 1",
                        check=False, timeout=120)
         where = running_release(rig)
@@ -166,5 +246,6 @@ def power_cuts_during_updates(rig, times: int, seed: int | None = None) -> None:
         results.append(ok)
         rig.check(f"power cut {i + 1} during an update: the station boots into a working release",
                   ok, f"cut {delay:.1f} s in (updater {phase}); then {final.get('state')} {final.get('version')} "
-                      f"{final.get('reason', '')}; running {where}; a check-in stored: {counted}")
+                      f"{final.get('reason', '')}{' (waited for ' + final['waited_for'] + ')' if 'waited_for' in final else ''}; "
+                      f"running {where}; a check-in stored: {counted}")
     rig.summary["update_power_cuts_ok"] = bool(results) and all(results)

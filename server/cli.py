@@ -385,6 +385,10 @@ def web_app(cfg, storage, bridge=None):
     from server.releases.service import attach as attach_releases
 
     attach_releases(app, cfg.data_dir / "releases", storage)
+    from qrgate.updates import announce
+
+    # A wave started or widened on the releases page tells every station to look now.
+    app.state.release_announcer = lambda version: announce(version, cfg.mqtt, cfg.base)
     # Personal passes are signed with the key stations get at enrolment; a revocation is
     # pushed to the venue's stations at once (server/roster/passes.py).
     from qrgate.keyfiles import load_or_create_key
@@ -476,4 +480,6 @@ def notify_systemd(server, bridge, stop: threading.Event) -> None:
 
 
 def main(argv=None) -> int:
+    import server.releases.cli  # noqa: F401  (registers the release commands on this app)
+
     return app.main(argv)

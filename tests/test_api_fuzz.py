@@ -27,6 +27,7 @@ from qrgate import protocol
 from server.ingest.enrol import Enrolment, EnrolSettings
 from server.accounts.sms import DevSmsSender
 from server.phone.service import attach as attach_phones
+from server.releases.service import attach as attach_releases
 from server.web.app import create_app
 from test_web_stations import RecordingBroker
 from test_web_support import PLACE, FakeClock, Site, every_route
@@ -49,6 +50,7 @@ def owner(tmp_path_factory):
                                                    broker_files=broker))
     # The whole API, phones' included: they get the server's keys as in server/cli.py.
     attach_phones(site.app, sealing_key=X25519PrivateKey.generate(), pass_key=Ed25519PrivateKey.generate())
+    attach_releases(site.app, tmp_path_factory.mktemp("releases"), site.storage)  # nothing published: every wave refused
     visitor = site.visitor().login("0912486419")
     visitor.create_venue(name="Fuzz <b>venue</b>")
     return site, dict(visitor.http.cookies), visitor.csrf()
@@ -124,6 +126,10 @@ VALID_FORMS = {
     "/venues/{venue_id}/enrol-code": {},
     "/fleet/{station_id}/retire": {},
     "/fleet/{station_id}/reassign": {"venue_id": "1"},
+    "/fleet/{station_id}/group": {"group": "pilot"},
+    "/fleet/releases/{version}/wave": {"percent": "10", "groups": "pilot", "stop_at": "10"},
+    "/fleet/releases/{version}/stop": {},
+    "/fleet/releases/{version}/resume": {},
     "/venues/{venue_id}/export": {"start": "2026-09-08", "end": "2026-09-21", "format": "csv"},
     "/trace": TRACE_FORM,
     "/trace.csv": TRACE_FORM,

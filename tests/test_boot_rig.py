@@ -33,5 +33,9 @@ def test_a_station_installed_enrolled_and_run_by_its_unit_comes_up_and_delivers(
     assert summary["reboot_delivered"] and summary["missing_devices_ok"] and summary["clock_synced_seen"]
     assert summary["exposure"] is not None and summary["exposure"] <= 4.9
     # Fleet updates (scripts/boot_rig_updates.py): 0.2.0 kept, a broken 0.3.0 rolled back by
-    # the station itself, an expired timestamp refused.
-    assert summary["update_kept"] and summary["update_rolled_back"] and summary["update_expired_refused"]
+    # the station itself and its wave stopped, an expired timestamp, a replayed view and a
+    # changed file refused, a release that never delivers rolled back, power cuts survived.
+    assert summary["update_kept"] and summary["update_rolled_back"] and summary["wave_stopped"]
+    assert summary["update_expired_refused"] and summary["update_replay_refused"]
+    assert summary["update_bad_hash_refused"] and summary["update_silent_rolled_back"]
+    assert summary["update_power_cuts_ok"]

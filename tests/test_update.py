@@ -265,7 +265,7 @@ def installed_station(tmp_path: Path, releases: Releases, version: str = "0.1.0"
     fake = FakeStation(layout, healthy={version})
     section = UpdateSection(prefix=str(prefix), state_dir=str(tmp_path / "state"), arch="amd64", ready_s=20,
                             trial_s=60, steady_s=10, poll_s=1, root_file=str(releases.repo.metadata_dir / "1.root.json"),
-                            server_url=releases.url)
+                            server_url=releases.url, notice_file=str(tmp_path / "release-notice"))
     updater = Updater(UpdateSettings(tmp_path / "update.toml", section), clock=fake.clock, sleep=fake.sleep,
                       sample=fake.sample, restart=fake.restart, reporter=fake.report)
     return updater, fake
@@ -364,3 +364,24 @@ def test_a_refusal_leaves_the_running_release_alone_and_says_why(releases, tmp_p
     assert status["state"] == "refused" and status["refusal"] == "expired"
     assert updater.layout.current() == "0.1.0" and fake.restarts == []
     assert fake.reports[-1]["state"] == "refused"
+
+
+def test_a_notice_that_arrives_while_a_check_runs_makes_the_updater_look_again(releases, tmp_path):
+    """systemd starts the updater once for a notice that comes while it runs (at boot, the
+    first check may find nothing just before the notice): the run looks again itself."""
+    updater, fake = installed_station(tmp_path, releases)
+    notice = tmp_path / "release-notice"
+    fake.healthy.add("0.2.0")
+    answer = fake.report
+
+    def report(status: dict) -> dict:
+        if status.get("reason") == "no newer release" and not notice.exists():
+            releases.add("0.2.0")  # published, and its notice heard, while the check ends
+            notice.write_text("0.2.0\n")
+        return answer(status)
+
+    fake.report = report
+    updater._reporter = report
+    status = updater.run()
+    assert status["state"] == "kept" and updater.layout.current() == "0.2.0"
+    assert updater.run()["state"] == "kept" and fake.restarts == ["0.2.0"]  # nothing new: one round

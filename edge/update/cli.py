@@ -26,7 +26,7 @@ def check(config: str) -> int:
     from edge.update.settings import load_update_settings
     from edge.update.updater import Updater
 
-    status = Updater(load_update_settings(config)).run_once()
+    status = Updater(load_update_settings(config)).run()
     print(f"{status.get('state')}: {status.get('version', '')} {status.get('reason', '')}".strip())
     return 1 if status.get("state") in ("rolled_back", "failed") else 0
 

@@ -26,7 +26,7 @@ class ReleaseNotice:
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / NOTICE_FILE
-        self.last = ""
+        self.last = b""
 
     def receive(self, payload: bytes) -> bool:
         """A message on the release topic (paho's thread): True if a note was left."""
@@ -37,8 +37,11 @@ class ReleaseNotice:
         except RecordError as exc:
             logger.warning("ignoring a release notice: %s", exc)
             return False
-        if version == self.last:
+        # The same notice again (a reconnect) is ignored; a new one for the same
+        # version (the operator widened its wave) is passed on.
+        if payload == self.last:
             return False
+
         tmp = self.path.with_name(f".{NOTICE_FILE}.tmp")
         try:
             tmp.write_text(version + "\n", encoding="ascii")
@@ -46,6 +49,6 @@ class ReleaseNotice:
         except OSError as exc:
             logger.error("cannot leave the release notice in %s: %s", self.path, exc)
             return False
-        self.last = version
+        self.last = payload
         logger.info("release %s announced: the updater will look", version)
         return True

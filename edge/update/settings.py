@@ -37,6 +37,9 @@ class UpdateSection:
     keep_releases: int = option(1, min=0, max=10)
     # "" = this machine's (dpkg's name: amd64, arm64).
     arch: str = option("")
+    # The note the station leaves when it hears a release notice (qrgate-update.path
+    # watches it): one that changes while a check runs makes the updater look again.
+    notice_file: str = option("/run/qrgate/release-notice")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 JOURNAL = "journal.json"
 STATUS = "status.json"
 MAX_ATTEMPTS = 3  # trials cut by a power cut before the release is given up
+MAX_ROUNDS = 4  # checks in one run when notices keep arriving during a check
 # Outcomes shown until something new happens (a later check finding nothing keeps them).
 LASTING = ("kept", "rolled_back", "failed")
 
@@ -131,6 +132,28 @@ class Updater:
                               self.server_url, arch=self.arch)
 
     # --- one run ---
+    def run(self) -> dict[str, Any]:
+        """``run_once``, again while a release notice arrived during the last check.
+
+        systemd starts the updater once for a notice that arrives while it runs (at boot,
+        the check may run before the network is up and the notice come just after): the
+        notice would otherwise wait for the timer, hours later."""
+        notice = Path(self.s.notice_file)
+        status: dict[str, Any] = {}
+        for _ in range(MAX_ROUNDS):
+            started = time.time()
+            status = self.run_once()
+            if status.get("state") in ("rolled_back", "failed", "refused"):
+                return status
+            try:
+                again = notice.stat().st_mtime >= started - 1
+            except OSError:
+                again = False
+            if not again:
+                return status
+            logger.info("a release notice arrived during the check: looking again")
+        return status
+
     def run_once(self) -> dict[str, Any]:
         """Finish an interrupted update, then look for a newer release; return the status."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -143,9 +166,18 @@ class Updater:
                                                      f"install with provisioning/install.sh first")
         if self.layout.good() is None:
             self.layout.point(GOOD, running)
+        # Which releases this station's waves allow (server/releases/waves.py): asked
+        # first, in a signed report of where it stands. No answer, no new release.
+        if not self.status().get("state"):
+            self._set_status("idle", running, reason="first check")
+        answer = self.report()
+        if answer is None:
+            return self._set_status("unreachable", reason="the server did not answer the update report "
+                                                          "(a release is taken only when its wave allows)")
+        allowed = answer.get("allowed") if isinstance(answer.get("allowed"), list) else None
         try:
             checker = self.checker()
-            offer = checker.newest(running, skip=set(self.status().get("failed", [])))
+            offer = checker.newest(running, skip=set(self.status().get("failed", [])), allowed=allowed)
         except UpdateRefused as exc:
             return self._reported("refused", reason=f"{exc.code}: {exc.detail}", refusal=exc.code)
         except ServerUnreachable as exc:
@@ -153,7 +185,8 @@ class Updater:
         except QrgateError as exc:
             return self._reported("failed", reason=str(exc))
         if offer is None:
-            return self._reported("idle", running, reason="no newer release")
+            return self._reported("idle", running, reason="no newer release" if allowed is None else
+                                  "no newer release in this station's waves")
         self._set_status("downloading", offer.version)
         try:
             bundle = checker.download(offer)

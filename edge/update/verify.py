@@ -159,10 +159,12 @@ class ReleaseChecker:
             found.append(Offer(version, arch, path, info.length))
         return sorted(found, key=lambda o: version_key(o.version))
 
-    def newest(self, running: str, skip: set[str] = frozenset()) -> Offer | None:
-        """The newest release above ``running`` (and not in ``skip``), or None."""
+    def newest(self, running: str, skip: set[str] = frozenset(), allowed: list[str] | None = None) -> Offer | None:
+        """The newest release above ``running``, not in ``skip`` and, when the server
+        named the versions this station's waves allow, one of ``allowed``; or None."""
         self.refresh()
-        above = [o for o in self.offers() if version_key(o.version) > version_key(running) and o.version not in skip]
+        above = [o for o in self.offers() if version_key(o.version) > version_key(running) and o.version not in skip
+                 and (allowed is None or o.version in allowed)]
         return above[-1] if above else None
 
     def download(self, offer: Offer) -> Path:

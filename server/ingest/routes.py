@@ -112,8 +112,11 @@ def _fleet_rows(svc: Services) -> list[dict]:
 
 
 def _fleet_page(svc: Services, request: Request, who: Visitor, status_code: int = 200, **context: Any) -> Response:
+    releases = getattr(request.app.state, "releases", None)  # server/releases: each station's last update
+    updates = releases.station_updates() if releases is not None else {}
     return render(request, who, "fleet.html", status_code, rows=_fleet_rows(svc), venues=svc.fleet.venue_choices(),
-                  self_checkin_venues=svc.fleet.self_checkin_venues(), **context)
+                  self_checkin_venues=svc.fleet.self_checkin_venues(), updates=updates,
+                  releases_served=releases is not None, **context)
 
 
 @router.get("/fleet", response_class=HTMLResponse, include_in_schema=False)

@@ -5,7 +5,8 @@ folder, ``releases/``, written by ``qrgate-release publish``) by name, refusing 
 name, and keeps each station's last update report (table ``station_updates``) for the
 fleet page. A report is signed by the station's own key (the one its records are signed
 with); the answer tells the station what the server has seen from it, which is how an
-updater on trial learns that a heartbeat and a record from the new release arrived.
+updater on trial learns that a heartbeat and a record from the new release arrived, and
+which releases its waves allow it (``allowed``, server/releases/waves.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 
 from qrgate import protocol
 from qrgate.errors import RecordError
-from qrgate.updates import CAUSES, REFUSALS, STATES, verify_report
+from qrgate.updates import CAUSES, REFUSALS, STATES, VERSION_RE, verify_report
+from server.releases.waves import Waves
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,25 @@ class ReleaseService:
                     reason TEXT, at_ms BIGINT, report TEXT);
                 """
             )
+        self.waves = Waves(storage, self.published, clock)
+
+    def published(self) -> list[str]:
+        """The release versions the served targets list (any architecture), oldest first."""
+        from tuf.api.metadata import Metadata
+
+        metadata = self.folder / "metadata"
+        numbered = [(int(p.name.split(".", 1)[0]), p) for p in metadata.glob("*.targets.json")
+                    if p.name.split(".", 1)[0].isdigit()] if metadata.is_dir() else []
+        if not numbered:
+            return []
+        try:
+            targets = Metadata.from_file(str(max(numbered)[1])).signed.targets
+        except Exception as exc:  # a damaged file is the publisher's to mend; serve nothing new
+            logger.error("cannot read the served targets: %s", exc)
+            return []
+        versions = {(info.unrecognized_fields.get("qrgate") or {}).get("version") for info in targets.values()}
+        return sorted((v for v in versions if isinstance(v, str) and VERSION_RE.match(v)),
+                      key=lambda v: tuple(int(x) for x in v.split(".")))
 
     def file(self, kind: str, name: str) -> Path | None:
         """The file a station asked for, or None (unknown name, or not published)."""
@@ -103,6 +124,10 @@ class ReleaseService:
         if stored and state in ("kept", "rolled_back", "refused", "failed"):
             logger.info("station %s update %s: %s %s", station_id, state, update.get("version", ""),
                         update.get("reason", ""))
+        if stored:
+            stopped = self.waves.record(station_id, _text(update.get("version")), state)
+            if stopped is not None:
+                logger.error("release %s: the wave stopped by itself: %s", stopped["version"], stopped["reason"])
         seen = db.one("SELECT fw, last_seen_ms, online FROM station_status WHERE station_id = ?", [station_id]) \
             if db.has_table("station_status") else None
         return {
@@ -110,6 +135,7 @@ class ReleaseService:
             "fw": (seen[0] or "") if seen else "", "last_seen_ms": seen[1] if seen else None,
             "online": bool(seen[2]) if seen else False,
             "checkins": self.storage.count_checkins(station_id),
+            "allowed": self.waves.allowed(station_id),
         }
 
     def station_updates(self) -> dict[str, dict[str, Any]]:

@@ -30,7 +30,7 @@ from server.ingest import enrol_routes, metrics, routes as ingest_routes
 from server.ingest.enrol import Enrolment
 from server.ingest.fleet import Fleet
 from server.phone import routes as phone_routes
-from server.releases import routes as releases_routes
+from server.releases import routes as releases_routes, wave_routes
 from server.reports import dashboard_routes, export_routes, report_routes, service as reports_service
 from server.roster import pass_routes, routes as roster_routes, service as roster_service
 from server.roster.parsing import MAX_UPLOAD_BYTES
@@ -90,7 +90,7 @@ def create_app(storage: Storage, timezone: str = "Asia/Ho_Chi_Minh", *, auth=Non
                    export_routes.router, report_routes.router, dashboard_routes.router,
                    roster_routes.router, pass_routes.router,
                    phone_routes.router,
-                   releases_routes.router):
+                   releases_routes.router, wave_routes.router):
         app.include_router(router)
     return app
 
