@@ -7,7 +7,9 @@ work is."""
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
+import re
 
 import pytest
 
@@ -20,6 +22,7 @@ from server.venues.venues import VenueDirectory
 from test_cli import run
 from server.web.app import create_app
 from test_web_support import FakeClock, Site
+from words_vi import leftovers, page_words
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,6 +52,12 @@ def old_installation(storage):
     return ids
 
 
+def area_options(page: str) -> dict[str, str]:
+    """The history page's area filter: code -> what the option says."""
+    select = page.split('id="f-area"')[1].split("</select>")[0]
+    return {code: html.unescape(text) for code, text in re.findall(r'<option value="(\w+)"[^>]*>([^<]*)</option>', select)}
+
+
 def test_old_codes_read_as_words_and_give_no_reach_into_the_new_map_until_moved(tmp_path):
     from conftest import new_storage
 
@@ -71,6 +80,13 @@ def test_old_codes_read_as_words_and_give_no_reach_into_the_new_map_until_moved(
     assert not officers.covers(account.id, venues.get(new))
     assert old.http.get("/api/dashboard").json()["legacy_only"] is True
     assert old.http.get("/dashboard/26740").status_code == 404
+    # Where an officer picks one of their areas, an old one says so, as on their area page.
+    assert area_options(old.http.get("/history").text) == {
+        "26740": "Phường Bến Nghé (địa giới cũ, trước 01/07/2025)", "760": "Quận 1 (địa giới cũ, trước 01/07/2025)"}
+    assert "(địa giới cũ, trước 01/07/2025)" in old.http.get("/reports/areas").text
+    said = [p for path in ("/area", "/history", "/reports/areas", "/dashboard")
+            for p in leftovers(page_words(old.http.get(path).text), path)]
+    assert said == []
 
     mapping = read_mapping(DEFAULT_MAPPING_FILE, site.services.areas)
     plan = plan_migration(storage, site.services.areas, mapping)
@@ -82,6 +98,7 @@ def test_old_codes_read_as_words_and_give_no_reach_into_the_new_map_until_moved(
     venue = venues.get(ben_nghe)
     assert not venue.legacy_area and venues.area_text(venue) == "Phường Sài Gòn, Thành phố Hồ Chí Minh"
     assert sorted(officers.venue_ids(account.id)) == [ben_nghe, new]
+    assert area_options(old.http.get("/history").text)["26740"] == "Phường Sài Gòn"
     # The owner reads the move in the venue's change log, in words.
     site.services.venues.add_member(ben_nghe, site.services.accounts.account_for_phone(OWNER), "owner")
     log = owner.http.get(f"/api/venues/{ben_nghe}/history").json()["history"]
@@ -91,7 +108,9 @@ def test_old_codes_read_as_words_and_give_no_reach_into_the_new_map_until_moved(
     site.services.venues.add_member(dong_xuan, site.services.accounts.account_for_phone(OWNER), "owner")
     page = owner.http.get(f"/venues/{dong_xuan}").text
     assert 'id="legacy-area"' in page and "Phường Đồng Xuân, Quận Hoàn Kiếm, Thành phố Hà Nội" in page
-    assert 'id="old-area"' in owner.http.get(f"/venues/{dong_xuan}/edit").text
+    edit = owner.http.get(f"/venues/{dong_xuan}/edit").text
+    assert 'id="old-area"' in edit
+    assert leftovers(page_words(page), "venue page") + leftovers(page_words(edit), "edit form") == []
 
 
 def test_the_migrate_command_dry_runs_then_applies_once(tmp_path):
@@ -144,6 +163,8 @@ def test_a_closed_venue_keeps_its_data_refuses_check_ins_and_reopens_audited(sit
     assert "Địa điểm này đã đóng cửa và không nhận khai báo ra vào nữa." in form and 'id="self-form"' not in form
     declared = visitor.form(f"/c/{token}", {"id_number": "001090000002", "name": "Trần Thị B", "direction": "in"})
     assert declared.status_code == 409 and "đã đóng cửa" in declared.text
+    assert [p for name, text in (("venue", page), ("self check-in", form), ("declared", declared.text))
+            for p in leftovers(page_words(text), name)] == []
     api = visitor.api("POST", f"/api/self-checkin/{token}", {"id_number": "001090000002", "name": "Trần Thị B",
                                                              "direction": "in"})
     assert api.status_code == 409 and api.json()["detail"] == "venue_closed"

@@ -50,15 +50,17 @@ class Gate:
         self.seq = 0
 
     def scan(self, scans: list[dict]) -> None:
-        """Each scan: name, id, wall_ms, and optionally dir, sync, boot, mono."""
+        """Each scan: name, id, wall_ms, and optionally dir, sync, boot, mono, kind (cccd) and
+        birth (1990-01-01)."""
         records = []
         for s in scans:
             self.seq += 1
             records.append(protocol.canonical_json(protocol.sign_record({
                 "v": 1, "type": "checkin", "st": self.station_id, "seq": self.seq, "ts": s["wall_ms"],
                 "mono": s.get("mono", self.seq), "boot": s.get("boot", "b"), "sync": s.get("sync", True),
-                "dir": s.get("dir", "in"), "kind": "cccd",
-                "person": {"id": s["id"], "name": s["name"], "birth": "1990-01-01", "sex": "M"}}, self.key)))
+                "dir": s.get("dir", "in"), "kind": s.get("kind", "cccd"),
+                "person": {"id": s["id"], "name": s["name"], "birth": s.get("birth", "1990-01-01"), "sex": "M"}},
+                self.key)))
         for i in range(0, len(records), 400):
             ack = self.bridge.handle(protocol.records_topic(self.station_id), protocol.encode_batch(records[i:i + 400]))
             assert ack is not None and not ack.refused

@@ -111,7 +111,7 @@ def test_an_officer_traces_a_person_from_history_and_sees_ranked_contacts(served
         page.wait_for_selector("#trace-result")
         ranked = page.locator("#trace-contacts td.name").all_inner_texts()
         assert ranked == ["Đồng Nghiệp", HOSTILE]
-        assert page.locator("#trace-contacts td.overlap").all_inner_texts() == ["419.0", "60.0"]
+        assert page.locator("#trace-contacts td.overlap").all_inner_texts() == ["419 phút", "60 phút"]
         assert page.locator("#trace-contacts img").count() == 0 and page.locator("#trace-visits b").count() == 0
         assert "TP-Nhà máy <b>A</b>" in page.locator("#trace-visits").inner_text()
         with page.expect_download() as download:

@@ -229,7 +229,7 @@ def test_the_trace_page_and_its_csv_export(traced):
     assert csv_response.content.startswith(b"\xef\xbb\xbf")
     lines = csv_response.content.decode("utf-8-sig").splitlines()
     assert lines[0] == "Hạng,Họ tên,Số giấy tờ,Loại giấy tờ,Năm sinh,Số phút chung,Địa điểm,Lần đầu tiếp xúc"
-    assert lines[1].startswith("1,Đồng Nghiệp,079190000002,CCCD,1983-03-21,")
+    assert lines[1].startswith("1,Đồng Nghiệp,079190000002,CCCD,21/03/1983,")
     # The formula-looking name is text in a spreadsheet, not a formula.
     assert lines[2].startswith("2,'=cmd|' /C calc'!A0 <img src=x onerror=alert(1)>,079190000003,")
     assert [a["output"] for a in _trace_audit(site)] == ["page", "csv"]

@@ -15,15 +15,15 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from qrgate.masking import mask_birth, mask_id_number, mask_person_name
-from server.checkins.views import when_texts
+from server.checkins.views import phone_numbers, when_texts
 from server.web.deps import Svc, Visitor, visitor
 from server.web.pages import render
 
 router = APIRouter()
 
 
-def _present(row: dict, tz: ZoneInfo) -> dict:
-    """A check-in as a venue role may see it: personal fields masked."""
+def _present(row: dict, tz: ZoneInfo, phones: dict[str, int]) -> dict:
+    """A check-in as a venue role may see it: personal fields masked; a phone's by its number."""
     time_iso, time_text = when_texts(row["wall_ms"], tz)
     return {
         "id": row["id"],
@@ -38,7 +38,13 @@ def _present(row: dict, tz: ZoneInfo) -> dict:
         "time": time_iso,
         "time_text": time_text,
         "clock_synced": bool(row["clock_synced"]),
+        "phone_number": phones.get(row["station_id"]),
     }
+
+
+def _presented(svc, rows: list[dict]) -> list[dict]:
+    phones = phone_numbers(svc.storage, {r["station_id"] for r in rows})
+    return [_present(r, svc.tz, phones) for r in rows]
 
 
 @router.get("/api/checkins")
@@ -48,7 +54,7 @@ def api_checkins(svc: Svc, limit: int = Query(50, ge=1, le=500), before_id: int 
     ``before_id``. Anonymous only when the server's public feed is on; else operators."""
     if not svc.public_feed and not (who.account and who.account.is_operator):
         raise HTTPException(404)
-    rows = [_present(r, svc.tz) for r in svc.storage.latest_checkins(limit, before_id)]
+    rows = _presented(svc, svc.storage.latest_checkins(limit, before_id))
     return {"checkins": rows, "next_before_id": rows[-1]["id"] if len(rows) == limit else None}
 
 
@@ -73,6 +79,6 @@ def feed(svc: Svc, request: Request, who: Visitor = Depends(visitor)):
     show_feed = svc.public_feed or (who.account is not None and who.account.is_operator)
     if who.account and not show_feed:
         raise HTTPException(404)
-    rows = [_present(r, svc.tz) for r in svc.storage.latest_checkins(100)] if show_feed else []
+    rows = _presented(svc, svc.storage.latest_checkins(100)) if show_feed else []
     return render(request, who, "checkins.html", rows=rows, total=svc.storage.count_checkins() if show_feed else 0,
                   timezone=svc.timezone, show_feed=show_feed)

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable
 
 from markupsafe import Markup
 
+from server.checkins.views import masked_phone
 from server.web import i18n
 
 _WORDS = ("checkins.in", "checkins.out", "checkins.corrected", "checkins.self", "hist.trace", "hist.estimated",
@@ -32,16 +33,11 @@ def _words(lang: str) -> dict[str, str]:
     return {key: _esc(i18n.translate(lang, key)) for key in _WORDS}
 
 
-def _masked_phone(phone: str) -> str:
-    """The enrolling account's number with the middle hidden (0912•••419): enough for the
-    venue to tell its staff apart, not a number to call."""
-    return phone[:4] + "•" * max(len(phone) - 7, 0) + phone[-3:] if len(phone) > 7 else phone
-
-
 def _person(r: dict) -> str:
-    """The name, id and birth cells of a row (masked or not, as present_checkin left them)."""
+    """The name, id and birth cells of a row (masked or not, as present_checkin left them;
+    a full birth date as dd/mm/yyyy)."""
     return (f'<td class="name">{_esc(r["name"])}</td><td class="idno">{_esc(r["id_number"])}</td>'
-            f'<td class="birth">{_esc(r["birth"])}</td>')
+            f'<td class="birth">{_esc(i18n.birth_text(r["birth"]))}</td>')
 
 
 def _rows(items: Iterable[dict], w: dict[str, str], officer: bool, cells: Callable[[dict], str],
@@ -79,7 +75,7 @@ def scan_rows(items: Iterable[dict], lang: str, officer: bool) -> Markup:
             station = f'<span class="tag self">{w["checkins.self"]}</span>'
         elif r.get("phone"):  # a phone scanning as a station, and whose account enrolled it
             station = _esc(i18n.translate(lang, "checkins.phone", number=r["phone"]["number"],
-                                          account=_masked_phone(r["phone"]["account_phone"])))
+                                          account=masked_phone(r["phone"]["account_phone"])))
         else:  # the station by the name it was given, not "gate-1#30"
             station = _esc(r["station_id"])
         direction = r["direction"]

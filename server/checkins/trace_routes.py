@@ -44,7 +44,7 @@ i18n.register({
     "trace.kind.pass": ("Thẻ QR của hệ thống", "QR gate pass"),
     "trace.id": ("Số giấy tờ", "ID number"),
     "trace.name": ("Họ tên (chỉ với mã QR cá nhân có số bị che)", "Name (only for a national QR with a masked id)"),
-    "trace.birth": ("Ngày sinh YYYY-MM-DD (như trên)", "Birth date YYYY-MM-DD (likewise)"),
+    "trace.birth": ("Ngày sinh, ví dụ 30/11/2001 (như trên)", "Birth date, e.g. 30/11/2001 (likewise)"),
     "trace.margin": ("Khoảng đệm (phút)", "Margin (minutes)"),
     "trace.stay": ("Thời gian ở mặc định khi thiếu lượt ra (phút)", "Default stay without an exit scan (minutes)"),
     "trace.run": ("Truy vết", "Trace"),
@@ -57,7 +57,9 @@ i18n.register({
     "trace.elsewhere": ("{count} lượt có mặt tại địa điểm ngoài khu vực của bạn không được hiển thị; hãy liên hệ cán bộ y tế khu vực đó.",
                         "{count} visits at venues outside your areas are not shown; contact those areas' health officers."),
     "trace.rank": ("Hạng", "Rank"),
-    "trace.overlap": ("Thời gian chung (phút)", "Minutes together"),
+    "trace.overlap": ("Thời gian chung", "Time together"),
+    "trace.minutes": ("{n} phút", "{n} min"),
+    "trace.under_a_minute": ("dưới 1 phút", "under 1 min"),
     "trace.first": ("Lần đầu tiếp xúc", "First contact"),
     "trace.again": ("Truy vết người này", "Trace this person"),
     "trace.error": ("Không truy vết được: {detail}", "Cannot trace: {detail}"),
@@ -222,11 +224,14 @@ def trace_csv_response(svc: Services, result: dict, lang: str) -> StreamingRespo
 
     columns = (t("trace.csv.rank"), t("checkins.name"), t("checkins.id"), t("trace.csv.kind"), t("checkins.birth"),
                t("trace.csv.minutes"), t("trace.csv.venues"), t("trace.csv.first"))
-    rows = ([c["rank"], c["name"], c["id_number"], i18n.card_name(lang, c["kind"]), c["birth"], c["overlap_minutes"],
-             "; ".join(c["venue_names"]), c["first_text"]] for c in result["contacts"])
-    day = dt.datetime.fromtimestamp(result["from_ms"] / 1000, svc.tz).strftime("%Y%m%d")
+    rows = ([c["rank"], c["name"], c["id_number"], i18n.card_name(lang, c["kind"]), i18n.birth_text(c["birth"]),
+             c["whole_minutes"], "; ".join(c["venue_names"]), c["first_text"]] for c in result["contacts"])
+    first, last = (dt.datetime.fromtimestamp(ms / 1000, svc.tz) for ms in (result["from_ms"], result["to_ms"] - 1))
+    # ASCII, in the reader's words, dates as people write them: truy-vet-09-11-2026-den-20-11-2026.csv
+    name = (f"trace-{first:%d-%m-%Y}-to-{last:%d-%m-%Y}.csv" if lang == "en"
+            else f"truy-vet-{first:%d-%m-%Y}-den-{last:%d-%m-%Y}.csv")
     return StreamingResponse(csv_stream(columns, rows), media_type="text/csv; charset=utf-8",
-                             headers={"Content-Disposition": f'attachment; filename="trace-{day}.csv"'})
+                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @router.post("/api/trace", tags=["tracing"])

@@ -30,6 +30,8 @@ MAX_TRACE_DAYS = 62
 CARD_KINDS = ("cccd", "bhyt", "national", "pass")
 _ID_TEXT = re.compile(r"[0-9A-Z*]{3,20}", re.ASCII)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+# A birth date as people write it (30/11/2001, **/**/1985): stored as the card says it.
+_BIRTH_DMY = re.compile(r"(\d{1,2}|\*\*)[/.-](\d{1,2}|\*\*)[/.-](\d{4})", re.ASCII)
 
 
 class TraceInputError(ValueError):
@@ -60,7 +62,18 @@ def person_from_card(kind: str | None, id_number: str, name: str, birth: str) ->
     if kind == "national" and not (compact.isdigit() and len(compact) == 12) and not (name.strip() and birth):
         raise TraceInputError("mã QR cá nhân có số bị che cần họ tên và ngày sinh như khi quét;"
                               " hoặc bắt đầu truy vết từ một lượt quét của người này")
-    return persons.person_key(kind, compact, name, birth.strip())
+    return persons.person_key(kind, compact, name, birth_as_stored(birth))
+
+
+def birth_as_stored(birth: str) -> str:
+    """A birth date typed as dd/mm/yyyy (or yyyy-mm-dd, or a year) in the form cards
+    carry and keys are made of: yyyy-mm-dd, ``**`` where the card leaves a part out."""
+    birth = birth.strip()
+    match = _BIRTH_DMY.fullmatch(birth)
+    if not match:
+        return birth
+    day, month, year = (part.zfill(2) for part in match.groups())
+    return f"{year}-{month}-{day}"
 
 
 # -- running one -----------------------------------------------------------------------------
@@ -102,8 +115,10 @@ def present_trace(svc: Services, scope: Scope, person_key: str, result: dict) ->
                "end_text": when(v["end_ms"]), "minutes": round((v["end_ms"] - v["start_ms"]) / 60000),
                "contact": contacts_of.get(v["venue_id"])}
               for v in result["visits"]]
+    # Whole minutes for people (41, never 41.0); the API keeps overlap_minutes to a tenth.
     contacts = [{**c, "rank": i + 1, "venue_names": [names.get(v, "") for v in c["venues"]],
-                 "first_text": when(c["first_contact_ms"])} for i, c in enumerate(result["contacts"])]
+                 "whole_minutes": int(c["overlap_minutes"] + 0.5), "first_text": when(c["first_contact_ms"])}
+                for i, c in enumerate(result["contacts"])]
     person = ({"checkin_id": me[0], "kind": me[1], "id_number": me[2], "name": me[3], "birth": me[4]}
               if me else None)
     return {"person_key": person_key, "person": person, "from_ms": result["from_ms"], "to_ms": result["to_ms"],

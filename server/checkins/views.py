@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from qrgate.masking import mask_birth, mask_id_number, mask_person_name
+from server.phone.devices import phone_labels
 
 BIGINT_MAX = 2**63 - 1
 INVALID_TIME = "thời gian không hợp lệ"  # "time not valid": a stored time no date holds
@@ -36,6 +37,7 @@ def venue_checkins(storage, venue_id: int, tz: ZoneInfo, limit: int = 100,
         f" FROM checkins c {join} WHERE {where} ORDER BY c.id DESC LIMIT ?", params,
     )
     out = []
+    phones = phone_numbers(storage, {r[1] for r in rows})
     for (cid, station_id, seq, direction, kind, id_number, name, birth, wall_ms, synced, corrected_flag,
          self_declared) in rows:
         time_iso, time_text = when_texts(wall_ms, tz)
@@ -44,8 +46,21 @@ def venue_checkins(storage, venue_id: int, tz: ZoneInfo, limit: int = 100,
             "name": mask_person_name(name or ""), "id_number": mask_id_number(id_number or ""),
             "birth": mask_birth(birth or ""), "time": time_iso, "time_text": time_text, "clock_synced": bool(synced),
             "time_corrected": bool(corrected_flag), "self_declared": bool(self_declared),
+            "phone_number": phones.get(station_id),
         })
     return out
+
+
+def phone_numbers(storage, station_ids) -> dict[str, int]:
+    """Which of these stations are phones, each with its number: a page says "Điện thoại
+    số 3", never the station's id ``phone-3``."""
+    return {station: label["number"] for station, label in phone_labels(storage.sql, list(station_ids)).items()}
+
+
+def masked_phone(phone: str) -> str:
+    """The number of the account that enrolled a phone with the middle hidden
+    (0912•••419): enough for the venue to tell its staff apart, not a number to call."""
+    return phone[:4] + "•" * max(len(phone) - 7, 0) + phone[-3:] if len(phone) > 7 else phone
 
 
 def csv_cell(value: Any) -> str:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from qrgate.errors import DriverError, UserError
 from server.ingest.enrol import enrol_code_text
+from server.phone.devices import phone_labels
 from server.venues.access import venue_for
 from server.venues.venues import Venue
 from server.web import i18n
@@ -104,7 +105,9 @@ def _make_enrol_code(svc: Services, request: Request, who: Visitor, venue: Venue
 
 def _fleet_rows(svc: Services) -> list[dict]:
     rows = svc.fleet.rows(int(svc.clock() * 1000))
+    phones = phone_labels(svc.storage.sql, [r["station_id"] for r in rows])  # "Điện thoại số 3", not phone-3
     for r in rows:
+        r["phone"] = phones.get(r["station_id"], {}).get("number", 0)
         r["state"] = "retired" if r["status"] != "active" else ("online" if r["online"] else "offline")
         r["seen_text"] = (dt.datetime.fromtimestamp(r["last_seen_ms"] / 1000, svc.tz).strftime("%d/%m/%Y %H:%M")
                           if r["last_seen_ms"] else "")

@@ -130,8 +130,9 @@ def _page(svc: Services, request: Request, who: Visitor, status_code: int = 200,
                        reverse=True)
     updates = releases.station_updates()
     groups = releases.waves.groups()
+    reachable = set(releases.waves.fleet())  # phones and self check-in sources take no release
     stations = [dict(r, group=groups.get(r["station_id"], ""), last=updates.get(r["station_id"]))
-                for r in svc.fleet.rows(int(svc.clock() * 1000)) if r["status"] != "retired"]
+                for r in svc.fleet.rows(int(svc.clock() * 1000)) if r["station_id"] in reachable]
     return render(request, who, "releases.html", status_code, published=published, waves=waves, stations=stations,
                   default_stop_at=DEFAULT_STOP_AT, **context)
 

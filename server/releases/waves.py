@@ -197,7 +197,7 @@ class Waves:
 
     def view(self) -> list[dict[str, Any]]:
         """Every wave, newest release first, with what its stations did."""
-        stations = self._fleet()
+        stations = self.fleet()
         groups = self.groups()
         out = []
         for w in self._waves():
@@ -221,7 +221,7 @@ class Waves:
             r["groups"] = json.loads(r.pop("grps") or "[]")
         return rows
 
-    def _fleet(self) -> list[str]:
+    def fleet(self) -> list[str]:
         """The stations a wave can reach: not retired, neither a phone nor a self check-in source."""
         db = self.storage.sql
         query = "SELECT station_id FROM stations WHERE status != 'retired'"

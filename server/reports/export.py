@@ -35,7 +35,8 @@ import xlsxwriter
 
 from qrgate.errors import UserError
 from qrgate.masking import mask_birth, mask_id_number, mask_person_name
-from server.checkins.views import INVALID_TIME, local_time
+from server.checkins.views import INVALID_TIME, local_time, masked_phone
+from server.phone.devices import STATION_PREFIX, phone_labels
 from server.storage.sql import in_list
 from server.web import i18n
 
@@ -274,11 +275,24 @@ def checkin_rows(storage, venue_ids: Sequence[int], tz: ZoneInfo, start_ms: int,
     per_venue = max(200, batch // max(1, len(ids)))
     streams = [_venue_rows(storage, v, start_ms, end_ms, per_venue) for v in ids]
     self_page = i18n.translate(lang, "export.self_page")
+    phones: dict[str, str] = {}
+
+    def station_text(station_id: str) -> str:
+        """A phone by its number and its account, as the history page says it (looked up
+        once per phone); any other station by the name it was given."""
+        if not station_id.startswith(STATION_PREFIX):
+            return station_id
+        if station_id not in phones:
+            label = phone_labels(storage.sql, [station_id]).get(station_id)
+            phones[station_id] = station_id if label is None else i18n.translate(
+                lang, "checkins.phone", number=label["number"], account=masked_phone(label["account_phone"]))
+        return phones[station_id]
+
     for (wall_ms, _id, venue_id, direction, name, id_number, birth, kind, station_id, seq, self_declared,
          corrected) in heapq.merge(*streams, key=lambda r: (r[0], r[1])):
         yield (local_time(wall_ms, tz) or INVALID_TIME, names.get(venue_id, ""), i18n.direction_name(lang, direction),
                mask_person_name(name or ""), mask_id_number(id_number or ""), mask_birth(birth or ""),
-               i18n.card_name(lang, kind or ""), self_page if self_declared else station_id, seq,
+               i18n.card_name(lang, kind or ""), self_page if self_declared else station_text(station_id), seq,
                yes_no(lang, bool(self_declared)), yes_no(lang, bool(corrected)))
 
 

@@ -130,6 +130,11 @@ def station_name(lang: str, status: str) -> str:
     return t(lang, f"report.status.{status}") if status in ("active", "retired") else status
 
 
+def station_text(lang: str, line) -> str:
+    """A station of the report (a StationLine) by its name; a phone by its number."""
+    return t(lang, "checkins.phone_short", number=line.phone) if line.phone else line.station_id
+
+
 # -- CSV ----------------------------------------------------------------------------
 
 def report_rows(report: WeeklyReport, lang: str = "vi") -> list[list[Any]]:
@@ -175,8 +180,8 @@ def report_rows(report: WeeklyReport, lang: str = "vi") -> list[list[Any]]:
         rows.append([t(lang, "report.section.stations")])
         rows.append([t(lang, "report.station"), t(lang, "report.station_venue"), t(lang, "report.status"),
                      t(lang, "report.last_contact"), t(lang, "report.scans")])
-        rows.extend([s.station_id, s.venue, station_name(lang, s.status), time_text(s.last_contact_ms, tz), s.scans]
-                    for s in report.stations)
+        rows.extend([station_text(lang, s), s.venue, station_name(lang, s.status), time_text(s.last_contact_ms, tz),
+                     s.scans] for s in report.stations)
     return rows
 
 
@@ -325,7 +330,8 @@ def render_report(report: WeeklyReport, lang: str = "vi") -> Image.Image:
             widths = [inner - 3 * 220, 300, 200, 160]
             page.table([t(lang, "report.station"), t(lang, "report.last_contact"), t(lang, "report.status"),
                         t(lang, "report.scans")], widths,
-                       [[s.station_id, time_text(s.last_contact_ms, tz), station_name(lang, s.status), str(s.scans)]
+                       [[station_text(lang, s), time_text(s.last_contact_ms, tz), station_name(lang, s.status),
+                         str(s.scans)]
                         for s in report.stations], more=more)
     page.draw.text((MARGIN, page.height - 80), t(lang, "report.footer"), font=_font(21), fill=GREY)
     return page.image

@@ -23,7 +23,7 @@ from server.reports.mail import mail_problem
 from server.reports.recipients import RecipientError
 from server.reports.report_archive import StoredReport
 from server.reports.report_files import (count_titles, report_csv, report_filename, report_pdf, station_name,
-                                         time_text, week_text, week_words, weekday_name)
+                                         station_text, time_text, week_text, week_words, weekday_name)
 from server.reports.reports import COUNT_FIELDS, build_area_report, build_weekly_report, week_bounds, week_of
 from server.reports.service import Reports, ReportServices
 from server.reports.units import VenueTree
@@ -147,7 +147,7 @@ def page_of(svc: Services, who: Visitor, report) -> dict:
             "days": [{"day": d.day.isoformat(), "name": f"{weekday_name(lang, d.day)} {d.day:%d/%m}",
                       "future": d.future, "values": ["–" if d.future else getattr(d, f) for f in COUNT_FIELDS]}
                      for d in report.days],
-            "stations": [{"id": s.station_id, "venue": s.venue, "state": station_name(lang, s.status),
+            "stations": [{"id": station_text(lang, s), "venue": s.venue, "state": station_name(lang, s.status),
                           "retired": s.status != "active", "scans": s.scans,
                           "last": time_text(s.last_contact_ms, tz)} for s in report.stations]}
 

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from server.phone.devices import phone_labels
 from server.reports.units import VenueTree
 from server.storage.sql import POSTGRESQL, SQLITE, in_list
 
@@ -51,6 +52,7 @@ class StationLine:
     last_contact_ms: int | None
     scans: int
     venue: str = ""  # the name of the venue it scans for
+    phone: int = 0  # a phone scanning as a station: its number ("Điện thoại số 3"), else 0
 
 
 @dataclass(frozen=True)
@@ -270,12 +272,14 @@ def _stations(db, tree: VenueTree, venue_ids: list[int], lo: int, hi: int) -> li
         "  AND c.wall_ms >= ? AND c.wall_ms < ?), s.venue_id"
         f" FROM stations s WHERE {venues} {not_self}", [lo, hi, *params])
     lines = []
+    phones = phone_labels(db, [r[0] for r in rows])
     # Sorted here, in code point order on both engines (PostgreSQL would use its collation).
     for station_id, status, seen_ms, received_ms, scans, venue_id in sorted(rows, key=lambda r: r[0]):
         last = max((v for v in (seen_ms, received_ms) if v), default=None)
         venue = tree.venues.get(int(venue_id))
-        lines.append((StationLine(station_id, status or "active", last, int(scans), venue.name if venue else ""),
-                      int(venue_id)))
+        phone = phones.get(station_id, {}).get("number", 0)
+        lines.append((StationLine(station_id, status or "active", last, int(scans), venue.name if venue else "",
+                                  phone), int(venue_id)))
     return lines
 
 

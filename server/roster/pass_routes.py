@@ -161,8 +161,11 @@ def passes_pdf(svc: Svc, rs: RosterSvc, venue_id: VenueId, batch_id: int = PathP
         raise HTTPException(404)
     pdf = desk.sheet_pdf(venue.name, items)
     rs.audit(who, "qrgate.passes.printed", venue_id, batch=batch_id, count=len(items))
+    # ASCII, in the reader's words: the-ra-vao-dia-diem-3-dot-2.pdf
+    name = (f"passes-{venue_id}-{batch_id}.pdf" if who.lang == "en"
+            else f"the-ra-vao-dia-diem-{venue_id}-dot-{batch_id}.pdf")
     return Response(pdf, media_type="application/pdf",
-                    headers={"Content-Disposition": f'attachment; filename="passes-{venue_id}-{batch_id}.pdf"'})
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 def _revoke(rs: RosterService, who: Visitor, venue_id: int, pid: str, reason: str, reissue_days: int):

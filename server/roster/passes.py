@@ -308,7 +308,7 @@ class PassOffice:
                  for i in range(0, len(items), PER_PAGE)]
         out = io.BytesIO()
         pages[0].save(out, "PDF", resolution=DPI, save_all=True, append_images=pages[1:],
-                      title=f"QR passes {venue_name[:60]}")
+                      title=f"Thẻ ra vào {venue_name[:60]}")  # the sheet is in Vietnamese, its title too
         return out.getvalue()
 
 

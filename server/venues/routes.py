@@ -328,5 +328,11 @@ def venue_poster(svc: Svc, venue_id: int, fmt: str, request: Request, who: Visit
     data = make(selfcheckin_url(svc, request, venue), venue.name, venue.address, svc.venues.area_text(venue))
     svc.audit.record("qrgate.venue.poster.downloaded", account=who.account, ip=who.ip, venue_id=venue.id,
                      venue=venue.name, format=fmt.upper())
+    name = poster_filename(venue.id, fmt, who.lang)
     return Response(data, media_type="image/png" if fmt == "png" else "application/pdf",
-                    headers={"Content-Disposition": f'attachment; filename="venue-{venue.id}-poster.{fmt}"'})
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def poster_filename(venue_id: int, fmt: str, lang: str) -> str:
+    """ASCII, in the reader's words: ``ma-qr-dia-diem-3.pdf`` (``venue-3-poster.pdf``)."""
+    return f"venue-{venue_id}-poster.{fmt}" if lang == "en" else f"ma-qr-dia-diem-{venue_id}.{fmt}"

@@ -7,6 +7,8 @@ import re
 
 LANGUAGES = ("vi", "en")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# A birth date as cards carry it: YYYY-MM-DD, with ** where the card leaves a part out.
+_BIRTH = re.compile(r"(\d{4})-(\d{2}|\*\*)-(\d{2}|\*\*)", re.ASCII)
 
 TEXTS: dict[str, tuple[str, str]] = {
     "app": ("QR gate", "QR gate"),
@@ -129,6 +131,9 @@ TEXTS: dict[str, tuple[str, str]] = {
     "checkins.none": ("Chưa có lượt nào.", "No check-ins yet."),
     "checkins.self": ("tự khai báo", "self-declared"),
     "checkins.phone": ("Điện thoại số {number} ({account})", "Phone no. {number} ({account})"),
+    "checkins.phone_short": ("Điện thoại số {number}", "Phone no. {number}"),
+    # An area on the map from before 1 July 2025 (server/areas/), wherever areas are listed.
+    "area.old_map": ("địa giới cũ, trước 01/07/2025", "old map, before 1 July 2025"),
     "checkins.corrected": ("giờ đã hiệu chỉnh", "time corrected"),
     "checkins.unsynced_red": ("Giờ màu đỏ:", "Times in red:"),
     "checkins.unsynced_legend": ("đồng hồ của trạm chưa được đồng bộ (chưa lấy được giờ chuẩn qua mạng) khi quét, "
@@ -241,6 +246,13 @@ def card_name(lang: str, kind: str) -> str:
 def direction_name(lang: str, direction: str) -> str:
     """``in`` / ``out`` as words (Vào / Ra)."""
     return _named(lang, f"checkins.{direction}", direction) if direction in ("in", "out") else direction
+
+
+def birth_text(birth: str) -> str:
+    """A birth date as people write it, dd/mm/yyyy (``**`` kept where the card left the
+    day or month out: ``**/**/1985``); a year alone, or anything else, as it is."""
+    match = _BIRTH.fullmatch(birth or "")
+    return f"{match.group(3)}/{match.group(2)}/{match.group(1)}" if match else (birth or "")
 
 
 def history_text(lang: str, action: str, data: dict, venue_name: str) -> str:

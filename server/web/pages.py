@@ -92,6 +92,7 @@ def render(request: Request, who, name: str, status_code: int = 200, **context: 
         "kind_name": lambda kind: i18n.kind_name(lang, kind),
         "card_name": lambda kind: i18n.card_name(lang, kind),
         "direction_name": lambda direction: i18n.direction_name(lang, direction),
+        "birth_text": i18n.birth_text,
         "retention_days": services.retention_days,
         "date_text": date_text,
         "zone_text": lambda: zone_text(lang, services),
