@@ -257,3 +257,14 @@ def test_a_broker_folder_from_before_keeps_its_passwords_and_gets_the_binding(tm
         assert login(files, "gate-old", "old-station-pw", "qrgate-bridge").is_failure
         assert not login(files, SERVER_USER, "old-server-pw", "qrgate-bridge").is_failure
         assert login(files, "gate-old", "a-guess", "station-gate-old").is_failure
+
+
+def test_many_stations_added_at_once_to_a_running_broker_each_open_it_only_as_themselves(server_env):
+    """``BrokerFiles.add_users``: one round of commands for a whole batch of stations."""
+    files = server_env.broker.files
+    passwords = files.add_users([f"batch-{i}" for i in range(30)])
+    assert len(set(passwords.values())) == 30
+    for name in ("batch-0", "batch-17", "batch-29"):
+        assert not login(files, name, passwords[name], f"station-{name}").is_failure
+        assert login(files, name, passwords[name], "station-batch-1").getName() == "Not authorized"
+    assert login(files, "batch-3", passwords["batch-4"], "station-batch-3").getName() == "Not authorized"
