@@ -398,6 +398,14 @@ def test_an_operator_retires_and_moves_stations_after_confirming_and_reads_what_
     assert page.locator("#fleet tr[data-station^='self-']").count() == 0
     assert "không phải trạm quét" in page.locator("#self-note").inner_text()
     screenshot(page, shots, f"fleet-{screen}")
+    # The releases page: the pilot wave of 1.4.3, which gate-1 kept (the wide run retires
+    # gate-1 below: the narrow one sees the count, no longer the station).
+    page.click("#releases-link")
+    _check_page(page, "fleet/releases")
+    assert "nhóm pilot" in page.locator("#release-1-4-3 .wave-target").inner_text()
+    assert page.locator('#release-1-4-3 li[data-count="kept"] strong').inner_text() == "1"
+    screenshot(page, shots, f"releases-{screen}")
+    page.goto(f"{world.base}/fleet")
 
     station = "gate-1" if screen == "1280" else "bus-98b12345"
     row = page.locator(f"#fleet tr[data-station='{station}']")
