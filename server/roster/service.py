@@ -1,11 +1,9 @@
 """What the roster routes keep per app and the steps they take: the roster store, the
 pass office, and the uploads, issues and revocations with their audit entries.
 
-``attach(app)`` makes the app's RosterService once, after ``app.state.services``;
-create_app may call it so that the roster's and the passes' tables and the fallback
-pass-signing key exist when the app is made, as before. Until then the first request to
-a roster or passes route makes it (``roster_service``, a FastAPI dependency), under a
-lock so two requests cannot make two.
+``attach(app)`` makes the app's RosterService, after ``app.state.services``: create_app
+calls it, so the roster's and the passes' tables and the fallback pass-signing key exist
+when the app is made; routes take it with the ``RosterSvc`` dependency.
 
 Permissions (server/venues/permissions.py) are checked by the routes; here, only who
 sees full names: owners and managers (``roster.manage``) do, gate controllers see masked
@@ -15,12 +13,10 @@ names, and every full-name read is written to the audit trail.
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from starlette.concurrency import run_in_threadpool
 
 from server.roster import passes
 from server.roster.parsing import RosterError
@@ -29,7 +25,6 @@ from server.roster.roster import ImportResult, RosterPerson, RosterStore
 from server.venues.permissions import allowed
 from server.web.deps import Services, Visitor
 
-_MAKING = threading.Lock()
 # The reason written on a pass revoked because its holder left the roster (the pages
 # show a pass's reason as it was typed, and the people who read it read Vietnamese).
 LEFT_THE_ROSTER = "không còn trong danh sách nhân sự"
@@ -185,24 +180,15 @@ def _fallback_office(services: Services) -> PassOffice | None:
 
 
 def attach(app: FastAPI) -> RosterService:
-    """The app's RosterService, made now if it has none yet; ``app.state.services`` must
-    be set. It makes tables and may write the key file: not on the event loop."""
-    found = getattr(app.state, "roster_service", None)
-    if found is not None:
-        return found
-    with _MAKING:
-        found = getattr(app.state, "roster_service", None)
-        if found is None:
-            found = app.state.roster_service = RosterService(app.state.services, app.state)
+    """Make the app's RosterService (create_app calls it once; ``app.state.services``
+    must be set). It makes tables and may write the key file."""
+    found = app.state.roster_service = RosterService(app.state.services, app.state)
     return found
 
 
 async def roster_service(request: Request) -> RosterService:
-    """FastAPI dependency: the app's RosterService (made on first use, off the event loop)."""
-    found = getattr(request.app.state, "roster_service", None)
-    if found is None:
-        found = await run_in_threadpool(attach, request.app)
-    return found
+    """FastAPI dependency: the app's RosterService."""
+    return request.app.state.roster_service
 
 
 RosterSvc = Annotated[RosterService, Depends(roster_service)]
