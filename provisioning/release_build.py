@@ -35,7 +35,15 @@ FORMAT = 1
 APT_PROVIDES = ("numpy", "evdev")
 # The pi extra is only evdev, which apt provides: a release needs the base requirements.
 PYTHON = "3.11"  # Debian 12 and Raspberry Pi OS Bookworm
-ARCH_PLATFORMS = {"amd64": "manylinux_2_36_x86_64", "arm64": "manylinux_2_36_aarch64"}
+ARCH_PLATFORMS = {"amd64": "x86_64", "arm64": "aarch64"}
+GLIBC_MINOR = 36  # Debian 12 and Raspberry Pi OS Bookworm: glibc 2.36
+
+
+def platform_tags(arch: str) -> list[str]:
+    """The wheel platforms a station of ``arch`` runs, newest first: pip takes one
+    ``--platform`` literally, and most wheels are tagged with an older glibc (2.28, 2.17)."""
+    machine = ARCH_PLATFORMS[arch]
+    return [f"manylinux_2_{minor}_{machine}" for minor in range(GLIBC_MINOR, 16, -1)] + [f"manylinux2014_{machine}"]
 SKIP_SOURCE = {".git", ".venv", "demo-data", "__pycache__", ".pytest_cache", "build", "qrgate.egg-info"}
 
 
@@ -103,7 +111,8 @@ def fetch_wheels(pins: list[tuple[str, str]], arch: str, wheels: Path, work: Pat
         spec = f"{name}=={version}"
         args = ["download", "--no-deps", "--only-binary=:all:", "-d", str(wheels), spec]
         if not same_arch:
-            args += ["--platform", ARCH_PLATFORMS[arch], "--python-version", PYTHON, "--implementation", "cp"]
+            args += [*(f"--platform={tag}" for tag in platform_tags(arch)), "--python-version", PYTHON,
+                     "--implementation", "cp"]
         try:
             _pip(*args, log=log)
             continue

@@ -223,13 +223,18 @@ def power_cuts_during_updates(rig, times: int, seed: int | None = None) -> None:
         version = f"0.4.{i}"
         before = status(rig).get("n", 0)
         release(rig, version)
-        # The notice starts the updater; wait until it is busy, then cut at a random moment.
-        deadline = time.monotonic() + 90
-        while status(rig).get("n", 0) == before and time.monotonic() < deadline:
-            time.sleep(0.5)  # polling the station's status file, bounded by the deadline
-        if status(rig).get("n", 0) == before:
-            rig.note(f"the updater did not start within 90 s of the wave of {version}: {status(rig)}")
-        delay = chance.uniform(0, 90)  # an update here: ~5 s download, ~30 s install, ~40 s trial
+        # The notice starts the updater. Cut in turn while it installs, while the new
+        # release is on trial, and at a random moment of the first 60 s.
+        aim = ("installing", "trying", None)[i % 3]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            now = status(rig)
+            if now.get("n", 0) != before and (aim is None or now.get("state") == aim):
+                break
+            time.sleep(0.2)  # polling the station's status file, bounded by the deadline
+        else:
+            rig.note(f"the updater did not reach {aim or 'work'} on {version} within 120 s: {status(rig)}")
+        delay = chance.uniform(0, 3) if aim else chance.uniform(0, 60)
         time.sleep(delay)  # the random moment of the cut
         phase = status(rig).get("state", "?")
         rig.station.power_cut()
@@ -245,7 +250,7 @@ def power_cuts_during_updates(rig, times: int, seed: int | None = None) -> None:
         ok = final.get("state") in ("kept", "rolled_back") and where.startswith("active/running") and counted
         results.append(ok)
         rig.check(f"power cut {i + 1} during an update: the station boots into a working release",
-                  ok, f"cut {delay:.1f} s in (updater {phase}); then {final.get('state')} {final.get('version')} "
+                  ok, f"cut {delay:.1f} s after {aim or 'the start'} (updater {phase}); then {final.get('state')} {final.get('version')} "
                       f"{final.get('reason', '')}{' (waited for ' + final['waited_for'] + ')' if 'waited_for' in final else ''}; "
                       f"running {where}; a check-in stored: {counted}")
     rig.summary["update_power_cuts_ok"] = bool(results) and all(results)

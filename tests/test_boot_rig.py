@@ -14,7 +14,7 @@ from conftest import REPO, unavailable
 
 # The first run makes the Debian root (about a minute) and downloads every package; the
 # update checks build two releases and watch two trials (a few minutes more).
-pytestmark = pytest.mark.timeout(2700)
+pytestmark = [pytest.mark.rig, pytest.mark.timeout(2700)]
 
 
 def test_a_station_installed_enrolled_and_run_by_its_unit_comes_up_and_delivers():

@@ -98,3 +98,14 @@ def test_publishing_adds_files_in_order_and_a_fresh_timestamp(site):
     again = publish(tmp_path / "repo", tmp_path / "data")
     assert again["copied"] == 0 and again["timestamp_version"] == before + 1
     assert served.latest("timestamp").signed.snapshot_meta.version == served.latest("snapshot").signed.version
+
+
+def test_a_release_for_another_architecture_takes_wheels_of_any_older_glibc_the_station_runs():
+    """pip takes each --platform literally: asking only for glibc 2.36 found no arm64
+    wheel of cbor2 (tagged manylinux_2_28) and the arm64 build failed."""
+    from provisioning.release_build import platform_tags
+
+    tags = platform_tags("arm64")
+    assert tags[0] == "manylinux_2_36_aarch64" and "manylinux_2_28_aarch64" in tags
+    assert "manylinux_2_17_aarch64" in tags and tags[-1] == "manylinux2014_aarch64"
+    assert not any("x86_64" in tag or "_2_37_" in tag for tag in tags)  # nothing newer than Bookworm's glibc
