@@ -90,7 +90,9 @@ def test_venue_life_from_login_to_history(server, shots):
         owner.select_option("#kind", "market")
         owner.fill("#name", "TP-Chợ <b>Bến Thành</b>")
         owner.select_option("#province", "79")
-        # Only the communes and wards of the chosen province are offered (two levels since 2025).
+        # Only the communes and wards of the chosen province are offered (two levels since 2025),
+        # fetched when the province changes: wait for them to arrive.
+        owner.locator('#ward option[value="26743"]').wait_for(state="attached")
         offered = owner.locator("#ward option:not([hidden])").all_inner_texts()
         assert "Phường Bến Thành" in offered and not any("Hoàn Kiếm" in name for name in offered)
         owner.select_option("#ward", "26743")
