@@ -148,9 +148,11 @@ def test_a_wave_stops_by_itself_when_its_stations_fail_and_the_rest_never_get_it
     waves = site.app.state.releases.waves
     releases_.add("0.2.0")
     waves.start("0.2.0", 100, [], stop_at=10)  # 20 stations: the second failure stops it
+    failing = []
     for name in ("gate-1", "gate-2"):
         updater, fake = station(tmp_path, fleet, name)  # 0.2.0 never comes up on these
         assert updater.run_once()["state"] == "rolled_back"
+        failing.append(updater)
     wave = waves.wave("0.2.0")
     assert wave["state"] == "stopped" and wave["counts"]["rolled_back"] == 2
     assert "2 of 20 station(s)" in wave["reason"]
@@ -160,8 +162,13 @@ def test_a_wave_stops_by_itself_when_its_stations_fail_and_the_rest_never_get_it
     person = operator(site)
     page = person.http.get("/fleet/releases").text
     assert "Đợt tự dừng: 2 trên 20 trạm lỗi hoặc phải quay lại bản cũ (ngưỡng 10%)." in page
-    # The operator resumes it (after a fix, say): the late station takes it.
+    # The operator resumes it (the failures were the stations' own, say): the stations
+    # that failed say so again at their next check, which does not stop it again.
+    site.clock.advance(3600)
     assert person.form("/fleet/releases/0.2.0/resume", {}).status_code == 303
+    for updater in failing:
+        assert updater.run_once()["state"] == "rolled_back"  # its last word, repeated
+    assert waves.wave("0.2.0")["state"] == "rolling"
     assert late.run_once()["state"] == "kept"
 
 

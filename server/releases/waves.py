@@ -10,7 +10,8 @@ above the one it runs: a bus back after a week skips the releases in between.
 
 A wave stops by itself when the stations that failed or rolled the release back reach
 ``stop_at`` percent of the stations it targets (at least one): stations not yet updated
-no longer get it, those that kept it keep it. The operator can widen, stop or resume it.
+no longer get it, those that kept it keep it. The operator can widen, stop or resume it;
+once resumed, only failures after the resumption count towards stopping it again.
 
 Waves only choose among releases the station verifies itself (TUF): a server, or anyone
 between it and a station, can hold a station back, never give it a release not signed.
@@ -125,7 +126,10 @@ class Waves:
             "INSERT INTO release_waves (version, grps, percent, stop_at, state, reason, started_ms, changed_ms)"
             " VALUES (?, ?, ?, ?, 'rolling', '', ?, ?) ON CONFLICT (version) DO UPDATE SET grps = excluded.grps,"
             " percent = excluded.percent, stop_at = excluded.stop_at, state = 'rolling', reason = '',"
-            " changed_ms = excluded.changed_ms",
+            " changed_ms = excluded.changed_ms,"
+            # Resumed: failures before count no more towards the automatic stop (widened: they do).
+            " started_ms = CASE WHEN release_waves.state = 'stopped' THEN excluded.started_ms"
+            " ELSE release_waves.started_ms END",
             [version, json.dumps(groups), percent, stop_at, now, now])
         logger.warning("release %s: wave to %d%% of stations%s, stops at %d%% failures", version, percent,
                        f" and group(s) {', '.join(groups)}" if groups else "", stop_at)
@@ -175,15 +179,18 @@ class Waves:
         if not VERSION_RE.match(version or "") or state == "idle":
             return None
         db = self.storage.sql
+        # A station repeats its last outcome in every later report: it is dated when it changed.
         db.execute("INSERT INTO release_outcomes (version, station_id, state, at_ms) VALUES (?, ?, ?, ?)"
-                   " ON CONFLICT (version, station_id) DO UPDATE SET state = excluded.state, at_ms = excluded.at_ms",
+                   " ON CONFLICT (version, station_id) DO UPDATE SET state = excluded.state, at_ms = excluded.at_ms"
+                   " WHERE release_outcomes.state != excluded.state",
                    [version, station_id, state, self._now()])
         if state not in FAILED:
             return None
         wave = self.wave(version)
         if wave is None or wave["state"] != "rolling":
             return None
-        failed = wave["counts"]["failed"] + wave["counts"]["rolled_back"]
+        failed = db.value("SELECT count(*) FROM release_outcomes WHERE version = ? AND state IN (?, ?)"
+                          " AND at_ms >= ?", [version, *FAILED, wave["started_ms"]], 0)
         limit = max(1, math.ceil(wave["stop_at"] * max(wave["targeted"], 1) / 100))
         if failed >= limit:
             return self.stop(version, f"{failed} of {wave['targeted']} station(s) failed or rolled back "
