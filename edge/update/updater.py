@@ -171,7 +171,7 @@ class Updater:
         if not self.status().get("state"):
             self._set_status("idle", running, reason="first check")
         answer = self.report()
-        if answer is None:
+        if not isinstance(answer, dict):
             return self._set_status("unreachable", reason="the server did not answer the update report "
                                                           "(a release is taken only when its wave allows)")
         allowed = answer.get("allowed") if isinstance(answer.get("allowed"), list) else None
