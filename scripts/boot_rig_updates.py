@@ -72,13 +72,28 @@ def wait_status(rig, version: str, states: tuple[str, ...], timeout: float) -> d
     return {**now, "waited_for": f"{'/'.join(states)} of {version}", "updater": unit.strip()[-600:]}
 
 
-def release(rig, version: str, source: str = "/root/qrgate") -> None:
-    """Build, publish and release ``version`` to every station (docs/operator.md's commands)."""
+def build_and_publish(rig, version: str, source: str = "/root/qrgate") -> None:
+    """Build and publish ``version`` (docs/operator.md's commands): served, no wave yet."""
     rig.server.sh(f"{VENV}/qrgate-release build --repo /root/releases --keys /root/release-keys "
                   f"--source {source} --version {version} && "
-                  f"{VENV}/qrgate-release publish --repo /root/releases --server-config {SERVER_CONFIG} && "
-                  f"sudo -u qrgate {VENV}/qrgate-server release-wave --config {SERVER_CONFIG} --version {version} "
-                  f"--percent 100", timeout=1800)
+                  f"{VENV}/qrgate-release publish --repo /root/releases --server-config {SERVER_CONFIG}", timeout=1800)
+
+
+def start_wave(rig, version: str) -> None:
+    """Release ``version`` to every station (again: the notice is sent anew)."""
+    rig.server.sh(f"sudo -u qrgate {VENV}/qrgate-server release-wave --config {SERVER_CONFIG} --version {version} "
+                  "--percent 100")
+
+
+def release(rig, version: str, source: str = "/root/qrgate") -> None:
+    build_and_publish(rig, version, source)
+    start_wave(rig, version)
+
+
+def wait_edge_active(rig, seconds: int) -> None:
+    """Until the station's unit is active again (a restart or a rollback settles), bounded."""
+    rig.station.sh(f"for i in $(seq {seconds}); do systemctl is-active -q qrgate-edge && exit 0; sleep 1; done; "
+                   "exit 1", check=False, timeout=seconds + 30)
 
 
 def wave(rig, version: str) -> dict:
@@ -140,8 +155,7 @@ def check_updates(rig, guide_step) -> None:
               f"python3 -c {shlex.quote(BREAK_AT_START)}")
     release(rig, "0.3.0", "/root/qrgate-broken")
     back = wait_status(rig, "0.3.0", ("rolled_back", "kept", "refused", "failed"), 600)
-    rig.station.sh("for i in $(seq 60); do systemctl is-active -q qrgate-edge && exit 0; sleep 1; done; exit 1",
-                   check=False, timeout=90)
+    wait_edge_active(rig, 60)
     seen = server_view(rig)
     where = running_release(rig)
     rig.summary["update_rolled_back"] = rig.check(
@@ -189,25 +203,20 @@ def refusals_and_silence(rig) -> None:
     # 0.3.5: heartbeats to a topic the broker refuses. Its file is changed on the server first.
     server.sh("rm -rf /root/qrgate-silent && cp -a /root/qrgate /root/qrgate-silent && "
               f"python3 -c {shlex.quote(SILENT)} && grep -q '/silent\"' /root/qrgate-silent/qrgate/protocol.py")
-    server.sh(f"{VENV}/qrgate-release build --repo /root/releases --keys /root/release-keys "
-              f"--source /root/qrgate-silent --version 0.3.5 && "
-              f"{VENV}/qrgate-release publish --repo /root/releases --server-config {SERVER_CONFIG}", timeout=1800)
+    build_and_publish(rig, "0.3.5", "/root/qrgate-silent")
     target = server.sh(f"ls {SERVED}/targets/ | grep 'qrgate-0.3.5-' | head -1").stdout.strip()
     server.sh(f"cp {SERVED}/targets/{target} /root/whole-target && "
               f"printf 'X' | dd of={SERVED}/targets/{target} bs=1 seek=4096 conv=notrunc status=none")
-    server.sh(f"sudo -u qrgate {VENV}/qrgate-server release-wave --config {SERVER_CONFIG} --version 0.3.5 "
-              "--percent 100")
+    start_wave(rig, "0.3.5")
     changed = wait_status(rig, "0.3.5", ("refused", "kept", "rolled_back", "failed"), 300)
     rig.summary["update_bad_hash_refused"] = rig.check(
         "a release file changed on the server is refused (its hash is not the signed one)",
         changed.get("state") == "refused" and changed.get("refusal") == "bad_hash"
         and "releases/0.2.0" in running_release(rig), str(changed))
-    server.sh(f"install -o qrgate -g qrgate -m 0644 /root/whole-target {SERVED}/targets/{target} && "
-              f"sudo -u qrgate {VENV}/qrgate-server release-wave --config {SERVER_CONFIG} --version 0.3.5 "
-              "--percent 100")
+    server.sh(f"install -o qrgate -g qrgate -m 0644 /root/whole-target {SERVED}/targets/{target}")
+    start_wave(rig, "0.3.5")
     silent = wait_status(rig, "0.3.5", ("rolled_back", "kept", "failed"), 600)
-    rig.station.sh("for i in $(seq 60); do systemctl is-active -q qrgate-edge && exit 0; sleep 1; done; exit 1",
-                   check=False, timeout=90)
+    wait_edge_active(rig, 60)
     rig.summary["update_silent_rolled_back"] = rig.check(
         "a release that starts but never delivers is rolled back by the station itself",
         silent.get("state") == "rolled_back" and silent.get("cause") in ("no_heartbeat", "restarted")
@@ -243,8 +252,7 @@ def power_cuts_during_updates(rig, times: int, seed: int | None = None) -> None:
         # After the boot the updater finishes a trial or rollback at once, and a download
         # or install the cut stopped starts again when the retained notice arrives.
         final = wait_status(rig, version, ("kept", "rolled_back"), 420)
-        rig.station.sh("for i in $(seq 90); do systemctl is-active -q qrgate-edge && exit 0; sleep 1; done; exit 1",
-                       check=False, timeout=120)
+        wait_edge_active(rig, 90)
         where = running_release(rig)
         counted = scan_counts(rig, f"cut-{i}", f"07919000030{i}")
         ok = final.get("state") in ("kept", "rolled_back") and where.startswith("active/running") and counted

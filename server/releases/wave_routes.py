@@ -165,53 +165,53 @@ def _announce(request: Request, version: str) -> None:
         logger.error("release %s: the notice could not be published (%s); stations look on their timer", version, exc)
 
 
+def _change(svc: Services, request: Request, who: Visitor, change, action: str, flash_key: str,
+            announce: str = "", **audit: Any) -> Response:
+    """Make ``change`` (given the audit entry's fields, to add to); refused in words,
+    else audited, announced to the stations when ``announce`` names a version, and said."""
+    try:
+        change(audit)
+    except WaveError as exc:
+        return _page(svc, request, who, 400, error="releases.error." + exc.key)
+    svc.audit.record(action, account=who.account, ip=who.ip, **audit)
+    if announce:
+        _announce(request, announce)
+    return flash(request, RedirectResponse("/fleet/releases", 303), flash_key)
+
+
 @router.post("/fleet/releases/{version}/wave", include_in_schema=False)
 def start_wave(svc: Svc, request: Request, version: str, checked=Depends(operator_form)):
     who, form = checked
-    releases = _releases(request)
-    try:
+    waves = _releases(request).waves
+
+    def start(audit: dict) -> None:
         percent = parse_percent(form.get("percent", "0"))
         stop_at = parse_percent(form.get("stop_at", DEFAULT_STOP_AT), "stop_at")
         groups = parse_groups(form.get("groups", ""))
-        wave = releases.waves.start(_version(version), percent, groups, stop_at)
-    except WaveError as exc:
-        return _page(svc, request, who, 400, error="releases.error." + exc.key)
-    svc.audit.record("qrgate.release.wave", account=who.account, ip=who.ip, version=version, percent=percent,
-                     groups=groups, stop_at=stop_at, targeted=wave["targeted"])
-    _announce(request, version)
-    return flash(request, RedirectResponse("/fleet/releases", 303), "flash.wave_started")
+        wave = waves.start(_version(version), percent, groups, stop_at)
+        audit.update(percent=percent, groups=groups, stop_at=stop_at, targeted=wave["targeted"])
+
+    return _change(svc, request, who, start, "qrgate.release.wave", "flash.wave_started", version, version=version)
 
 
 @router.post("/fleet/releases/{version}/stop", include_in_schema=False)
 def stop_wave(svc: Svc, request: Request, version: str, checked=Depends(operator_form)):
-    who, _ = checked
-    try:
-        _releases(request).waves.stop(_version(version))
-    except WaveError as exc:
-        return _page(svc, request, who, 400, error="releases.error." + exc.key)
-    svc.audit.record("qrgate.release.wave_stopped", account=who.account, ip=who.ip, version=version)
-    return flash(request, RedirectResponse("/fleet/releases", 303), "flash.wave_stopped")
+    waves = _releases(request).waves
+    return _change(svc, request, checked[0], lambda audit: waves.stop(_version(version)),
+                   "qrgate.release.wave_stopped", "flash.wave_stopped", version=version)
 
 
 @router.post("/fleet/releases/{version}/resume", include_in_schema=False)
 def resume_wave(svc: Svc, request: Request, version: str, checked=Depends(operator_form)):
-    who, _ = checked
-    try:
-        _releases(request).waves.resume(_version(version))
-    except WaveError as exc:
-        return _page(svc, request, who, 400, error="releases.error." + exc.key)
-    svc.audit.record("qrgate.release.wave_resumed", account=who.account, ip=who.ip, version=version)
-    _announce(request, version)
-    return flash(request, RedirectResponse("/fleet/releases", 303), "flash.wave_resumed")
+    waves = _releases(request).waves
+    return _change(svc, request, checked[0], lambda audit: waves.resume(_version(version)),
+                   "qrgate.release.wave_resumed", "flash.wave_resumed", version, version=version)
 
 
 @router.post("/fleet/{station_id}/group", include_in_schema=False)
 def station_group(svc: Svc, request: Request, station_id: str, checked=Depends(operator_form)):
     who, form = checked
     group = str(form.get("group", ""))[:100]
-    try:
-        _releases(request).waves.set_group(station_id, group)
-    except WaveError as exc:
-        return _page(svc, request, who, 400, error="releases.error." + exc.key)
-    svc.audit.record("qrgate.station.group", account=who.account, ip=who.ip, station=station_id, group=group.strip())
-    return flash(request, RedirectResponse("/fleet/releases", 303), "flash.group_saved")
+    waves = _releases(request).waves
+    return _change(svc, request, who, lambda audit: waves.set_group(station_id, group), "qrgate.station.group",
+                   "flash.group_saved", station=station_id, group=group.strip())

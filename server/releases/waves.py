@@ -199,15 +199,18 @@ class Waves:
 
     # --- what the fleet page shows ---
     def wave(self, version: str) -> dict | None:
-        found = [w for w in self.view() if w["version"] == version]
+        found = self.view(version)
         return found[0] if found else None
 
-    def view(self) -> list[dict[str, Any]]:
-        """Every wave, newest release first, with what its stations did."""
+    def view(self, version: str | None = None) -> list[dict[str, Any]]:
+        """Every wave (or ``version``'s), newest release first, with what its stations did."""
+        waves = [w for w in self._waves() if version is None or w["version"] == version]
+        if not waves:
+            return []
         stations = self.fleet()
         groups = self.groups()
         out = []
-        for w in self._waves():
+        for w in waves:
             targeted = {s for s in stations if self._includes(w, s, groups.get(s))}
             outcomes = dict(self.storage.sql.rows(
                 "SELECT station_id, state FROM release_outcomes WHERE version = ?", [w["version"]]))
