@@ -63,12 +63,10 @@ def sort_key(name: str) -> tuple[str, str]:
 class LegacyAreas:
     """The older three-level table (province, district, ward), for reading old codes."""
 
-    def __init__(self, provinces: dict[str, Area], districts: dict[str, Area], wards: dict[str, Area],
-                 path: Path | None = None):
+    def __init__(self, provinces: dict[str, Area], districts: dict[str, Area], wards: dict[str, Area]):
         self.provinces = provinces
         self.districts = districts
         self.wards = wards
-        self.path = path
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_LEGACY_FILE) -> LegacyAreas:
@@ -86,7 +84,7 @@ class LegacyAreas:
                         wards[str(w["code"])] = Area(str(w["code"]), _clean(w["name"]), str(d["code"]))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"legacy areas file {path}: {exc}") from None
-        return cls(provinces, districts, wards, path)
+        return cls(provinces, districts, wards)
 
     def level_of(self, code: str) -> str | None:
         for level, table in (("province", self.provinces), ("district", self.districts), ("ward", self.wards)):
@@ -106,13 +104,6 @@ class LegacyAreas:
                                                        (self.provinces, province)) if code in table]
         return ", ".join(names)
 
-    def province_of(self, ward: str) -> str:
-        area = self.wards.get(ward)
-        if area is None:
-            return ""
-        parent = area.parent
-        return self.districts[parent].parent if parent in self.districts else parent
-
 
 class AreaDirectory:
     """The current map (provinces and their communes/wards) and the legacy table:
@@ -128,11 +119,6 @@ class AreaDirectory:
             self._by_province.setdefault(ward.parent, []).append(ward)
         for children in self._by_province.values():
             children.sort(key=lambda a: sort_key(a.name))
-
-    @property
-    def districts(self) -> dict[str, Area]:
-        """There is no district level since 1 July 2025: always empty."""
-        return {}
 
     @classmethod
     def load(cls, legacy_path: str | Path | None = None) -> AreaDirectory:
@@ -168,6 +154,11 @@ class AreaDirectory:
             return "ward"
         return None
 
+    def name_of(self, code: str) -> str:
+        """The name of a province or commune/ward on the current map ("" for any other code)."""
+        area = self.provinces.get(code) or self.wards.get(code)
+        return area.name if area else ""
+
     def check(self, province: str, ward: str) -> list[tuple[str, str]]:
         """Problems with a (province, commune/ward) choice as (field, Vietnamese message)."""
         if province not in self.provinces:
@@ -193,3 +184,14 @@ class AreaDirectory:
 
     def wards_json(self, province: str) -> list[dict]:
         return [{"code": w.code, "name": w.name} for w in self.wards_of(province)]
+
+
+def mark_legacy(db, table: str, which: str) -> None:
+    """Upgrading from before the 2025 map: add ``area_map`` to ``table`` and mark the rows
+    that exist (``which``: an SQL condition) as holding old codes, in one transaction, so
+    that of several processes starting together only the one that adds the column marks."""
+    with db.transaction(serial=f"schema:{table}"):
+        if "area_map" in db.columns(table):
+            return
+        db.execute(f"ALTER TABLE {table} ADD COLUMN area_map TEXT")
+        db.execute(f"UPDATE {table} SET area_map = ? WHERE {which}", [LEGACY])

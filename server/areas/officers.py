@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from qrgate.errors import UserError
 from server.accounts.accounts import Accounts
-from server.areas.areas import CURRENT, LEGACY, AreaDirectory
+from server.areas.areas import CURRENT, LEGACY, AreaDirectory, mark_legacy
 from server.audit import AuditLog, register_actions
 from server.web import i18n
 
@@ -63,16 +63,11 @@ class Officers:
         if existed and "area_map" not in db.columns("area_officers"):
             mark_legacy(db, "area_officers", "1 = 1")  # every grant so far holds an old code
 
-    def level_of(self, code: str) -> str | None:
-        """``province`` or ``ward`` on the current map (None: no such area)."""
-        return self.areas.level_of(code)
-
     def grant(self, accounts: Accounts, phone: str, area_code: str, audit: AuditLog | None = None,
               by=None) -> OfficerArea:
         """Make ``phone`` a health officer for a province or commune/ward of the 2025 map
         (replacing an old grant with the same digits, which meant another place)."""
-        level = self.level_of(area_code)
-        if level is None:
+        if self.areas.level_of(area_code) is None:
             raise UserError(f"no province or commune with code {area_code!r} on the map"
                             f" ({self.areas.source}): provinces have 2 digits, communes and wards 5")
         account = accounts.account_for_phone(phone)
@@ -99,12 +94,10 @@ class Officers:
         return bool(removed)
 
     def _area(self, code: str, area_map: str | None) -> OfficerArea:
-        if area_map == LEGACY:
-            legacy = self.areas.legacy
-            return OfficerArea(code, legacy.level_of(code) or "unknown", legacy.name_of(code) or code, True)
-        level = self.level_of(code) or "unknown"
-        area = {"province": self.areas.provinces, "ward": self.areas.wards}.get(level, {}).get(code)
-        return OfficerArea(code, level, area.name if area else code)
+        """A granted code as words, read on the map the grant belongs to."""
+        legacy = area_map == LEGACY
+        table = self.areas.legacy if legacy else self.areas
+        return OfficerArea(code, table.level_of(code) or "unknown", table.name_of(code) or code, legacy)
 
     def areas_of(self, account_id: int | None) -> list[OfficerArea]:
         """The areas this account is a health officer for (empty: not an officer)."""
@@ -151,17 +144,6 @@ class Officers:
                 return []
             params = [area.code]
         return [r[0] for r in self.storage.sql.rows(f"SELECT v.id FROM venues v WHERE {cond} ORDER BY v.id", params)]
-
-
-def mark_legacy(db, table: str, which: str) -> None:
-    """Upgrading from before the 2025 map: add ``area_map`` to ``table`` and mark the rows
-    that exist (``which``: an SQL condition) as holding old codes, in one transaction, so
-    that of several processes starting together only the one that adds the column marks."""
-    with db.transaction(serial=f"schema:{table}"):
-        if "area_map" in db.columns(table):
-            return
-        db.execute(f"ALTER TABLE {table} ADD COLUMN area_map TEXT")
-        db.execute(f"UPDATE {table} SET area_map = ? WHERE {which}", [LEGACY])
 
 
 def _area_condition(area: OfficerArea, alias: str) -> str:

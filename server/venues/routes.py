@@ -177,8 +177,7 @@ def venue_page(svc: Svc, request: Request, venue_id: int, who: Visitor = Depends
     pending = svc.venues.pending_for_venue(venue_id) if can["members.view"] else []
     late, late_ms = svc.venues.scans_after_closing(venue)
     return render(request, who, "venue.html", venue=venue, role=role, can=can, parent=parent,
-                  area=svc.venues.area_text(venue), address=svc.venues.address_text(venue), members=members,
-                  pending=pending, may_share=lambda r: may_share(role, r), role_rights=role_rights(),
+                  address=svc.venues.address_text(venue), members=members, pending=pending, may_share=lambda r: may_share(role, r), role_rights=role_rights(),
                   rows=venue_checkins(svc.storage, venue_id, svc.tz, 50), timezone=svc.timezone,
                   selfcheckin_url=selfcheckin_url(svc, request, venue), closed_text=day_text(svc, venue.closed_ms),
                   late_scans=late, late_text=day_text(svc, late_ms, with_time=True))
@@ -223,14 +222,15 @@ async def venue_edit(svc: Svc, request: Request, venue_id: int, who: Visitor = D
     return flash(request, RedirectResponse(f"/venues/{venue.id}", 303), "flash.venue_saved")
 
 
-def set_closed(svc: Services, who: Visitor, venue_id: int, closed: bool) -> Venue:
-    venue, _ = venue_for(svc, who, venue_id, "venue.close")
+def set_closed(svc: Services, who: Visitor, venue_id: int, closed: bool) -> tuple[Venue, str]:
+    """Close or reopen a venue (audited, once); the venue as it is now and the visitor's role."""
+    venue, role = venue_for(svc, who, venue_id, "venue.close")
     if venue.closed == closed:
-        return venue
+        return venue, role
     venue = svc.venues.close(venue_id) if closed else svc.venues.reopen(venue_id)
     svc.audit.record("qrgate.venue.closed" if closed else "qrgate.venue.reopened", account=who.account, ip=who.ip,
                      venue_id=venue.id, venue=venue.name)
-    return venue
+    return venue, role
 
 
 @router.post("/venues/{venue_id}/close", include_in_schema=False)
@@ -249,13 +249,13 @@ def venue_reopen(svc: Svc, request: Request, venue_id: int, who: Visitor = Depen
 def api_venue_close(svc: Svc, venue_id: int, who: Visitor = Depends(logged_in_csrf)):
     """Close a venue (owners): its data is kept for the retention period; self check-in
     and enrolment codes are refused until it is reopened. Audited."""
-    return venue_json(svc, set_closed(svc, who, venue_id, True), "owner")
+    return venue_json(svc, *set_closed(svc, who, venue_id, True))
 
 
 @router.post("/api/venues/{venue_id}/reopen", tags=["venues"])
 def api_venue_reopen(svc: Svc, venue_id: int, who: Visitor = Depends(logged_in_csrf)):
     """Reopen a closed venue (owners). Audited."""
-    return venue_json(svc, set_closed(svc, who, venue_id, False), "owner")
+    return venue_json(svc, *set_closed(svc, who, venue_id, False))
 
 
 @router.get("/api/areas", tags=["venues"])

@@ -82,8 +82,14 @@ def share_page(svc: Svc, request: Request, venue_id: int, who: Visitor = Depends
     roles = [r for r in ROLES if may_share(role, r)]
     if not roles:
         raise HTTPException(403)
-    return render(request, who, "share.html", venue=venue, roles=roles, phones="", role="", error="", sent=[],
-                  rights=dict(role_rights()))
+    return share_form(request, who, venue, roles)
+
+
+def share_form(request: Request, who: Visitor, venue: Venue, roles: list[str], status_code: int = 200,
+               phones: str = "", role: str = "", error: str = "", sent: list[str] | None = None) -> HTMLResponse:
+    """The share page: the roles this member may grant, what each may do, the form as sent."""
+    return render(request, who, "share.html", status_code, venue=venue, roles=roles, phones=phones, role=role,
+                  error=error, sent=sent or [], rights=dict(role_rights()))
 
 
 @router.post("/venues/{venue_id}/share", response_class=HTMLResponse, include_in_schema=False)
@@ -94,10 +100,8 @@ def share_submit(svc: Svc, request: Request, venue_id: int, phones: str = Form("
     try:
         sent = share(svc, who, venue_id, phones, role, public_base(request))
     except (PhoneError, VenueError, AuthRefused) as exc:
-        return render(request, who, "share.html", 400, venue=venue, roles=roles, phones=phones, role=role,
-                      error=str(exc), sent=[], rights=dict(role_rights()))
-    return render(request, who, "share.html", venue=venue, roles=roles, phones="", role=role, error="", sent=sent,
-                  rights=dict(role_rights()))
+        return share_form(request, who, venue, roles, 400, phones=phones, role=role, error=str(exc))
+    return share_form(request, who, venue, roles, role=role, sent=sent)
 
 
 @router.post("/venues/{venue_id}/members/{account_id}/revoke", include_in_schema=False)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qrgate.errors import UserError
+from server.accounts.accounts import PhoneError, normalise_phone
 from server.areas.areas import AreaDirectory
 from server.web import i18n
 
@@ -35,9 +36,6 @@ LIMITS = {"name": 200, "label": 60, "address": 300, "contact_name": 100, "contac
 # digit (51B, 30LD, 29D1), then four digits or five written NNN.NN: 51B-123.45, 30A-1234.
 _PLATE = re.compile(r"(\d{2})([A-Z]{1,2}\d??)-?(\d{4}|\d{3}\.?\d{2})", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-# A Vietnamese number a person answers: a mobile (10 digits) or a landline with its area
-# code (10 or 11 digits), written nationally.
-_CONTACT_PHONE = re.compile(r"0\d{9,10}", re.ASCII)
 
 
 class VenueError(UserError):
@@ -60,13 +58,13 @@ def normalise_plate(text: str) -> str:
 
 
 def normalise_contact_phone(text: str) -> str:
-    """``0236 3821 111`` -> ``02363821111``, ``+84 912 486 419`` -> ``0912486419``; VenueError if not a number."""
-    digits = re.sub(r"[\s.\-()]", "", text or "")
-    if digits.startswith("+84"):
-        digits = "0" + digits[3:]
-    if not _CONTACT_PHONE.fullmatch(digits):
-        raise VenueError({"contact_phone": "Số điện thoại liên hệ không đúng: 10 hoặc 11 chữ số, ví dụ 0912 486 419."})
-    return digits
+    """``0236 3821 111`` -> ``02363821111``, ``+84 912 486 419`` -> ``0912486419`` (the
+    accounts' one spelling per number); VenueError if not a number."""
+    try:
+        return normalise_phone(text)
+    except PhoneError:
+        message = "Số điện thoại liên hệ không đúng: 10 hoặc 11 chữ số, ví dụ 0912 486 419."
+        raise VenueError({"contact_phone": message}) from None
 
 
 def clean_text(value: Any) -> str:

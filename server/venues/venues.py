@@ -16,8 +16,7 @@ from typing import Any
 
 from qrgate.errors import UserError
 from server.accounts.accounts import Account, Accounts, AuthRefused, address_key, normalise_phone, server_secret
-from server.areas.areas import CURRENT, LEGACY, AreaDirectory
-from server.areas.officers import mark_legacy
+from server.areas.areas import CURRENT, LEGACY, AreaDirectory, mark_legacy
 from server.venues.permissions import ROLE_NAMES, ROLES
 from server.accounts.sms import quoted_name
 # Re-exported: callers have long imported the venue's input from here.
