@@ -22,6 +22,7 @@ from typing import Any
 
 from qrgate import protocol
 from qrgate.errors import QrgateError
+from server.ingest.enrol import CODE_KEY, HANDSHAKE_VERSION, Enrolment
 from server.ingest.stationconfig import StationConfigStore, StationSettings
 from server.storage.sql import in_list
 
@@ -65,7 +66,7 @@ def token_from_code(text: str) -> str:
         code = json.loads(text)
     except ValueError:
         return ""
-    if isinstance(code, dict) and code.get("qrgate_enrol") == 1 and isinstance(code.get("token"), str):
+    if isinstance(code, dict) and code.get(CODE_KEY) == HANDSHAKE_VERSION and isinstance(code.get("token"), str):
         token = code["token"].strip()
         return token if _TOKEN.fullmatch(token) else ""
     return ""
@@ -76,18 +77,18 @@ def _hash(token: str) -> str:
 
 
 class PhoneDevices:
-    """The ``phone_devices`` table beside the stations table, and phone enrolment."""
+    """The ``phone_devices`` table beside the stations table, and phone enrolment.
+    ``configs`` is the station settings store a new phone's mode is set in."""
 
     def __init__(self, storage, clock: Callable[[], float] = time.time):
         self.storage = storage
         self.clock = clock
+        self.configs = StationConfigStore(storage)
+        Enrolment(storage)  # its table, enrol_tokens, holds the codes a phone spends
         db = storage.sql
         if not db.has_table("phone_devices"):
             db.schema("CREATE TABLE IF NOT EXISTS phone_devices (id {pk}, station_id TEXT UNIQUE,"
                       " venue_id BIGINT NOT NULL, account_id BIGINT NOT NULL, created_ms BIGINT NOT NULL)")
-        if not db.has_table("enrol_tokens"):  # made by server.ingest.enrol.Enrolment; the same shape
-            db.schema("CREATE TABLE IF NOT EXISTS enrol_tokens (token_hash TEXT PRIMARY KEY, venue_id BIGINT,"
-                      " created_ms BIGINT, expires_ms BIGINT, used_ms BIGINT, station_id TEXT, created_by TEXT)")
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -106,7 +107,8 @@ class PhoneDevices:
             raise PhoneEnrolError(400, "bad_key", "public_key is not a base64 Ed25519 key") from None
         db = self.storage.sql
         now_ms = self._now_ms()
-        row = db.one("SELECT venue_id, expires_ms, used_ms FROM enrol_tokens WHERE token_hash = ?", [_hash(token)])
+        token_hash = _hash(token)
+        row = db.one("SELECT venue_id, expires_ms, used_ms FROM enrol_tokens WHERE token_hash = ?", [token_hash])
         if row is None:
             raise PhoneEnrolError(403, "unknown", "unknown enrolment code")
         code_venue, expires_ms, used_ms = row
@@ -123,17 +125,16 @@ class PhoneDevices:
             station_id = f"{STATION_PREFIX}{number}-{secrets.token_hex(3)}"
         # Spend the code once, even if a station and a phone race with it.
         spent = db.execute("UPDATE enrol_tokens SET used_ms = ?, station_id = ? WHERE token_hash = ?"
-                           " AND used_ms IS NULL", [now_ms, station_id, _hash(token)])
+                           " AND used_ms IS NULL", [now_ms, station_id, token_hash])
         if spent != 1:
             db.execute("DELETE FROM phone_devices WHERE id = ?", [number])
             raise PhoneEnrolError(403, "used", "this enrolment code was already used")
         try:
             db.execute("UPDATE phone_devices SET station_id = ? WHERE id = ?", [station_id, number])
             self.storage.add_station(station_id, public_key, venue_id)
-            StationConfigStore(self.storage).set_settings(station_id, StationSettings(mode=mode))
+            self.configs.set_settings(station_id, StationSettings(mode=mode))
         except Exception:
-            db.execute("UPDATE enrol_tokens SET used_ms = NULL, station_id = NULL WHERE token_hash = ?",
-                       [_hash(token)])
+            db.execute("UPDATE enrol_tokens SET used_ms = NULL, station_id = NULL WHERE token_hash = ?", [token_hash])
             db.execute("DELETE FROM phone_devices WHERE id = ?", [number])
             raise
         logger.info("enrolled phone %s at venue %d", station_id, venue_id)
@@ -148,12 +149,6 @@ class PhoneDevices:
             "SELECT p.station_id, p.id, s.venue_id, p.account_id, p.created_ms, s.status FROM phone_devices p"
             " JOIN stations s ON s.station_id = p.station_id WHERE p.station_id = ?", [station_id])
         return PhoneDevice(*row) if row else None
-
-    def of_venue(self, venue_id: int) -> list[PhoneDevice]:
-        """The phones recording for a venue, newest first."""
-        return [PhoneDevice(*r) for r in self.storage.sql.rows(
-            "SELECT p.station_id, p.id, s.venue_id, p.account_id, p.created_ms, s.status FROM phone_devices p"
-            " JOIN stations s ON s.station_id = p.station_id WHERE s.venue_id = ? ORDER BY p.id DESC", [venue_id])]
 
     def labels(self, station_ids: list[str]) -> dict[str, dict[str, Any]]:
         return phone_labels(self.storage.sql, station_ids)

@@ -33,8 +33,7 @@ from server.web.pages import render
 
 router = APIRouter()
 
-# Who may scan with a phone: every venue role. "checkins.view" is the action all three
-# hold; a "phone.scan" action of its own belongs in server/venues/permissions.py.
+# Who may scan with a phone: every venue role (server/venues/permissions.py).
 SCAN_ACTION = "phone.scan"
 SCOPE = "/phone/"
 SERVICE_WORKER = "/phone/sw.js"

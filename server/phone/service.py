@@ -12,7 +12,7 @@ hold a role at the venue the phone records for.
 
 ``attach(app, ...)`` makes the service once with the server's sealing key (to open the
 person), its pass key (which signs passes and station configs) and the ingest window;
-the routes answer 503 until it is attached.
+the routes answer 404 until it is attached.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from qrgate import __version__, protocol
 from qrgate.sealing import PersonOpener, x25519_public_to_text
 from server.ingest.bridge import Bridge
-from server.ingest.stationconfig import StationConfigStore
 from server.phone.devices import PhoneDevice, PhoneDevices
 from server.storage import IngestWindow
 
@@ -58,7 +57,7 @@ class PhoneService:
         self.services = services
         storage = services.storage
         self.devices = PhoneDevices(storage, services.clock)
-        self.configs = StationConfigStore(storage)
+        self.configs = self.devices.configs
         # No broker: only Bridge.handle is used. One checking thread: an upload is small,
         # and the web's own worker threads already spread uploads over the cores.
         self.bridge = Bridge(storage, None, share_group=None, opener=PersonOpener(sealing_key), check_threads=1,
@@ -70,10 +69,9 @@ class PhoneService:
     def now_ms(self) -> int:
         return int(self.services.clock() * 1000)
 
-    def may_record(self, device: PhoneDevice) -> bool:
-        """The phone is active and its account still holds a role at its venue."""
-        return (device.status == "active"
-                and self.services.venues.role_of(device.venue_id, device.account_id) is not None)
+    def has_role(self, device: PhoneDevice) -> bool:
+        """The account that enrolled the phone still holds a role at the phone's venue."""
+        return self.services.venues.role_of(device.venue_id, device.account_id) is not None
 
     def setup(self, device: PhoneDevice) -> dict[str, Any]:
         """What a phone keeps after enrolment: its id, venue, the keys it seals to and
@@ -111,17 +109,16 @@ class PhoneService:
         device = self.devices.get(station_id)
         if device is None:
             return UploadAnswer(404, reason="unknown")
-        if device.status == "active" and not self.may_record(device):
+        active = device.status == "active"
+        if active and not self.has_role(device):
             logger.warning("refused records from %s: its account has no role at venue %d any more",
                            station_id, device.venue_id)
             return UploadAnswer(403, reason="no_role")
         # A retired phone is refused (and counted) by the bridge itself, as over MQTT.
         ack = self.bridge.handle(protocol.records_topic(station_id), body, from_station=True)
-        if ack is not None:
-            self.heard_from(station_id)
         if ack is None:
-            return UploadAnswer(403 if device.status != "active" else 400,
-                                reason="retired" if device.status != "active" else "malformed")
+            return UploadAnswer(400, reason="malformed") if active else UploadAnswer(403, reason="retired")
+        self.heard_from(station_id)
         return UploadAnswer(200, ack=ack.to_bytes())
 
 

@@ -13,10 +13,15 @@ export function recordsUrl(stationId) {
   return `/api/phone/devices/${encodeURIComponent(stationId)}/records`;
 }
 
-// The server's clock minus this phone's, from an answer's X-Qrgate-Time-Ms (null: none).
+// The server's clock minus this phone's: the server read it halfway between asking and answer.
+export function clockOffset(serverMs, sentAt, answeredAt) {
+  return Math.round(serverMs - (sentAt + answeredAt) / 2);
+}
+
+// The offset from an answer's X-Qrgate-Time-Ms (null: none).
 export function offsetFrom(response, sentAt, answeredAt) {
   const server = Number(response.headers.get("x-qrgate-time-ms"));
-  return Number.isFinite(server) && server > 0 ? Math.round(server - (sentAt + answeredAt) / 2) : null;
+  return Number.isFinite(server) && server > 0 ? clockOffset(server, sentAt, answeredAt) : null;
 }
 
 // Send what is pending for one device. Returns {sent, stopped}: ``stopped`` is "no_role",

@@ -16,6 +16,10 @@ export function b64encode(bytes) {
   return btoa(binary);
 }
 
+export function hex(bytes) {
+  return Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 export function b64decode(text) {
   return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
 }
@@ -92,5 +96,5 @@ export class Sealer {
 
 // A new boot id for this page load: "proc-" and 32 hex digits, as a station off Linux makes.
 export function newBootId() {
-  return "proc-" + Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+  return "proc-" + hex(crypto.getRandomValues(new Uint8Array(16)));
 }

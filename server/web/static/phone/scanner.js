@@ -5,10 +5,10 @@
 // kept in IndexedDB and only then shown green, and sent to the server when it can be.
 
 import { Camera, Decoder } from "./camera.js";
-import { deliver } from "./delivery.js";
+import { clockOffset, deliver } from "./delivery.js";
 import { PayloadRefused, importPassKeys, maskPersonName, parsePayload, personKey } from "./payloads.js";
 import { decideCheckin, policyFrom } from "./policy.js";
-import { Sealer, b64decode, newBootId, newSigningKey, signRecord } from "./records.js";
+import { Sealer, b64decode, hex, newBootId, newSigningKey, signRecord } from "./records.js";
 import { countPending, getDevice, getPresence, keepRecord, openStore, putDevice, recentOf, takeSeq, updateDevice } from "./store.js";
 
 const data = JSON.parse(document.getElementById("phone-data").textContent);
@@ -27,7 +27,8 @@ const state = {
   db: null, device: null, sealer: null, passKeys: new Map(), policy: null, blockedSalt: new Uint8Array(0),
   blocked: new Set(), boot: newBootId(), measured: false, unsynced: false, reachable: navigator.onLine,
   mode: "starting", camera: null, decoder: null, last: null, queue: Promise.resolve(), delivering: false,
-  audio: null, resultTimer: 0, log: [],
+  deliverAgain: false, loginAgain: false, torch: false, renders: 0, audio: null, resultTimer: 0, dates: null,
+  log: [],
 };
 window.qrgatePhone = state; // for tests and the benchmark: what the page decided (state.log), frames read
 
@@ -54,16 +55,27 @@ function clockSynced() {
     && Math.abs(d.offsetMs || 0) <= CLOCK_SLACK_MS);
 }
 
+// The venue's calendar, made once per time zone: a formatter is costly to make, and the
+// scan path and every row of the list use one.
+function venueDates() {
+  const timeZone = state.device.timezone;
+  if (!state.dates || state.dates.timeZone !== timeZone) {
+    state.dates = {
+      timeZone,
+      day: new Intl.DateTimeFormat("en-CA", { timeZone, year: "numeric", month: "2-digit", day: "2-digit" }),
+      time: new Intl.DateTimeFormat("en-GB", { timeZone, year: "numeric", month: "2-digit", day: "2-digit",
+        hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" }),
+    };
+  }
+  return state.dates;
+}
+
 function venueDay(wall) {
-  return new Intl.DateTimeFormat("en-CA", { timeZone: state.device.timezone, year: "numeric", month: "2-digit",
-    day: "2-digit" }).format(wall);
+  return venueDates().day.format(wall);
 }
 
 function timeText(wall) {
-  const parts = Object.fromEntries(new Intl.DateTimeFormat("en-GB", {
-    timeZone: state.device.timezone, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit",
-    minute: "2-digit", second: "2-digit", hourCycle: "h23",
-  }).formatToParts(wall).map((p) => [p.type, p.value]));
+  const parts = Object.fromEntries(venueDates().time.formatToParts(wall).map((p) => [p.type, p.value]));
   return `${parts.hour}:${parts.minute}:${parts.second} ${parts.day}/${parts.month}/${parts.year}`;
 }
 
@@ -153,7 +165,7 @@ async function render() {
   const device = state.device;
   if (!device) return;
   // Read first, then change the page in one go: a render started later may have finished first.
-  const turn = (state.renders = (state.renders || 0) + 1);
+  const turn = ++state.renders;
   const pending = await countPending(state.db, device.stationId);
   const scans = await recentOf(state.db, device.stationId, RECENT);
   if (turn !== state.renders) return;
@@ -169,9 +181,10 @@ async function render() {
   const items = scans.map((e) => {
     const item = document.createElement("li");
     item.dataset.seq = e.seq;
-    item.dataset.state = e.state === "pending" && e.offline ? "offline" : e.state === "pending" ? "waiting" : e.state;
+    const shown = e.state !== "pending" ? e.state : e.offline ? "offline" : "waiting";
+    item.dataset.state = shown;
     for (const [cls, text] of [["when", timeText(e.madeMs)], ["dir", W[`dir.${e.dir}`]], ["name", e.masked],
-      ["card", W[`card.${e.kind}`]], ["state", W[`state.${item.dataset.state === "stored" ? "sent" : item.dataset.state}`]]]) {
+      ["card", W[`card.${e.kind}`]], ["state", W[`state.${shown === "stored" ? "sent" : shown}`]]]) {
       const cell = document.createElement("span");
       cell.className = cls;
       cell.textContent = text;
@@ -186,15 +199,13 @@ async function render() {
 // -- deciding a code -------------------------------------------------------------------------
 
 async function hmacHex(key, text) {
-  const mac = await crypto.subtle.sign("HMAC", key, utf8.encode(text));
-  return Array.from(new Uint8Array(mac), (b) => b.toString(16).padStart(2, "0")).join("");
+  return hex(await crypto.subtle.sign("HMAC", key, utf8.encode(text)));
 }
 
 async function isBlocked(key) {
   if (!state.blocked.size) return false;
   const salted = new Uint8Array([...state.blockedSalt, ...utf8.encode(key)]);
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", salted));
-  return state.blocked.has(Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join(""));
+  return state.blocked.has(hex(await crypto.subtle.digest("SHA-256", salted)));
 }
 
 async function decide(text) {
@@ -313,7 +324,7 @@ async function refreshConfig() {
     const answer = await response.json();
     state.device = await updateDevice(state.db, device.venueId, { config: answer.config });
     applyConfig(answer.config);
-    await noteOffset(Math.round(answer.server_ms - (sentAt + Date.now()) / 2));
+    await noteOffset(clockOffset(answer.server_ms, sentAt, Date.now()));
   }
   await render();
 }
@@ -354,7 +365,7 @@ async function enrol(codeText) {
     venueId: data.venueId, stationId: answer.station_id, number: answer.number, venue: answer.venue,
     signKey: key.privateKey, publicKey: key.publicKey, presenceKey, serverKey: answer.server_key,
     passKeys: answer.pass_keys, timezone: answer.timezone, config: answer.config, nextSeq: 1,
-    offsetMs: Math.round(answer.server_ms - (sentAt + Date.now()) / 2), offsetCheckedMs: Date.now(), blocked: "",
+    offsetMs: clockOffset(answer.server_ms, sentAt, Date.now()), offsetCheckedMs: Date.now(), blocked: "",
   };
   await putDevice(state.db, device);
   state.measured = true;

@@ -88,6 +88,18 @@ export async function getPresence(db, stationId, hash) {
   return done(db.transaction("presence").objectStore("presence").get([stationId, hash]));
 }
 
+// Walk a cursor: ``visit(cursor)`` for each entry until it returns false or the entries end.
+function walk(request, visit) {
+  return new Promise((resolve, reject) => {
+    request.onerror = () => reject(request.error);
+    request.onsuccess = () => {
+      const cursor = request.result;
+      if (!cursor || !visit(cursor)) return resolve();
+      cursor.continue();
+    };
+  });
+}
+
 const ofStation = (stationId) => IDBKeyRange.bound([stationId, 0], [stationId, Number.MAX_SAFE_INTEGER]);
 
 // Every record kept for a station (tests and inspection; the page reads by index).
@@ -106,18 +118,14 @@ export async function countPending(db, stationId) {
 }
 
 // The newest ``count`` check-ins, newest first, for the list on the page.
-export function recentOf(db, stationId, count) {
-  return new Promise((resolve, reject) => {
-    const found = [];
-    const request = db.transaction("outbox").objectStore("outbox").openCursor(ofStation(stationId), "prev");
-    request.onerror = () => reject(request.error);
-    request.onsuccess = () => {
-      const cursor = request.result;
-      if (!cursor || found.length >= count) return resolve(found);
-      if (cursor.value.type === "checkin") found.push(cursor.value);
-      cursor.continue();
-    };
+export async function recentOf(db, stationId, count) {
+  const found = [];
+  await walk(db.transaction("outbox").objectStore("outbox").openCursor(ofStation(stationId), "prev"), (cursor) => {
+    if (found.length >= count) return false;
+    if (cursor.value.type === "checkin") found.push(cursor.value);
+    return true;
   });
+  return found;
 }
 
 // Apply the server's ack: stored first (a seq both stored and refused is stored), then
@@ -126,25 +134,21 @@ export async function applyAck(db, stationId, ack) {
   const tx = db.transaction("outbox", "readwrite");
   const store = tx.objectStore("outbox");
   const stored = new Set(ack.stored || []);
-  const refused = Object.entries(ack.refused || {}).filter(([seq]) => !stored.has(Number(seq)));
-  for (const [seq, state, reason] of [...[...stored].map((q) => [q, "stored", ""]),
-    ...refused.map(([q, why]) => [Number(q), "refused", why])]) {
+  const marks = [...stored].map((seq) => [seq, "stored", ""]);
+  for (const [seq, why] of Object.entries(ack.refused || {})) {
+    if (!stored.has(Number(seq))) marks.push([Number(seq), "refused", why]);
+  }
+  for (const [seq, state, reason] of marks) {
     const entry = await done(store.get([stationId, seq]));
     if (entry && entry.state === "pending") store.put({ ...entry, state, reason });
   }
   const index = store.index("state");
   let extra = (await done(index.count(IDBKeyRange.only([stationId, "stored"])))) - KEEP_DELIVERED;
   if (extra > 0) {
-    await new Promise((resolve, reject) => {
-      const request = index.openCursor(IDBKeyRange.only([stationId, "stored"]));
-      request.onerror = () => reject(request.error);
-      request.onsuccess = () => {
-        const cursor = request.result;
-        if (!cursor || extra <= 0) return resolve();
-        cursor.delete();
-        extra -= 1;
-        cursor.continue();
-      };
+    await walk(index.openCursor(IDBKeyRange.only([stationId, "stored"])), (cursor) => {
+      cursor.delete();
+      extra -= 1;
+      return extra > 0;
     });
   }
   return finished(tx);

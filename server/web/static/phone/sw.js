@@ -79,6 +79,5 @@ async function keep(url) {
 }
 
 self.addEventListener("message", (event) => {
-  if (event.data === "deliver") event.waitUntil(deliverEverything().catch(() => {}));
-  else if (event.data && event.data.keep) event.waitUntil(keep(event.data.keep).catch(() => {}));
+  if (event.data && event.data.keep) event.waitUntil(keep(event.data.keep).catch(() => {}));
 });
