@@ -57,7 +57,8 @@ def server(broker_dir: str, config: str, web_port: int, data_dir: str) -> int:
              arg("--mode", default="toggle", choices=("entry", "exit", "toggle")))
 def station(server_config: str, broker_dir: str, station_id: str, venue: int, dir: str, mode: str) -> int:
     """Make a station's key in its folder, register it with the server and the broker."""
-    from provisioning.broker import RESERVED_PREFIX, BrokerFiles, is_reserved_username
+    from provisioning.broker import BrokerFiles
+    from provisioning.broker_accounts import RESERVED_PREFIX, is_reserved_username
     from provisioning.station import enroll_local, server_public_keys
     from server.config import load_server_config
     from server.storage.postgres import open_configured

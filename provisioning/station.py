@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge.app import STATION_KEY_FILE
-from provisioning.broker import RESERVED_PREFIX, BrokerFiles, is_reserved_username
+from provisioning.broker import BrokerFiles
+from provisioning.broker_accounts import RESERVED_PREFIX, is_reserved_username
 from qrgate import protocol
 from qrgate.errors import UserError
 from qrgate.keyfiles import load_or_create_key

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from provisioning.broker import is_reserved_username, station_client_id
+from provisioning.broker_accounts import is_reserved_username, station_client_id
 from qrgate import protocol
 from qrgate.errors import QrgateError, UserError
 from server.venues.venues import is_row_id
@@ -85,7 +85,7 @@ class Enrolment:
             raise UserError(f"an enrolment code lives 1-{MAX_MINUTES} minutes, not {minutes}")
         if not is_row_id(venue_id) or self.storage.sql.one("SELECT 1 FROM venues WHERE id = ?", [venue_id]) is None:
             raise UserError(f"no venue with id {venue_id}")
-        if self._closed(venue_id):
+        if self.is_closed(venue_id):
             raise UserError(VENUE_CLOSED)
         # Hex: a technician may type it into a shell, where a token starting with '-' (one
         # in 64 of URL-safe base64) reads as an option (`enroll --token -x...` failed).
@@ -97,7 +97,7 @@ class Enrolment:
             [_hash(token), venue_id, now_ms, now_ms + int(minutes * 60_000), created_by])
         return token
 
-    def _closed(self, venue_id: int) -> bool:
+    def is_closed(self, venue_id: int) -> bool:
         """A closed venue (server/venues/venues.py) takes no new stations."""
         db = self.storage.sql
         return "closed_ms" in db.columns("venues") and db.value(
@@ -132,7 +132,7 @@ class Enrolment:
             raise EnrolError(403, "this enrolment code was already used: ask for a new one")
         if now_ms > expires_ms:
             raise EnrolError(403, "this enrolment code has expired: ask for a new one")
-        if self._closed(venue_id):
+        if self.is_closed(venue_id):
             raise EnrolError(403, "the venue of this enrolment code is closed: reopen it, or ask for a code of"
                                   " another venue")
         station_id = self._station_id(name)
