@@ -238,3 +238,13 @@ def test_the_service_worker_and_manifest_make_an_installable_offline_app(site, v
     manifest = site.visitor("198.51.100.9").http.get(f"/phone/venues/{venue_id}/manifest.webmanifest").json()
     assert manifest["start_url"] == f"/phone/venues/{venue_id}" and manifest["display"] == "standalone"
     assert {icon["sizes"] for icon in manifest["icons"]} == {"192x192", "512x512"}
+
+
+def test_a_code_made_before_its_venue_closed_enrols_no_phone(site, venue):
+    owner, venue_id = venue
+    code = enrol_code(owner, venue_id)
+    site.services.venues.close(venue_id)
+    refused = Phone(owner, venue_id).enrol(code)
+    assert refused.status_code == 403 and refused.json() == {"detail": "closed"}
+    site.services.venues.reopen(venue_id)
+    assert Phone(owner, venue_id).enrol(code).status_code == 201  # refused, the code was not spent

@@ -34,7 +34,7 @@ _TOKEN = re.compile(r"[0-9a-f]{48}", re.ASCII)
 
 class PhoneEnrolError(QrgateError, ValueError):
     """A refused phone enrolment: ``status`` is the HTTP status, ``code`` names the
-    reason (``unknown``, ``used``, ``expired``, ``other_venue``, ``bad_key``, ``bad_mode``)
+    reason (``unknown``, ``used``, ``expired``, ``other_venue``, ``closed``, ``bad_key``, ``bad_mode``)
     for the page to put in words."""
 
     def __init__(self, status: int, code: str, message: str):
@@ -84,7 +84,7 @@ class PhoneDevices:
         self.storage = storage
         self.clock = clock
         self.configs = StationConfigStore(storage)
-        Enrolment(storage)  # its table, enrol_tokens, holds the codes a phone spends
+        self.enrolment = Enrolment(storage)  # its table, enrol_tokens, holds the codes a phone spends
         db = storage.sql
         if not db.has_table("phone_devices"):
             db.schema("CREATE TABLE IF NOT EXISTS phone_devices (id {pk}, station_id TEXT UNIQUE,"
@@ -118,6 +118,8 @@ class PhoneDevices:
             raise PhoneEnrolError(403, "expired", "this enrolment code has expired")
         if code_venue != venue_id:
             raise PhoneEnrolError(403, "other_venue", "this enrolment code belongs to another venue")
+        if self.enrolment.is_closed(venue_id):  # as for a station: a closed venue takes none
+            raise PhoneEnrolError(403, "closed", "the venue of this enrolment code is closed")
         number = db.insert_id("INSERT INTO phone_devices (station_id, venue_id, account_id, created_ms)"
                               " VALUES (NULL, ?, ?, ?)", [venue_id, account_id, now_ms])
         station_id = f"{STATION_PREFIX}{number}"

@@ -65,6 +65,8 @@ TEXTS: dict[str, tuple[str, str]] = {
                                   "This setup code has expired: ask for a new one."),
     "phone.enrol_error.other_venue": ("Mã cài đặt này dành cho địa điểm khác.",
                                       "This setup code belongs to another venue."),
+    "phone.enrol_error.closed": ("Địa điểm này đã đóng cửa: không gắn thêm trạm được. Hãy mở lại địa điểm trước.",
+                                 "This venue is closed: no station can be added. Reopen the venue first."),
     "phone.enrol_error.network": ("Không gắn được vì mất mạng: hãy thử lại khi có mạng.",
                                   "Cannot enrol without a network: try again when online."),
     "phone.enrol_error.other": ("Không gắn được điện thoại: hãy thử lại.", "Could not enrol this phone: try again."),
