@@ -76,10 +76,6 @@ class Period:
 # -- areas ---------------------------------------------------------------------------
 
 
-def area_level(areas: AreaDirectory, code: str) -> str | None:
-    return areas.level_of(code)
-
-
 def area_path(areas: AreaDirectory, code: str) -> list[tuple[str, Area]]:
     """(level, area) from the province down to ``code``; UnknownArea if not on the map."""
     level = areas.level_of(code)
@@ -234,7 +230,7 @@ def venue_dashboard(storage, areas: AreaDirectory, venue_id: int, since_day: dt.
     path = []
     legacy = row[6] == "legacy"
     for code in (row[5], row[3]):
-        if not legacy and code and area_level(areas, code):
+        if not legacy and code and areas.level_of(code):
             path = area_path(areas, code)
             break
     per_day = {r[0]: (r[1], 1) for r in db.rows(

@@ -16,8 +16,8 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from server.reports.dashboard import (EARLIEST_DAY, MAX_PERIOD_DAYS, DashboardError, UnknownArea, area_dashboard,
-                                      area_path, venue_dashboard)
+from server.reports.dashboard import (EARLIEST_DAY, MAX_PERIOD_DAYS, DashboardError, Period, UnknownArea,
+                                      area_dashboard, area_path, venue_dashboard)
 from server.reports.service import report_services
 from server.web import i18n
 from server.web.deps import Services, Svc, Visitor, logged_in
@@ -252,9 +252,7 @@ def home_data(svc: Services, who: Visitor, choice: Choice) -> dict:
     if codes is None:
         return area_data(svc, None, choice)
     if not codes:
-        period = {"since": choice.since.isoformat(), "until": choice.until.isoformat(),
-                  "days": (choice.until - choice.since).days + 1}
-        return {"areas": [], "period": period, "legacy_only": True}
+        return {"areas": [], "period": Period(choice.since, choice.until).as_dict(), "legacy_only": True}
     if len(codes) == 1:
         return area_data(svc, next(iter(codes)), choice)
     areas = [area_data(svc, code, choice) for code in sorted(codes)]

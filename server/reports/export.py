@@ -233,6 +233,17 @@ def count_rows(storage, venue_ids: Sequence[int], start_ms: int, end_ms: int) ->
                     [*params, start_ms, end_ms], 0)
 
 
+def count_rows_per_venue(storage, venue_ids: Sequence[int], start_ms: int, end_ms: int) -> dict[int, int]:
+    """count_rows of each venue, in one query (a venue with none is left out)."""
+    if not venue_ids:
+        return {}
+    db = storage.sql
+    venues, params = in_list(db, "venue_id", list(venue_ids))
+    return {int(v): int(n) for v, n in db.rows(
+        f"SELECT venue_id, count(*) FROM checkins WHERE {venues} AND wall_ms >= ? AND wall_ms < ? GROUP BY venue_id",
+        [*params, start_ms, end_ms])}
+
+
 def _venue_rows(storage, venue_id: int, start_ms: int, end_ms: int, batch: int) -> Iterator[tuple]:
     """One venue's stored rows in [start_ms, end_ms) by (wall_ms, id), read in batches,
     each batch a short query of its own that starts where the previous one stopped."""

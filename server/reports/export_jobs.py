@@ -154,10 +154,9 @@ class ExportJobs:
                 " path TEXT, host TEXT NOT NULL, owner TEXT NOT NULL, venues TEXT NOT NULL DEFAULT '',"
                 " lang TEXT NOT NULL DEFAULT 'vi');"
                 " CREATE INDEX IF NOT EXISTS export_jobs_account ON export_jobs (account_id, created_ms)")
-        # Jobs of several venues, in the reader's language (a table from before has neither).
-        for column in ("venues", "lang"):
-            if column not in self.db.columns("export_jobs"):
-                self.db.ensure_column("export_jobs", column, "TEXT NOT NULL DEFAULT ''")
+        else:  # jobs of several venues, in the reader's language: a table from before has neither
+            self.db.ensure_column("export_jobs", "venues", "TEXT NOT NULL DEFAULT ''")
+            self.db.ensure_column("export_jobs", "lang", "TEXT NOT NULL DEFAULT 'vi'")
         self._timers: set[threading.Timer] = set()
         self._forget_dead()
         self._remove_orphans()

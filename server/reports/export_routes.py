@@ -26,8 +26,8 @@ from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from server.reports.export import (FORMATS, MEDIA_TYPES, checkin_rows, count_rows, csv_stream, export_columns,
-                                   export_filename)
+from server.reports.export import (FORMATS, MEDIA_TYPES, checkin_rows, count_rows_per_venue, csv_stream,
+                                   export_columns, export_filename)
 from server.reports.export_jobs import ExportJob, ExportRefused
 from server.reports.service import Reports, ReportServices
 from server.venues.access import venue_for
@@ -176,20 +176,19 @@ def venue_choices(svc: Services, who: Visitor) -> list[dict]:
             for v, role in svc.venues.for_account(who.account.id)]
 
 
-def own_job(svc: Services, rep: ReportServices, who: Visitor, job_id: str) -> ExportJob:
-    """This account's job, if it may still export every venue of the job (404 otherwise,
-    or 403 for a member whose role no longer exports); a file it may no longer have is
-    deleted."""
+def own_job(svc: Services, rep: ReportServices, who: Visitor, job_id: str) -> tuple[ExportJob, list]:
+    """This account's job and its venues, if it may still export every one of them (404
+    otherwise, or 403 for a member whose role no longer exports); a file it may no
+    longer have is deleted."""
     job = rep.jobs.get(job_id, who.account.id)
     if job is None:
         raise HTTPException(404)
     try:
-        for venue_id in job.venue_ids:
-            venue_for(svc, who, venue_id, "checkins.export")
+        venues = [venue_for(svc, who, venue_id, "checkins.export")[0] for venue_id in job.venue_ids]
     except HTTPException:
         rep.jobs.withdraw(job.id, who.account.id)
         raise
-    return job
+    return job, venues
 
 
 def job_json(job: ExportJob, lang: str = "en") -> dict:
@@ -212,6 +211,9 @@ def export_page(request: Request, svc: Services, rep: ReportServices, who: Visit
 
 def start_job(svc: Services, rep: ReportServices, who: Visitor, venues: list, start: str, end: str,
               fmt: str) -> ExportJob:
+    """Check the days and format, queue the job and audit it (ExportRefused with no venue)."""
+    if not venues:
+        raise ExportRefused("export.refused.no_venue")
     first, last, start_ms, end_ms = parse_range(svc.tz, start, end, fmt)
     ids = [v.id for v in venues]
     job = rep.jobs.start(who.account.id, ids, fmt, start_ms, end_ms, export_filename(ids, first, last, fmt, who.lang),
@@ -225,10 +227,10 @@ def audit_exports(svc: Services, who: Visitor, venues: list, start_ms: int, end_
     """One audit entry per venue, in that venue's trail, with its own row count."""
     days = {"start": first.isoformat(), "end": last.isoformat()} if first and last else {}
     together = {"venues": len(venues)} if len(venues) > 1 else {}
+    counts = count_rows_per_venue(svc.storage, [v.id for v in venues], start_ms, end_ms)
     for venue in venues:
         svc.audit.record("qrgate.venue.checkins.exported", account=who.account, ip=who.ip, venue_id=venue.id,
-                         venue=venue.name, rows=count_rows(svc.storage, [venue.id], start_ms, end_ms), format=fmt,
-                         **days, **together)
+                         venue=venue.name, rows=counts.get(venue.id, 0), format=fmt, **days, **together)
 
 
 def streaming_csv_response(svc: Services, who: Visitor, venues: list, start_ms: int, end_ms: int, filename: str,
@@ -240,6 +242,11 @@ def streaming_csv_response(svc: Services, who: Visitor, venues: list, start_ms: 
                                                              who.lang, names))
     return StreamingResponse(body, media_type=MEDIA_TYPES["csv"],
                              headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def refused_status(exc: ExportRefused) -> int:
+    """400 for an export of no venue; 429 for the others (too many running, too big)."""
+    return 400 if exc.key == "export.refused.no_venue" else 429
 
 
 def _form_venues(form, default: list[int]) -> list[int]:
@@ -257,8 +264,6 @@ async def _submit(request: Request, svc: Services, rep: ReportServices, who: Vis
     chosen = _form_venues(raw, default)
     try:
         venues = exportable(svc, who, chosen) if chosen else []
-        if not venues:
-            raise ExportRefused("export.refused.no_venue")
         # Counting the rows and claiming a place are database writes: off the event loop.
         job = await run_in_threadpool(start_job, svc, rep, who, venues, form["start"], form["end"], form["format"])
     except VenuesRefused as exc:
@@ -266,8 +271,7 @@ async def _submit(request: Request, svc: Services, rep: ReportServices, who: Vis
     except RangeError as exc:
         return export_page(request, svc, rep, who, chosen, 400, range_text(who.lang, exc), form)
     except ExportRefused as exc:
-        status = 400 if exc.key == "export.refused.no_venue" else 429
-        return export_page(request, svc, rep, who, chosen, status, exc.text(who.lang), form)
+        return export_page(request, svc, rep, who, chosen, refused_status(exc), exc.text(who.lang), form)
     return flash(request, RedirectResponse(f"/exports/{job.id}", 303), "flash.export_started")
 
 
@@ -303,15 +307,13 @@ async def export_submit(request: Request, venue_id: int, svc: Svc, rep: Reports,
 def _api_start(svc: Services, rep: ReportServices, who: Visitor, venue_ids: list[int], body: ExportBody) -> dict:
     try:
         venues = exportable(svc, who, venue_ids)
-        if not venues:
-            raise ExportRefused("export.refused.no_venue")
         job = start_job(svc, rep, who, venues, body.start, body.end, body.format)
     except VenuesRefused as exc:
         raise HTTPException(403, {"message": exc.text("en"), "refused": [v for v, _, _ in exc.refused]}) from None
     except RangeError as exc:
         raise HTTPException(400, range_text("en", exc)) from None
     except ExportRefused as exc:
-        raise HTTPException(400 if exc.key == "export.refused.no_venue" else 429, str(exc)) from None
+        raise HTTPException(refused_status(exc), str(exc)) from None
     return job_json(job, who.lang)
 
 
@@ -338,13 +340,12 @@ def api_export_start(venue_id: int, body: ExportBody, svc: Svc, rep: Reports,
 def api_export_status(job_id: str, svc: Svc, rep: Reports, who: Visitor = Depends(logged_in)):
     """Progress of one of this account's exports: rows done of total, percent, state
     (``error_text``: what went wrong, in the visitor's language)."""
-    return job_json(own_job(svc, rep, who, job_id), who.lang)
+    return job_json(own_job(svc, rep, who, job_id)[0], who.lang)
 
 
 @router.get("/exports/{job_id}", response_class=HTMLResponse, include_in_schema=False)
 def export_progress(request: Request, job_id: str, svc: Svc, rep: Reports, who: Visitor = Depends(logged_in)):
-    job = own_job(svc, rep, who, job_id)
-    venues = [v for v in (svc.venues.get(i) for i in job.venue_ids) if v is not None]
+    job, venues = own_job(svc, rep, who, job_id)
     return render(request, who, "export_job.html", job=job, venues=venues,
                   venue=venues[0] if len(venues) == 1 else None, error=job.error_text(who.lang))
 
@@ -398,7 +399,6 @@ def export_csv_now(venue_id: int, svc: Svc, start: str = Query("", max_length=20
 def export_csv_all(venue_id: int, svc: Svc, who: Visitor = Depends(logged_in)):
     """Every check-in the venue still has, masked, as streamed CSV (owners and managers)."""
     venue, _ = venue_for(svc, who, venue_id, "checkins.export")
+    filename = f"checkins-venue-{venue.id}.csv" if who.lang == "en" else f"luot-ra-vao-dia-diem-{venue.id}.csv"
     # Before 1970 too: a station's clock may have said anything.
-    name = "checkins" if who.lang == "en" else "luot-ra-vao"
-    return streaming_csv_response(svc, who, [venue], -ALL_TIME_MS, ALL_TIME_MS, f"{name}-dia-diem-{venue.id}.csv"
-                                  if who.lang != "en" else f"{name}-venue-{venue.id}.csv")
+    return streaming_csv_response(svc, who, [venue], -ALL_TIME_MS, ALL_TIME_MS, filename)

@@ -35,6 +35,7 @@ from qrgate.config import resolve
 from server.audit import register_actions
 from server.config import MailSection
 from server.reports.report_files import week_words
+from server.storage.sql import in_list
 from server.web import i18n
 
 logger = logging.getLogger(__name__)
@@ -189,6 +190,16 @@ class ReportMail:
 
     def for_report(self, report_id: int) -> list[Delivery]:
         return self._select("WHERE report_id = ? ORDER BY email", [report_id])
+
+    def for_reports(self, report_ids: list[int]) -> dict[int, list[Delivery]]:
+        """for_report of each of these reports, in one query (a page lists up to 60)."""
+        if not report_ids:
+            return {}
+        condition, params = in_list(self.db, "report_id", report_ids)
+        found: dict[int, list[Delivery]] = {}
+        for delivery in self._select(f"WHERE {condition} ORDER BY email", params):
+            found.setdefault(delivery.report_id, []).append(delivery)
+        return found
 
     def get(self, delivery_id: int) -> Delivery | None:
         rows = self._select("WHERE id = ?", [delivery_id])

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from PIL import Image, ImageDraw
 
-from server.reports.export import csv_stream
+from server.reports.export import TIME_FORMAT, csv_stream
 from server.reports.reports import COUNT_FIELDS, WeeklyReport
 from server.venues.poster import _font, _wrap
 from server.web import i18n
@@ -97,7 +97,7 @@ def day_text(day: dt.date) -> str:
 
 def time_text(ms: int | None, tz: ZoneInfo) -> str:
     """dd/mm/yyyy HH:MM in ``tz``; "–" for no time."""
-    return dt.datetime.fromtimestamp(ms / 1000, tz).strftime("%d/%m/%Y %H:%M") if ms else "–"
+    return dt.datetime.fromtimestamp(ms / 1000, tz).strftime(TIME_FORMAT) if ms else "–"
 
 
 def week_span(year: int, week: int) -> str:

@@ -132,10 +132,11 @@ def delivery_text(lang: str, d, tz) -> str:
 
 
 def kept_list(svc: Services, rep: ReportServices, who: Visitor, kept: list[StoredReport], base: str) -> list[dict]:
+    mailed = rep.mail.for_reports([k.id for k in kept])
     return [{"id": k.id, "week": week_text(who.lang, k.year, k.week), "made": time_text(k.made_ms, svc.tz),
              "people": k.summary["people"], "pdf": f"{base}/kept/{k.id}.pdf", "csv": f"{base}/kept/{k.id}.csv",
              "deliveries": [{"email": d.email, "state": d.state, "text": delivery_text(who.lang, d, svc.tz)}
-                            for d in rep.mail.for_report(k.id)]} for k in kept]
+                            for d in mailed.get(k.id, [])]} for k in kept]
 
 
 def page_of(svc: Services, who: Visitor, report) -> dict:
@@ -158,6 +159,22 @@ def file_response(svc: Services, who: Visitor, data: bytes, fmt: str, filename: 
                      format=fmt, **extra)
     return Response(data, media_type=MEDIA_TYPES["csv"] if fmt == "csv" else "application/pdf",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def made_now_response(svc: Services, who: Visitor, report, fmt: str, venue_id: int | None, **extra) -> Response:
+    """A report made now as a file in the visitor's language; audited."""
+    data = report_csv(report, who.lang) if fmt == "csv" else report_pdf(report, who.lang)
+    return file_response(svc, who, data, fmt, report_filename(report, fmt, who.lang), venue_id,
+                         week_words(report.year, report.week), **extra)
+
+
+def kept_response(svc: Services, who: Visitor, kept: StoredReport, fmt: str, venue_id: int | None,
+                  **extra) -> Response:
+    """A kept report's file in the visitor's language (404 if it is gone); audited."""
+    found = kept.file(fmt, who.lang)
+    if found is None:
+        raise HTTPException(404)
+    return file_response(svc, who, found[0], fmt, found[1], venue_id, week_words(kept.year, kept.week), **extra)
 
 
 # -- a unit's (a venue's) reports ---------------------------------------------------------
@@ -223,9 +240,7 @@ def report_download(venue_id: int, week_id: str, fmt: str, svc: Svc, who: Visito
     venue, _ = venue_for(svc, who, venue_id, "reports.view")
     year, week = parse_week(week_id)
     report = build_weekly_report(svc.storage, venue.id, year, week, svc.tz, now_ms(svc))
-    data = report_csv(report, who.lang) if fmt == "csv" else report_pdf(report, who.lang)
-    return file_response(svc, who, data, fmt, report_filename(report, fmt, who.lang), venue.id,
-                         week_words(year, week))
+    return made_now_response(svc, who, report, fmt, venue.id)
 
 
 @router.get("/venues/{venue_id}/reports/kept/{report_id}.{fmt}", tags=["reports"], response_class=Response)
@@ -238,11 +253,7 @@ def report_kept(venue_id: int, report_id: int, fmt: str, svc: Svc, rep: Reports,
     kept = rep.archive.get(report_id)
     if kept is None or kept.scope not in ("unit", "legacy") or kept.subject != str(venue.id):
         raise HTTPException(404)
-    found = kept.file(fmt, who.lang)
-    if found is None:
-        raise HTTPException(404)
-    return file_response(svc, who, found[0], fmt, found[1], venue.id,
-                         week_words(kept.year, kept.week))
+    return kept_response(svc, who, kept, fmt, venue.id)
 
 
 @router.get("/api/venues/{venue_id}/reports/{week_id}", tags=["reports"])
@@ -257,12 +268,14 @@ def api_report(venue_id: int, week_id: str, svc: Svc, who: Visitor = Depends(log
 def api_reports_kept(venue_id: int, svc: Svc, rep: Reports, who: Visitor = Depends(logged_in)):
     """Reports the schedule made for this unit, newest first, with how their e-mails went."""
     venue, _ = venue_for(svc, who, venue_id, "reports.view")
+    kept = rep.archive.for_unit(venue.id)
+    mailed = rep.mail.for_reports([k.id for k in kept])
     return {"reports": [{"id": k.id, "week": f"{k.year}-W{k.week:02d}", "made_ms": k.made_ms,
                          "summary": k.summary, "csv_url": f"/venues/{venue.id}/reports/kept/{k.id}.csv",
                          "pdf_url": f"/venues/{venue.id}/reports/kept/{k.id}.pdf",
                          "deliveries": [{"email": d.email, "state": d.state, "attempts": d.attempts,
-                                         "sent_ms": d.sent_ms, "error": d.error} for d in rep.mail.for_report(k.id)]}
-                        for k in rep.archive.for_unit(venue.id)]}
+                                         "sent_ms": d.sent_ms, "error": d.error} for d in mailed.get(k.id, [])]}
+                        for k in kept]}
 
 
 # -- areas --------------------------------------------------------------------------------
@@ -334,10 +347,7 @@ def area_report_download(code: str, week_id: str, fmt: str, svc: Svc, who: Visit
         raise HTTPException(404)
     area = officer_area(svc, who, code)
     year, week = parse_week(week_id)
-    report = area_report(svc, who, area, year, week)
-    data = report_csv(report, who.lang) if fmt == "csv" else report_pdf(report, who.lang)
-    return file_response(svc, who, data, fmt, report_filename(report, fmt, who.lang), None,
-                         week_words(year, week), area=area.code)
+    return made_now_response(svc, who, area_report(svc, who, area, year, week), fmt, None, area=area.code)
 
 
 @router.get("/reports/areas/{code}/kept/{report_id}.{fmt}", tags=["reports"], response_class=Response)
@@ -349,11 +359,7 @@ def area_report_kept(code: str, report_id: int, fmt: str, svc: Svc, rep: Reports
     kept = rep.archive.get(report_id)
     if kept is None or kept.scope != "area" or kept.subject != area.code:
         raise HTTPException(404)
-    found = kept.file(fmt, who.lang)
-    if found is None:
-        raise HTTPException(404)
-    return file_response(svc, who, found[0], fmt, found[1], None,
-                         week_words(kept.year, kept.week), area=area.code)
+    return kept_response(svc, who, kept, fmt, None, area=area.code)
 
 
 @router.get("/api/reports/areas/{code}/{week_id}", tags=["reports"])

@@ -171,7 +171,8 @@ def _build(storage, tree: VenueTree, scope: str, subject: str, name: str, addres
            year: int, week: int, tz: ZoneInfo, now_ms: int, by_unit: bool) -> WeeklyReport:
     db = storage.sql
     bounds = week_bounds(year, week, tz)
-    days = [_day(db, venue_ids, start, end, now_ms) for start, end in zip(bounds, bounds[1:])]
+    has_self = db.has_table("self_stations")  # asked once, not for each of the seven days
+    days = [_day(db, venue_ids, start, end, now_ms, has_self) for start, end in zip(bounds, bounds[1:])]
     lo, hi = _ms(bounds[0]), min(_ms(bounds[-1]), now_ms)
     hi = max(lo, hi)
     per_venue = _per_venue(db, venue_ids, lo, hi)
@@ -197,13 +198,12 @@ def _build(storage, tree: VenueTree, scope: str, subject: str, name: str, addres
         places=tuple(places), stations=tuple(stations) if not by_unit else ())
 
 
-def _day(db, venue_ids: list[int], start: dt.datetime, end: dt.datetime, now_ms: int) -> DayCounts:
+def _day(db, venue_ids: list[int], start: dt.datetime, end: dt.datetime, now_ms: int, has_self: bool) -> DayCounts:
     lo, hi = _ms(start), min(_ms(end), now_ms)
     if lo >= now_ms:
         return DayCounts(start.date(), True)
     if not venue_ids:
         return DayCounts(start.date(), False)
-    has_self = db.has_table("self_stations")
     self_sum = "sum(CASE WHEN s.station_id IS NOT NULL THEN 1 ELSE 0 END)" if has_self else "0"
     join = "LEFT JOIN self_stations s ON s.station_id = c.station_id" if has_self else ""
     venues, params = in_list(db, "c.venue_id", venue_ids)
