@@ -12,7 +12,6 @@ here, and only if it is pure Python (sdnotify has no wheel at all).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import io
 import json
 import logging
@@ -26,17 +25,17 @@ from pathlib import Path
 
 from provisioning.release_repo import parse_version
 from qrgate.errors import UserError
+from qrgate.updates import MANIFEST, MANIFEST_FORMAT, SOURCE_TAR, WHEELS, machine_arch, manifest_files
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-FORMAT = 1
 # What a station has from apt (install.sh APT_PROVIDES): never in a release.
 APT_PROVIDES = ("numpy", "evdev")
 # The pi extra is only evdev, which apt provides: a release needs the base requirements.
 PYTHON = "3.11"  # Debian 12 and Raspberry Pi OS Bookworm
 ARCH_PLATFORMS = {"amd64": "x86_64", "arm64": "aarch64"}
 GLIBC_MINOR = 36  # Debian 12 and Raspberry Pi OS Bookworm: glibc 2.36
+SKIP_SOURCE = {".git", ".venv", "demo-data", "__pycache__", ".pytest_cache", "build", "qrgate.egg-info"}
 
 
 def platform_tags(arch: str) -> list[str]:
@@ -44,17 +43,10 @@ def platform_tags(arch: str) -> list[str]:
     ``--platform`` literally, and most wheels are tagged with an older glibc (2.28, 2.17)."""
     machine = ARCH_PLATFORMS[arch]
     return [f"manylinux_2_{minor}_{machine}" for minor in range(GLIBC_MINOR, 16, -1)] + [f"manylinux2014_{machine}"]
-SKIP_SOURCE = {".git", ".venv", "demo-data", "__pycache__", ".pytest_cache", "build", "qrgate.egg-info"}
 
 
 def target_name(version: str, arch: str) -> str:
     return f"qrgate-{version}-{arch}.tar"
-
-
-def host_arch() -> str:
-    import platform
-
-    return {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 
 
 def _pip(*args: str, log: Path) -> None:
@@ -74,18 +66,17 @@ def copy_source(source: Path, dest: Path, version: str) -> None:
         return [n for n in names if n in SKIP_SOURCE or n.endswith(".pyc")]
 
     shutil.copytree(source, dest, ignore=ignore, symlinks=True)
-    pyproject = dest / "pyproject.toml"
-    text, n = re.subn(r'^version = "[^"]*"', f'version = "{version}"', pyproject.read_text(encoding="utf-8"),
+    _set_version_line(source, dest, "pyproject.toml", "version", version)
+    _set_version_line(source, dest, "qrgate/__init__.py", "__version__", version)
+
+
+def _set_version_line(source: Path, dest: Path, name: str, variable: str, version: str) -> None:
+    path = dest / name
+    text, n = re.subn(rf'^{variable} = "[^"]*"', f'{variable} = "{version}"', path.read_text(encoding="utf-8"),
                       count=1, flags=re.M)
     if n != 1:
-        raise UserError(f"{source}/pyproject.toml has no version line to set")
-    pyproject.write_text(text, encoding="utf-8")
-    init = dest / "qrgate" / "__init__.py"
-    text, n = re.subn(r'^__version__ = "[^"]*"', f'__version__ = "{version}"', init.read_text(encoding="utf-8"),
-                      count=1, flags=re.M)
-    if n != 1:
-        raise UserError(f"{source}/qrgate/__init__.py has no __version__ line to set")
-    init.write_text(text, encoding="utf-8")
+        raise UserError(f"{source}/{name} has no {variable} line to set")
+    path.write_text(text, encoding="utf-8")
 
 
 def resolve(project_wheel: Path, constraints: Path, work: Path, log: Path) -> list[tuple[str, str]]:
@@ -106,7 +97,7 @@ def resolve(project_wheel: Path, constraints: Path, work: Path, log: Path) -> li
 
 def fetch_wheels(pins: list[tuple[str, str]], arch: str, wheels: Path, work: Path, log: Path) -> None:
     """A wheel of each pin for ``arch``: from the index, else built here if pure Python."""
-    same_arch = arch == host_arch()
+    same_arch = arch == machine_arch()
     for name, version in pins:
         spec = f"{name}=={version}"
         args = ["download", "--no-deps", "--only-binary=:all:", "-d", str(wheels), spec]
@@ -143,24 +134,22 @@ def build_release(source: Path, version: str, arch: str, out_dir: Path, constrai
         work = Path(tmp)
         src = work / "src"
         copy_source(source, src, version)
-        wheels = work / "wheels"
+        wheels = work / WHEELS
         wheels.mkdir()
         _pip("wheel", "--no-deps", "-w", str(wheels), str(src), log=log)
         project = next(wheels.glob("qrgate-*.whl"), None)
         if project is None:
             raise UserError(f"building the project's wheel made nothing: see {log}")
         fetch_wheels(resolve(project, constraints, work, log), arch, wheels, work, log)
-        source_tar = work / "src.tar.gz"
-        with tarfile.open(source_tar, "w:gz") as tar:
+        with tarfile.open(work / SOURCE_TAR, "w:gz") as tar:
             tar.add(src, arcname="src")
         manifest = {
-            "format": FORMAT, "version": version, "arch": arch, "python": PYTHON,
+            "format": MANIFEST_FORMAT, "version": version, "arch": arch, "python": PYTHON,
             "requirement": f"qrgate=={version}", "apt_provides": list(APT_PROVIDES),
             "made": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "files": {f"wheels/{w.name}": _sha256(w) for w in sorted(wheels.glob("*.whl"))}
-            | {"src.tar.gz": _sha256(source_tar)},
+            "files": manifest_files(work),
         }
-        out = out_dir / Path(target_name(version, arch)).name
+        out = out_dir / target_name(version, arch)
         tmp_out = out.with_name(out.name + ".tmp")
         with tarfile.open(tmp_out, "w") as tar:
             data = json.dumps(manifest, indent=2, sort_keys=True).encode()
@@ -171,11 +160,3 @@ def build_release(source: Path, version: str, arch: str, out_dir: Path, constrai
                 tar.add(work / name, arcname=name)
         tmp_out.replace(out)
     return out
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -61,8 +61,9 @@ def init(repo: str, keys: str, root_keys: str) -> int:
              arg("--timestamp-key", default="", help="also sign timestamp.json here (default: the server does)"))
 def build(repo: str, keys: str, source: str, version: str, arch: list[str] | None, timestamp_key: str) -> int:
     """Build the release for each architecture (wheels fetched here) and sign it in."""
-    from provisioning.release_build import build_release, host_arch, target_name
+    from provisioning.release_build import build_release, target_name
     from provisioning.release_repo import ReleaseRepository, key_path, load_key_file, parse_version
+    from qrgate.updates import machine_arch
 
     repository = ReleaseRepository(repo)
     signers = {role: load_key_file(key_path(Path(keys), role)) for role in ("targets", "snapshot")}
@@ -76,7 +77,7 @@ def build(repo: str, keys: str, source: str, version: str, arch: list[str] | Non
         raise UserError(f"{version} is older than the newest release ({'.'.join(map(str, newest))}): stations "
                         f"never go back; to undo a release, release the old code under a newer version")
     work = Path(repo) / "build"
-    for one in arch or [host_arch()]:
+    for one in arch or [machine_arch()]:
         bundle = build_release(Path(source), version, one, work)
         repository.add_target(bundle, target_name(version, one), {"version": version, "arch": one}, signers)
         print(f"release {version} for {one}: {bundle.stat().st_size} bytes, signed")
@@ -130,12 +131,14 @@ def rotate_key(repo: str, root_keys: str, role: str, keys: str, timestamp_key: s
     from provisioning.release_repo import ReleaseRepository, key_path, load_key_file, new_key_file
 
     repository = ReleaseRepository(repo)
-    folder = Path(root_keys) if role == "root" else Path(timestamp_key).parent if role == "timestamp" else Path(keys)
     if role not in ("root", "timestamp") and not keys:
         raise UserError(f"--keys is needed to rotate the {role} key")
     if role == "timestamp" and not timestamp_key:
         raise UserError("--timestamp-key is needed to rotate the timestamp key")
-    path = Path(timestamp_key) if role == "timestamp" else key_path(folder, role)
+    if role == "timestamp":
+        path = Path(timestamp_key)
+    else:
+        path = key_path(Path(root_keys) if role == "root" else Path(keys), role)
     old = load_key_file(path)
     root_signer = load_key_file(key_path(Path(root_keys), "root"))
     revoked = path.with_name(path.name + ".revoked")

@@ -13,10 +13,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import shutil
 from pathlib import Path
 
-from provisioning.release_repo import ReleaseRepository, load_key_file
+from provisioning.release_repo import ReleaseRepository, copy_file_durably, load_key_file
 from qrgate.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -27,14 +26,6 @@ TIMESTAMP_KEY = "release-timestamp.pem"  # the server's timestamp key, in its da
 
 def served_folder(data_dir: Path) -> Path:
     return Path(data_dir) / SERVED
-
-
-def _copy_file(src: Path, dest: Path) -> None:
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, dest)
 
 
 def copy_repository(repo: Path, served: Path) -> int:
@@ -50,7 +41,7 @@ def copy_repository(repo: Path, served: Path) -> int:
             dest = served / kind / name
             if dest.exists():
                 continue
-            _copy_file(repo / kind / name, dest)
+            copy_file_durably(repo / kind / name, dest)
             copied += 1
     return copied
 
@@ -62,9 +53,10 @@ def publish(repo: Path, data_dir: Path, timestamp_key: Path | None = None) -> di
         raise UserError(f"{repo} is not a release repository (no metadata/1.root.json)")
     copied = copy_repository(Path(repo), served)
     key = load_key_file(timestamp_key or Path(data_dir) / TIMESTAMP_KEY)
-    stamp = ReleaseRepository(served).sign_timestamp(key)
+    repository = ReleaseRepository(served)
+    stamp = repository.sign_timestamp(key)
     _owned_like(served, Path(data_dir))
-    releases = ReleaseRepository(served).releases()
+    releases = repository.releases()
     newest = releases[-1]["version"] if releases else None
     logger.info("published %d file(s); timestamp version %d; newest release %s", copied, stamp.signed.version, newest)
     return {"copied": copied, "timestamp_version": stamp.signed.version, "newest": newest}

@@ -22,12 +22,12 @@ import datetime as dt
 import hashlib
 import logging
 import os
-import re
+import shutil
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from securesystemslib.signer import CryptoSigner, SSlibKey
+from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import (
     Key,
     Metadata,
@@ -40,6 +40,7 @@ from tuf.api.metadata import (
 )
 
 from qrgate.errors import UserError
+from qrgate.updates import version_key
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +48,23 @@ ROLES = ("root", "targets", "snapshot", "timestamp")
 # How long each role's signature holds (docs/updates.md, "Expiry").
 EXPIRY = {"root": dt.timedelta(days=365), "targets": dt.timedelta(days=90), "snapshot": dt.timedelta(days=90),
           "timestamp": dt.timedelta(days=1)}
-VERSION_RE = re.compile(r"^\d{1,4}\.\d{1,4}\.\d{1,4}$")
 
 
 def parse_version(text: str) -> tuple[int, ...]:
     """A release version "MAJOR.MINOR.PATCH" as a tuple that compares as releases do."""
-    if not isinstance(text, str) or not VERSION_RE.match(text):
-        raise UserError(f"a release version is three numbers such as 0.2.0, not {text!r}")
-    return tuple(int(part) for part in text.split("."))
+    try:
+        return version_key(text)
+    except ValueError:
+        raise UserError(f"a release version is three numbers such as 0.2.0, not {text!r}") from None
+
+
+def copy_file_durably(src: Path, dest: Path) -> None:
+    """Copy to a temporary name, fsync, rename: ``dest`` is whole or absent after a crash."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, dest)
 
 
 def _expiry(role: str, override: dt.timedelta | None = None) -> dt.datetime:
@@ -95,10 +105,6 @@ def load_key_file(path: Path) -> CryptoSigner:
     return CryptoSigner(private)
 
 
-def public_of(signer: CryptoSigner) -> SSlibKey:
-    return signer.public_key
-
-
 # --- the repository ---
 
 class ReleaseRepository:
@@ -112,6 +118,9 @@ class ReleaseRepository:
     # reading
     def latest(self, role: str) -> Metadata:
         """The newest version of a role's metadata in the folder."""
+        return Metadata.from_file(str(self._latest_path(role)))
+
+    def _latest_path(self, role: str) -> Path:
         if role == "timestamp":
             path = self.metadata_dir / "timestamp.json"
         else:
@@ -122,7 +131,13 @@ class ReleaseRepository:
             path = self.metadata_dir / f"{versions[-1]}.{role}.json"
         if not path.exists():
             raise UserError(f"{self.folder} holds no {role} metadata")
-        return Metadata.from_file(str(path))
+        return path
+
+    def _meta_of(self, role: str) -> MetaFile:
+        """The newest ``role`` file as the next role up names it: version, length, hash."""
+        data = self._latest_path(role).read_bytes()
+        return MetaFile(version=Metadata.from_bytes(data).signed.version, length=len(data),
+                        hashes={"sha256": hashlib.sha256(data).hexdigest()})
 
     def releases(self) -> list[dict]:
         """Every release the signed targets list: version, arch, target path, length."""
@@ -135,12 +150,11 @@ class ReleaseRepository:
         return sorted(out, key=lambda r: (parse_version(r["version"]), r.get("arch", "")))
 
     # writing
-    def _write(self, md: Metadata, name: str | None = None) -> Path:
+    def _write(self, md: Metadata) -> Path:
         """Write metadata atomically (and durably: the server copies what is here)."""
         self.metadata_dir.mkdir(parents=True, exist_ok=True)
         role = md.signed.type
-        path = self.metadata_dir / (name or ("timestamp.json" if role == "timestamp" else
-                                             f"{md.signed.version}.{role}.json"))
+        path = self.metadata_dir / ("timestamp.json" if role == "timestamp" else f"{md.signed.version}.{role}.json")
         tmp = path.with_name(path.name + ".tmp")
         data = md.to_bytes()
         with open(tmp, "wb") as fh:
@@ -159,7 +173,7 @@ class ReleaseRepository:
             signers[role] = new_key_file(key_path(keys_dir, role))
         root = Root(expires=_expiry("root"), consistent_snapshot=True)
         for role, signer in signers.items():
-            root.add_key(public_of(signer), role)
+            root.add_key(signer.public_key, role)
         root_md = Metadata(root)
         root_md.sign(signers["root"])
         self._write(root_md)
@@ -167,7 +181,7 @@ class ReleaseRepository:
         targets_md.sign(signers["targets"])
         self._write(targets_md)
         self._snapshot_and_timestamp(signers["snapshot"], signers["timestamp"])
-        return {role: public_of(s).keyid for role, s in signers.items()}
+        return {role: s.public_key.keyid for role, s in signers.items()}
 
     def add_target(self, file: Path, name: str, custom: dict, signers: dict[str, CryptoSigner]) -> TargetFile:
         """Add (or replace) one target, signed into a new targets, snapshot and timestamp.
@@ -181,13 +195,7 @@ class ReleaseRepository:
         digest = info.hashes["sha256"]
         dest = self.targets_dir / f"{digest}.{Path(name).name}"
         if not dest.exists():
-            tmp = dest.with_name(dest.name + ".tmp")
-            with open(file, "rb") as src, open(tmp, "wb") as out:
-                while chunk := src.read(1 << 20):
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, dest)
+            copy_file_durably(Path(file), dest)
         targets_md = self.latest("targets")
         targets_md.signed.targets[name] = info
         targets_md.signed.version += 1
@@ -207,17 +215,13 @@ class ReleaseRepository:
         md.sign(signer)
 
     def _snapshot_and_timestamp(self, snapshot_signer: CryptoSigner, timestamp_signer: CryptoSigner | None) -> None:
-        targets_md = self.latest("targets")
         try:
             snapshot_md = self.latest("snapshot")
             snapshot_md.signed.version += 1
         except UserError:
             snapshot_md = Metadata(Snapshot(expires=_expiry("snapshot")))
         snapshot_md.signed.expires = _expiry("snapshot")
-        targets_bytes = (self.metadata_dir / f"{targets_md.signed.version}.targets.json").read_bytes()
-        snapshot_md.signed.meta["targets.json"] = MetaFile(
-            version=targets_md.signed.version, length=len(targets_bytes),
-            hashes={"sha256": hashlib.sha256(targets_bytes).hexdigest()})
+        snapshot_md.signed.meta["targets.json"] = self._meta_of("targets")
         self._sign_checked(snapshot_md, snapshot_signer, "snapshot")
         self._write(snapshot_md)
         if timestamp_signer is not None:
@@ -225,16 +229,12 @@ class ReleaseRepository:
 
     def sign_timestamp(self, signer: CryptoSigner, expires: dt.timedelta | None = None) -> Metadata:
         """A new timestamp.json naming the newest snapshot (the server's job, every few hours)."""
-        snapshot_md = self.latest("snapshot")
-        snapshot_bytes = (self.metadata_dir / f"{snapshot_md.signed.version}.snapshot.json").read_bytes()
         try:
             version = self.latest("timestamp").signed.version + 1
-        except (UserError, FileNotFoundError):
+        except UserError:
             version = 1
-        timestamp = Timestamp(version=version, expires=_expiry("timestamp", expires), snapshot_meta=MetaFile(
-            version=snapshot_md.signed.version, length=len(snapshot_bytes),
-            hashes={"sha256": hashlib.sha256(snapshot_bytes).hexdigest()}))
-        md = Metadata(timestamp)
+        md = Metadata(Timestamp(version=version, expires=_expiry("timestamp", expires),
+                                snapshot_meta=self._meta_of("snapshot")))
         self._sign_checked(md, signer, "timestamp")
         self._write(md)
         return md
@@ -268,13 +268,13 @@ class ReleaseRepository:
                timestamp_signer: CryptoSigner | None = None) -> None:
         """Sign a new version of ``role`` (targets or snapshot) with a (rotated) key."""
         if role == "targets":
+            if snapshot_signer is None:  # before anything is written
+                raise UserError("a new targets.json needs the snapshot key too")
             md = self.latest("targets")
             md.signed.version += 1
             md.signed.expires = _expiry("targets")
             self._sign_checked(md, signer, "targets")
             self._write(md)
-            if snapshot_signer is None:
-                raise UserError("a new targets.json needs the snapshot key too")
             self._snapshot_and_timestamp(snapshot_signer, timestamp_signer)
         elif role == "snapshot":
             self._snapshot_and_timestamp(signer, timestamp_signer)

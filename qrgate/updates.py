@@ -8,6 +8,9 @@ what the TUF metadata it verifies says, whatever the notice claimed.
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
+import platform
 import re
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,12 @@ RELEASES_TOPIC = "qrgate/v1/releases"
 REPORT_SIGNING_CONTEXT = b"qrgate-update-report-v1\n"
 MAX_NOTICE_BYTES = 1024
 VERSION_RE = re.compile(r"^\d{1,4}\.\d{1,4}\.\d{1,4}$")
+
+# The release file: provisioning/release_build.py makes it, edge/update/install.py reads it.
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+WHEELS = "wheels"  # the folder of wheels in a release file
+SOURCE_TAR = "src.tar.gz"
 
 # What a station's updater says about itself (the fleet page shows it). The refusals
 # are TUF's (docs/updates.md, "What a station refuses").
@@ -57,14 +66,39 @@ CAUSES = {
 }
 
 
+def version_key(text: str) -> tuple[int, ...]:
+    """A release version "MAJOR.MINOR.PATCH" as a tuple that compares as releases do."""
+    if not isinstance(text, str) or not VERSION_RE.match(text):
+        raise ValueError(f"not a release version: {text!r}")
+    return tuple(int(part) for part in text.split("."))
+
+
+def machine_arch() -> str:
+    """This machine's architecture by dpkg's name (amd64, arm64), as releases are named."""
+    machine = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def manifest_files(folder: Path) -> dict[str, str]:
+    """The manifest's "files": each wheel under ``folder/wheels`` and the source tar, by sha256."""
+    files = {f"{WHEELS}/{w.name}": file_sha256(w) for w in sorted((folder / WHEELS).glob("*.whl"))}
+    return files | {SOURCE_TAR: file_sha256(folder / SOURCE_TAR)}
+
+
 def notice(version: str, published_ms: int) -> bytes:
     return canonical_json({"v": 1, "version": version, "published_ms": published_ms})
 
 
 def parse_notice(payload: bytes) -> dict[str, Any]:
     """A release notice, checked for shape only (it is a hint, never trusted)."""
-    import json
-
     if len(payload) > MAX_NOTICE_BYTES:
         raise RecordError("too_large", f"release notice of {len(payload)} bytes")
     try:

@@ -7,7 +7,6 @@ cut short, deleted and done again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -17,10 +16,10 @@ from pathlib import Path
 
 from edge.update.layout import MARKER, Layout, fsync_dir, write_json
 from qrgate.errors import QrgateError
+from qrgate.updates import MANIFEST, MANIFEST_FORMAT, SOURCE_TAR, WHEELS, file_sha256
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
@@ -52,9 +51,13 @@ def read_manifest(bundle: Path) -> dict:
             data = tar.extractfile(MANIFEST).read()
         except (KeyError, AttributeError):
             raise InstallFailed(f"{bundle.name} has no {MANIFEST}") from None
-    manifest = json.loads(data)
-    if not isinstance(manifest, dict) or manifest.get("format") != 1:
-        raise InstallFailed(f"{bundle.name}: manifest format {manifest.get('format')!r} is not one this updater knows")
+    try:
+        manifest = json.loads(data)
+    except ValueError:
+        raise InstallFailed(f"{bundle.name}: {MANIFEST} is not JSON") from None
+    found = manifest.get("format") if isinstance(manifest, dict) else None
+    if found != MANIFEST_FORMAT:
+        raise InstallFailed(f"{bundle.name}: manifest format {found!r} is not one this updater knows")
     return manifest
 
 
@@ -75,9 +78,9 @@ def install_release(bundle: Path, layout: Layout, version: str, arch: str, log: 
         _extract(tar, unpack)
     for name, digest in manifest.get("files", {}).items():
         path = unpack / name
-        if not path.is_file() or _sha256(path) != digest:
+        if not path.is_file() or file_sha256(path) != digest:
             raise InstallFailed(f"{name} in {bundle.name} does not match its manifest")
-    with tarfile.open(unpack / "src.tar.gz") as tar:
+    with tarfile.open(unpack / SOURCE_TAR) as tar:
         _extract(tar, folder)
     if not (folder / "src" / "pyproject.toml").is_file():
         raise InstallFailed(f"{bundle.name} holds no source tree")
@@ -85,7 +88,7 @@ def install_release(bundle: Path, layout: Layout, version: str, arch: str, log: 
     steps = [
         [python, "-m", "venv", "--system-site-packages", str(venv)],
         [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "--no-index",
-         "--only-binary=:all:", "--find-links", str(unpack / "wheels"), manifest["requirement"]],
+         "--only-binary=:all:", "--find-links", str(unpack / WHEELS), manifest["requirement"]],
     ]
     with open(log, "a", encoding="utf-8") as out:
         for cmd in steps:
@@ -101,11 +104,3 @@ def install_release(bundle: Path, layout: Layout, version: str, arch: str, log: 
     write_json(folder / MARKER, {"version": version, "arch": arch, "made": manifest.get("made", "")})
     fsync_dir(layout.releases)
     return folder
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -48,10 +48,8 @@ def write_json(path: Path, obj: Any) -> None:
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (OSError, ValueError):  # absent; torn cannot happen (rename), but hand-edited can
         return None
-    except (OSError, ValueError):
-        return None  # a torn file cannot happen (rename), but a hand-edited one can
     return obj if isinstance(obj, dict) else None
 
 

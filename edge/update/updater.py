@@ -21,9 +21,9 @@ from edge.update.health import Sample, TrialWatch, restart_unit, unit_sample
 from edge.update.install import InstallFailed, install_release
 from edge.update.layout import CURRENT, GOOD, Layout, read_json, write_json
 from edge.update.settings import UpdateSettings
-from edge.update.verify import ReleaseChecker, ServerUnreachable, UpdateRefused, station_arch, version_key
+from edge.update.verify import ReleaseChecker, ServerUnreachable, UpdateRefused
 from qrgate.errors import QrgateError
-from qrgate.updates import sign_report
+from qrgate.updates import machine_arch, sign_report, version_key
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class Updater:
         self.state_dir = settings.state_dir
         self.clock, self.sleep = clock, sleep
         self._sample, self._restart = sample, restart
-        self.arch = self.s.arch or station_arch()
+        self.arch = self.s.arch or machine_arch()
         self._station = None
         self.server_url = self.s.server_url
         self._reporter = reporter
@@ -88,10 +88,13 @@ class Updater:
             self.server_url = self.server_url or self._station.station.server_url
         return self._station
 
-    def report(self) -> dict | None:
-        """Send the status, signed by the station's key; the server's answer, or None."""
+    def report(self, status: dict[str, Any] | None = None) -> dict | None:
+        """Send the status (read from its file unless given), signed by the station's key;
+        the server's answer, or None. The report's number is counted into ``status``."""
+        if status is None:
+            status = self.status()
         if self._reporter is not None:
-            return self._reporter(self.status())
+            return self._reporter(status)
         try:
             station = self._station_config()
         except QrgateError as exc:
@@ -102,7 +105,6 @@ class Updater:
             return None
         from qrgate.keyfiles import load_or_create_key
 
-        status = self.status()
         status["n"] = int(status.get("n", 0)) + 1
         write_json(self.status_path, status)
         update = {k: status.get(k, "") for k in ("state", "version", "reason", "running", "good", "refusal", "cause")}
@@ -168,16 +170,17 @@ class Updater:
             self.layout.point(GOOD, running)
         # Which releases this station's waves allow (server/releases/waves.py): asked
         # first, in a signed report of where it stands. No answer, no new release.
-        if not self.status().get("state"):
-            self._set_status("idle", running, reason="first check")
-        answer = self.report()
+        status = self.status()
+        if not status.get("state"):
+            status = self._set_status("idle", running, reason="first check")
+        answer = self.report(status)
         if not isinstance(answer, dict):
             return self._set_status("unreachable", reason="the server did not answer the update report "
                                                           "(a release is taken only when its wave allows)")
         allowed = answer.get("allowed") if isinstance(answer.get("allowed"), list) else None
         try:
             checker = self.checker()
-            offer = checker.newest(running, skip=set(self.status().get("failed", [])), allowed=allowed)
+            offer = checker.newest(running, skip=set(status.get("failed", [])), allowed=allowed)
         except UpdateRefused as exc:
             return self._reported("refused", reason=f"{exc.code}: {exc.detail}", refusal=exc.code)
         except ServerUnreachable as exc:
@@ -204,9 +207,9 @@ class Updater:
         return self.switch_and_try(offer.version, running)
 
     def _reported(self, state: str, version: str = "", reason: str = "", **extra) -> dict[str, Any]:
-        self._set_status(state, version, reason, **extra)
-        self.report()
-        return self.status()
+        status = self._set_status(state, version, reason, **extra)
+        self.report(status)
+        return status
 
     def _remember_failed(self, version: str) -> None:
         status = self.status()
@@ -216,8 +219,7 @@ class Updater:
 
     # --- switching ---
     def switch_and_try(self, version: str, previous: str) -> dict[str, Any]:
-        self._set_status("trying", version, reason=f"switched from {previous}")
-        answer = self.report() or {}
+        answer = self.report(self._set_status("trying", version, reason=f"switched from {previous}")) or {}
         journal = {"phase": "trying", "version": version, "previous": previous, "attempts": 1,
                    "server_ms": answer.get("server_ms", 0), "checkins": answer.get("checkins")}
         write_json(self.journal_path, journal)

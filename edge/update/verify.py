@@ -12,7 +12,6 @@ file whose hash differs from the signed one, and metadata signed by a revoked ke
 from __future__ import annotations
 
 import logging
-import platform
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from tuf.api.metadata import Metadata
 from tuf.ngclient import Updater, UpdaterConfig
 
 from qrgate.errors import QrgateError
-from qrgate.updates import REFUSALS, VERSION_RE
+from qrgate.updates import REFUSALS, VERSION_RE, machine_arch, version_key
 
 logger = logging.getLogger(__name__)
 
@@ -53,17 +52,6 @@ class Offer:
     length: int
 
 
-def version_key(text: str) -> tuple[int, ...]:
-    if not VERSION_RE.match(text or ""):
-        raise ValueError(f"not a release version: {text!r}")
-    return tuple(int(part) for part in text.split("."))
-
-
-def station_arch() -> str:
-    machine = platform.machine()
-    return {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
-
-
 def _refusal(exc: Exception, stage: str) -> UpdateRefused:
     """Map python-tuf's errors to the station's closed list of refusals."""
     text = str(exc) or type(exc).__name__
@@ -71,10 +59,8 @@ def _refusal(exc: Exception, stage: str) -> UpdateRefused:
         return UpdateRefused("expired", text)
     if isinstance(exc, tuf_errors.UnsignedMetadataError):
         return UpdateRefused("bad_signature", text)
-    if isinstance(exc, tuf_errors.LengthOrHashMismatchError):
+    if isinstance(exc, (tuf_errors.LengthOrHashMismatchError, tuf_errors.DownloadLengthMismatchError)):
         # During refresh the hashes are those of metadata named by newer metadata.
-        return UpdateRefused("bad_hash" if stage == "download" else "mixed", text)
-    if isinstance(exc, tuf_errors.DownloadLengthMismatchError):
         return UpdateRefused("bad_hash" if stage == "download" else "mixed", text)
     if isinstance(exc, tuf_errors.BadVersionNumberError):
         # python-tuf's words: "New timestamp version 3 must be >= 5" and "Expected
@@ -130,7 +116,7 @@ class ReleaseChecker:
         self.download_dir = Path(download_dir)
         self.metadata_dir.mkdir(parents=True, exist_ok=True)
         self.download_dir.mkdir(parents=True, exist_ok=True)
-        self.arch = arch or station_arch()
+        self.arch = arch or machine_arch()
         self._updater = Updater(str(self.metadata_dir), f"{base}/releases/metadata/", str(self.download_dir),
                                 f"{base}/releases/targets/", config=UpdaterConfig(), bootstrap=self.bootstrap)
 
@@ -138,12 +124,10 @@ class ReleaseChecker:
         """Fetch and verify root, timestamp, snapshot and targets (UpdateRefused, ServerUnreachable)."""
         try:
             self._updater.refresh()
-        except tuf_errors.DownloadError as exc:
+        except (tuf_errors.DownloadError, OSError) as exc:
             raise ServerUnreachable(f"release server: {exc}") from None
         except tuf_errors.RepositoryError as exc:
             raise _refusal(exc, "refresh") from None
-        except OSError as exc:
-            raise ServerUnreachable(f"release server: {exc}") from None
 
     def offers(self) -> list[Offer]:
         """Every release for this station's architecture the verified targets list, oldest first."""
@@ -177,9 +161,7 @@ class ReleaseChecker:
             return Path(cached)
         try:
             return Path(self._updater.download_target(info))
-        except tuf_errors.DownloadHTTPError as exc:
-            raise ServerUnreachable(f"release file {offer.target}: {exc}") from None
         except (tuf_errors.RepositoryError, tuf_errors.DownloadLengthMismatchError) as exc:
             raise _refusal(exc, "download") from None
-        except tuf_errors.DownloadError as exc:
+        except tuf_errors.DownloadError as exc:  # HTTP errors included
             raise ServerUnreachable(f"release file {offer.target}: {exc}") from None

@@ -21,7 +21,7 @@ from typing import Any
 
 from qrgate import protocol
 from qrgate.errors import RecordError
-from qrgate.updates import CAUSES, REFUSALS, STATES, VERSION_RE, verify_report
+from qrgate.updates import CAUSES, REFUSALS, STATES, VERSION_RE, verify_report, version_key
 from server.releases.waves import Waves
 
 logger = logging.getLogger(__name__)
@@ -70,8 +70,7 @@ class ReleaseService:
             logger.error("cannot read the served targets: %s", exc)
             return []
         versions = {(info.unrecognized_fields.get("qrgate") or {}).get("version") for info in targets.values()}
-        return sorted((v for v in versions if isinstance(v, str) and VERSION_RE.match(v)),
-                      key=lambda v: tuple(int(x) for x in v.split(".")))
+        return sorted((v for v in versions if isinstance(v, str) and VERSION_RE.match(v)), key=version_key)
 
     def file(self, kind: str, name: str) -> Path | None:
         """The file a station asked for, or None (unknown name, or not published)."""

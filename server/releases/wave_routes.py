@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from qrgate.updates import VERSION_RE
+from qrgate.updates import VERSION_RE, version_key
 from server.releases.service import ReleaseService
 from server.releases.waves import DEFAULT_STOP_AT, WaveError, parse_groups, parse_percent
 from server.web import i18n
@@ -126,7 +126,7 @@ def _page(svc: Services, request: Request, who: Visitor, status_code: int = 200,
         wave["since"] = _when(svc, wave["changed_ms"])
         failed = wave["counts"]["failed"] + wave["counts"]["rolled_back"]
         wave["stop_words"] = STOP_WORDS.get(wave["reason"], "releases.stopped_by_itself" if failed else "")
-    published = sorted(set(releases.published()) | set(waves), key=lambda v: tuple(map(int, v.split("."))),
+    published = sorted(set(releases.published()) | set(waves), key=version_key,
                        reverse=True)
     updates = releases.station_updates()
     groups = releases.waves.groups()

@@ -30,7 +30,7 @@ from typing import Any
 
 from qrgate import protocol
 from qrgate.errors import UserError
-from qrgate.updates import VERSION_RE
+from qrgate.updates import VERSION_RE, version_key
 from server.audit import register_actions
 
 logger = logging.getLogger(__name__)
@@ -65,10 +65,6 @@ def bucket(version: str, station_id: str) -> int:
     """The station's place (0-99) in this release's percentage."""
     digest = hashlib.sha256(f"{version}\n{station_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % 100
-
-
-def version_key(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split("."))
 
 
 def parse_groups(text: Any) -> list[str]:
