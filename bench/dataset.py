@@ -88,11 +88,7 @@ def generate(path: str | Path, checkins: int, *, venues: int = 3000, people: int
     venue_rows = []
     for v in range(1, venues + 1):
         ward = wards[int(rng.integers(len(wards)))]
-        parent = ward.parent
-        if parent in areas.districts:
-            district, province = parent, areas.districts[parent].parent
-        else:
-            district, province = "", parent
+        district, province = "", ward.parent  # the 2025 map: communes and wards under their province
         venue_rows.append((v, f"Địa điểm {v}", "factory" if v % 3 else "market", "", province, district, ward.code,
                            start_ms - DAY_MS))
     conn.executemany("INSERT INTO venues (id, name, kind, address, province, district, ward, created_ms)"
